@@ -1,0 +1,311 @@
+"""Inference of the agent losses by force matching.
+
+The first-order loss family is linear in the spline values, so fitting is linear least
+squares: forces = D @ y + F_walls. Normal equations are accumulated frame by frame
+(numba builds each frame's design matrix) in contiguous time blocks, so the ridge
+strength can be cross-validated on a time split without storing the design matrix.
+
+Agent mode solves one problem per species (rows of O atoms for the O channels, rows
+of H atoms for the H channels). Reciprocal mode solves one joint problem over all
+rows with the tied channels sharing parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import kernels
+from .model import (CHANNEL_KEYS, RECIPROCAL_TIES, Channel, LossModel, WaterSystem,
+                    angle_channel_table, natural_spline_matrix, pair_channel_table)
+from .topology import SPECIES, SPECIES_INDEX
+
+
+@dataclass
+class FitSettings:
+    """Basis, cutoff and regularisation of a fit (nm, rad, kJ/mol)."""
+
+    r_cut: float = 0.6
+    r_switch: float = 0.5
+    h_inter: float = 0.01
+    h_intra: float = 0.002
+    h_angle: float = 0.03
+    margin_inter: float = 0.01
+    margin_intra: float = 0.01
+    margin_angle: float = 0.15
+    k_wall: float = 1.0e5
+    lambdas: tuple = tuple(10.0 ** np.arange(-9.0, 1.01, 1.0))
+    cv_folds: int = 5
+    test_fraction: float = 0.2
+    gap_frames: int = 5
+
+
+@dataclass
+class NormalEquations:
+    """Sums over the frames of one time block, per agent species (rows O / rows H)."""
+
+    AtA: np.ndarray  # (2, P, P)
+    Atb: np.ndarray  # (2, P)
+    btb: np.ndarray  # (2,)
+    n_rows: np.ndarray  # (2,)
+
+    def __add__(self, other):
+        return NormalEquations(self.AtA + other.AtA, self.Atb + other.Atb,
+                               self.btb + other.btb, self.n_rows + other.n_rows)
+
+
+@dataclass
+class FitResult:
+    model: LossModel
+    lambda_: dict
+    cv_error: dict
+    test_frames: np.ndarray
+    test_reference: np.ndarray = field(repr=False)  # (n_test, n_atoms, 3)
+    test_predicted: np.ndarray = field(repr=False)
+
+
+def _grid(lo, hi, h):
+    x0 = np.floor(lo / h) * h
+    n = int(np.ceil((hi - x0) / h - 1e-9)) + 1
+    return x0, max(n, 4)
+
+
+def build_channels(positions, boxes, system: WaterSystem, settings: FitSettings) -> list[Channel]:
+    """Grids covering the invariants seen in the data (plus margins); values zero.
+
+    Tied channels (seen from both ends) share one grid, so either mode can use it.
+    Intermolecular grids end exactly at r_cut.
+    """
+    lo, hi = kernels.invariant_ranges(positions, boxes, system.species, system.molecules,
+                                      system.molecule_id, settings.r_cut, pair_channel_table(),
+                                      angle_channel_table(), len(CHANNEL_KEYS))
+    for a, b in RECIPROCAL_TIES:
+        ia, ib = CHANNEL_KEYS.index(a), CHANNEL_KEYS.index(b)
+        lo[ia] = lo[ib] = min(lo[ia], lo[ib])
+        hi[ia] = hi[ib] = max(hi[ia], hi[ib])
+    channels = []
+    for c, (agent, neighbour, kind) in enumerate(CHANNEL_KEYS):
+        if not np.isfinite(lo[c]):
+            raise ValueError(f"no {agent}-{neighbour} {kind} invariants in the data: "
+                             "is the cutoff too short or the box not water?")
+        if kind == "inter":
+            h = settings.h_inter
+            n = int(round((settings.r_cut - max(lo[c] - settings.margin_inter, 0.05)) / h)) + 1
+            x0 = settings.r_cut - (n - 1) * h
+        elif kind == "intra":
+            h = settings.h_intra
+            x0, n = _grid(lo[c] - settings.margin_intra, hi[c] + settings.margin_intra, h)
+        else:
+            h = settings.h_angle
+            x0, n = _grid(max(lo[c] - settings.margin_angle, 0.0),
+                          min(hi[c] + settings.margin_angle, np.pi), h)
+        channels.append(Channel(agent, neighbour, kind, float(x0), float(h), np.zeros(n)))
+    return channels
+
+
+def _packed(channels, settings):
+    model = LossModel("agent", channels, settings.r_cut, settings.r_switch, settings.k_wall)
+    return model.packed()
+
+
+def accumulate(positions, forces, boxes, system: WaterSystem, channels, settings: FitSettings,
+               block_of_frame, n_blocks, progress=True) -> list[NormalEquations]:
+    """Normal equations per time block (frames with block < 0 are skipped)."""
+    p = _packed(channels, settings)
+    P = int(p["ch_n"].sum())
+    Mbig = np.zeros((P, P))
+    for c, ch in enumerate(channels):
+        o = p["ch_off"][c]
+        Mbig[o:o + ch.n, o:o + ch.n] = natural_spline_matrix(ch.n, ch.h)
+    rows = [np.flatnonzero(np.repeat(system.species == s, 3)) for s in range(len(SPECIES))]
+    blocks = [NormalEquations(np.zeros((2, P, P)), np.zeros((2, P)), np.zeros(2), np.zeros(2, int))
+              for _ in range(n_blocks)]
+    mol_id = system.molecule_id
+    frames = np.flatnonzero(block_of_frame >= 0)
+    for f in tqdm(frames, desc="design matrix", unit="frame", disable=not progress):
+        D_exp, ffix = kernels.design_frame(
+            np.ascontiguousarray(positions[f]), boxes[f], system.species, system.molecules, mol_id,
+            p["pair_channel"], p["angle_channel"], p["ch_kind"], p["ch_x0"], p["ch_h"],
+            p["ch_n"], p["ch_off"], P, settings.k_wall, settings.r_switch, settings.r_cut)
+        D = D_exp[:, :P] + D_exp[:, P:] @ Mbig
+        b = forces[f].reshape(-1) - ffix
+        ne = blocks[block_of_frame[f]]
+        for s in range(len(SPECIES)):
+            Ds, bs = D[rows[s]], b[rows[s]]
+            ne.AtA[s] += Ds.T @ Ds
+            ne.Atb[s] += Ds.T @ bs
+            ne.btb[s] += bs @ bs
+            ne.n_rows[s] += len(bs)
+    return blocks
+
+
+def parameter_map(channels, mode) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per problem: the tie matrix T (P x p) from free parameters to spline values.
+
+    Agent mode has two problems (O rows, H rows), reciprocal mode one. The last node of
+    every intramolecular and angle channel is pinned to zero: it fixes the energy zero,
+    which forces cannot see.
+    """
+    sizes = [c.n for c in channels]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    P = int(sum(sizes))
+    free = {}
+    for c, ch in enumerate(channels):
+        idx = list(range(offsets[c], offsets[c] + ch.n))
+        if ch.kind != "inter":
+            idx = idx[:-1]
+        free[c] = idx
+    tied = {CHANNEL_KEYS.index(b): CHANNEL_KEYS.index(a) for a, b in RECIPROCAL_TIES}
+
+    def tie_matrix(channel_ids, tie):
+        cols, col = {}, 0
+        T_rows, T_cols = [], []
+        for c in channel_ids:
+            owner = tied.get(c, c) if tie else c
+            if owner not in cols:
+                cols[owner] = col
+                col += len(free[owner])
+            for k, row in enumerate(free[c]):
+                T_rows.append(row)
+                T_cols.append(cols[owner] + k)
+        T = np.zeros((P, col))
+        T[T_rows, T_cols] = 1.0
+        return T
+
+    if mode == "agent":
+        groups = [[c for c, key in enumerate(CHANNEL_KEYS) if key[0] == s] for s in SPECIES]
+        return [tie_matrix(g, False) for g in groups], [np.array([s]) for s in range(len(SPECIES))]
+    return [tie_matrix(range(len(CHANNEL_KEYS)), True)], [np.arange(len(SPECIES))]
+
+
+def _penalty(channels, T, AtA):
+    """Second-difference (smoothness) penalty, scaled per channel to the data's strength."""
+    P = T.shape[0]
+    R = np.zeros((P, P))
+    o = 0
+    for ch in channels:
+        D2 = np.diff(np.eye(ch.n), 2, axis=0)
+        blk = D2.T @ D2
+        data = np.trace(AtA[o:o + ch.n, o:o + ch.n])
+        R[o:o + ch.n, o:o + ch.n] = blk * (data / np.trace(blk) if data > 0 else 1.0)
+        o += ch.n
+    Rt = T.T @ R @ T
+    return Rt + 1e-12 * np.trace(Rt) / len(Rt) * np.eye(len(Rt))
+
+
+def _reduce(ne: NormalEquations, T, species_rows):
+    AtA = sum(ne.AtA[s] for s in species_rows)
+    Atb = sum(ne.Atb[s] for s in species_rows)
+    btb = sum(ne.btb[s] for s in species_rows)
+    return T.T @ AtA @ T, T.T @ Atb, btb, AtA
+
+
+def solve_cv(blocks: list[NormalEquations], channels, mode, settings: FitSettings):
+    """Pick the ridge strength by blocked cross-validation, then solve on all blocks.
+
+    Returns the spline values (P,), and per problem the chosen lambda and the CV errors.
+    """
+    Ts, species_sets = parameter_map(channels, mode)
+    total = sum(blocks[1:], blocks[0])
+    y = np.zeros(Ts[0].shape[0])
+    chosen, cv = {}, {}
+    for T, sp in zip(Ts, species_sets):
+        name = "+".join(SPECIES[s] for s in sp)
+        A_all, b_all, _, AtA_full = _reduce(total, T, sp)
+        R = _penalty(channels, T, AtA_full)
+        reduced = [_reduce(ne, T, sp) for ne in blocks]
+        errors = []
+        for lam in settings.lambdas:
+            sse = 0.0
+            for k, (Ak, bk, ck, _) in enumerate(reduced):
+                x = np.linalg.solve(A_all - Ak + lam * R, b_all - bk)
+                sse += ck - 2 * x @ bk + x @ Ak @ x
+            errors.append(sse)
+        best = int(np.argmin(errors))
+        lam = settings.lambdas[best]
+        x = np.linalg.solve(A_all + lam * R, b_all)
+        y += T @ x
+        chosen[name] = float(lam)
+        n_rows = sum(total.n_rows[s] for s in sp)
+        cv[name] = {f"{l:.0e}": float(np.sqrt(max(e, 0) / n_rows)) for l, e in zip(settings.lambdas, errors)}
+    return y, chosen, cv
+
+
+def time_split(n_frames, settings: FitSettings):
+    """Block index per frame: CV blocks over the first part, -1 for the gap and the test."""
+    n_test = max(1, int(round(n_frames * settings.test_fraction)))
+    n_train = n_frames - n_test - settings.gap_frames
+    if n_train < settings.cv_folds:
+        raise ValueError(f"{n_frames} frames are too few to fit with a {settings.cv_folds}-fold time split")
+    block = -np.ones(n_frames, np.int64)
+    block[:n_train] = np.arange(n_train) * settings.cv_folds // n_train
+    test = np.arange(n_frames - n_test, n_frames)
+    return block, test
+
+
+def file_hashes(files: dict) -> dict:
+    out = {}
+    for role, path in files.items():
+        h = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        out[role] = {"file": Path(path).name, "sha256": h}
+    return out
+
+
+def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "reciprocal"),
+              settings: FitSettings | None = None, provenance=None, progress=True) -> dict:
+    """Fit the requested modes on one set of frames; returns {mode: FitResult}.
+
+    positions (n_frames, n_atoms, 3) nm, forces kJ/mol/nm, boxes (n_frames, 3) nm.
+    The last `test_fraction` of the frames (after a gap) is held out for the metrics.
+    """
+    settings = settings or FitSettings()
+    positions = np.ascontiguousarray(positions, dtype=float)
+    boxes = np.ascontiguousarray(boxes, dtype=float)
+    block, test = time_split(len(positions), settings)
+    train = block >= 0
+    channels = build_channels(positions[train], boxes[train], system, settings)
+    t0 = time.perf_counter()
+    blocks = accumulate(positions, forces, boxes, system, channels, settings, block,
+                        settings.cv_folds, progress)
+    t_design = time.perf_counter() - t0
+    results = {}
+    for mode in modes:
+        y, chosen, cv = solve_cv(blocks, channels, mode, settings)
+        fitted, o = [], 0
+        for ch in channels:
+            fitted.append(Channel(ch.agent, ch.neighbour, ch.kind, ch.x0, ch.h, y[o:o + ch.n].copy()))
+            o += ch.n
+        model = LossModel(mode, fitted, settings.r_cut, settings.r_switch, settings.k_wall,
+                          provenance=dict(provenance or {}))
+        pred = np.stack([model.forces(positions[f], boxes[f], system.species, system.molecules)[0]
+                         for f in test])
+        metrics = force_errors(forces[test], pred, system.species)
+        model.fit_metrics = {
+            "held_out": metrics,
+            "lambda": chosen,
+            "cv_rmse_by_lambda": cv,
+            "n_train_frames": int(train.sum()),
+            "n_test_frames": int(len(test)),
+            "test_frames": [int(test[0]), int(test[-1])],
+            "design_seconds": round(t_design, 2),
+            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
+        }
+        results[mode] = FitResult(model, chosen, cv, test, forces[test], pred)
+    return results
+
+
+def force_errors(reference, predicted, species) -> dict:
+    """RMSE (kJ/mol/nm) and relative RMSE per species of agent forces."""
+    out = {}
+    for s, name in enumerate(SPECIES):
+        ref = reference[:, species == s]
+        err = predicted[:, species == s] - ref
+        rmse = float(np.sqrt(np.mean(err**2)))
+        out[name] = {"rmse": rmse, "relative_rmse": rmse / float(np.sqrt(np.mean(ref**2))),
+                     "max_abs_error": float(np.abs(err).max())}
+    return out

@@ -1,0 +1,366 @@
+"""Numba kernels: neighbour pairs, spline weights, model forces and design matrices.
+
+Conventions shared by every kernel (OpenMM units: nm, rad, kJ/mol):
+
+* A channel is one fitted function of one invariant, stored as the values ``y`` of a
+  natural cubic spline on a uniform grid ``x0 + h * k`` (k = 0..n-1); ``z`` are its
+  second derivatives (``z = M @ y``, natural end conditions). This is exactly the
+  interpolation that OpenMM's Continuous1DFunction performs, so engines reproduce the
+  model to round-off.
+* Channel kinds: 0 = intermolecular pair (value clamped below x0, a repulsive wall
+  below x0, multiplied by OpenMM's switching function between r_switch and r_cut),
+  1 = intramolecular pair and 2 = H-O-H angle (value clamped to [x0, x1], harmonic
+  walls outside). Walls are fixed, not fitted: they only guard against leaving the
+  range the model was trained on.
+* Agent forces: the force on atom i is -dH_a(i)/dx_i, where H_a(i) sums the channels
+  of agent species a = species[i] over i's neighbours (and its own molecule's angle).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+KIND_INTER, KIND_INTRA, KIND_ANGLE = 0, 1, 2
+
+
+# ---------------------------------------------------------------- neighbour pairs
+
+
+@njit(cache=True)
+def _min_image(d, box):
+    for k in range(3):
+        d[k] -= box[k] * np.rint(d[k] / box[k])
+
+
+@njit(cache=True)
+def neighbour_pairs(pos, box, r_cut, molecule_id):
+    """Intermolecular pairs (i < j) closer than r_cut under periodic boundaries.
+
+    Uses a cell list when the box holds at least 3 cells per side, all pairs otherwise.
+    Returns (i, j, r) arrays.
+    """
+    n = pos.shape[0]
+    ncell = np.empty(3, np.int64)
+    for k in range(3):
+        ncell[k] = int(box[k] / r_cut)
+    rc2 = r_cut * r_cut
+    cap = 64
+    pi = np.empty(cap, np.int64)
+    pj = np.empty(cap, np.int64)
+    pr = np.empty(cap)
+    count = 0
+    d = np.empty(3)
+    if ncell.min() < 3:
+        for i in range(n):
+            for j in range(i + 1, n):
+                if molecule_id[i] == molecule_id[j]:
+                    continue
+                for k in range(3):
+                    d[k] = pos[j, k] - pos[i, k]
+                _min_image(d, box)
+                r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
+                if r2 < rc2:
+                    if count == cap:
+                        cap *= 2
+                        pi = _grow_i(pi, cap)
+                        pj = _grow_i(pj, cap)
+                        pr = _grow_f(pr, cap)
+                    pi[count] = i
+                    pj[count] = j
+                    pr[count] = np.sqrt(r2)
+                    count += 1
+        return pi[:count], pj[:count], pr[:count]
+    # cell list: head/next linked lists
+    ntot = ncell[0] * ncell[1] * ncell[2]
+    head = -np.ones(ntot, np.int64)
+    nxt = -np.ones(n, np.int64)
+    cell_of = np.empty((n, 3), np.int64)
+    for i in range(n):
+        c = np.empty(3, np.int64)
+        for k in range(3):
+            f = pos[i, k] / box[k]
+            f -= np.floor(f)
+            ck = int(f * ncell[k])
+            if ck >= ncell[k]:
+                ck = ncell[k] - 1
+            c[k] = ck
+            cell_of[i, k] = ck
+        idx = (c[0] * ncell[1] + c[1]) * ncell[2] + c[2]
+        nxt[i] = head[idx]
+        head[idx] = i
+    for i in range(n):
+        for dx in range(-1, 2):
+            for dy in range(-1, 2):
+                for dz in range(-1, 2):
+                    cx = (cell_of[i, 0] + dx) % ncell[0]
+                    cy = (cell_of[i, 1] + dy) % ncell[1]
+                    cz = (cell_of[i, 2] + dz) % ncell[2]
+                    j = head[(cx * ncell[1] + cy) * ncell[2] + cz]
+                    while j >= 0:
+                        if j > i and molecule_id[i] != molecule_id[j]:
+                            for k in range(3):
+                                d[k] = pos[j, k] - pos[i, k]
+                            _min_image(d, box)
+                            r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
+                            if r2 < rc2:
+                                if count == cap:
+                                    cap *= 2
+                                    pi = _grow_i(pi, cap)
+                                    pj = _grow_i(pj, cap)
+                                    pr = _grow_f(pr, cap)
+                                pi[count] = i
+                                pj[count] = j
+                                pr[count] = np.sqrt(r2)
+                                count += 1
+                        j = nxt[j]
+    return pi[:count], pj[:count], pr[:count]
+
+
+@njit(cache=True)
+def _grow_i(a, cap):
+    b = np.empty(cap, np.int64)
+    b[: a.shape[0]] = a
+    return b
+
+
+@njit(cache=True)
+def _grow_f(a, cap):
+    b = np.empty(cap)
+    b[: a.shape[0]] = a
+    return b
+
+
+# ---------------------------------------------------------------- spline pieces
+
+
+@njit(cache=True)
+def switch(r, r_switch, r_cut):
+    """OpenMM's switching function S(r) and dS/dr."""
+    if r <= r_switch:
+        return 1.0, 0.0
+    if r >= r_cut:
+        return 0.0, 0.0
+    w = r_cut - r_switch
+    x = (r - r_switch) / w
+    s = 1.0 + x * x * x * (-10.0 + x * (15.0 - 6.0 * x))
+    ds = x * x * (-30.0 + x * (60.0 - 30.0 * x)) / w
+    return s, ds
+
+
+@njit(cache=True)
+def spline_weights(x, x0, h, n):
+    """Interval j and the weights of (y_j, y_j+1, z_j, z_j+1) in the value and in d/dx.
+
+    x is clamped to [x0, x0 + (n-1) h]; outside, the derivative weights are zero.
+    """
+    x1 = x0 + (n - 1) * h
+    inside = 1.0
+    if x < x0:
+        x = x0
+        inside = 0.0
+    elif x > x1:
+        x = x1
+        inside = 0.0
+    j = int((x - x0) / h)
+    if j > n - 2:
+        j = n - 2
+    b = (x - (x0 + j * h)) / h
+    a = 1.0 - b
+    hh = h * h / 6.0
+    v = np.empty(4)
+    dv = np.empty(4)
+    v[0] = a
+    v[1] = b
+    v[2] = (a * a * a - a) * hh
+    v[3] = (b * b * b - b) * hh
+    dv[0] = -inside / h
+    dv[1] = inside / h
+    dv[2] = -inside * (3.0 * a * a - 1.0) * h / 6.0
+    dv[3] = inside * (3.0 * b * b - 1.0) * h / 6.0
+    return j, v, dv
+
+
+@njit(cache=True)
+def wall(x, x0, x1, k_wall, upper):
+    """Harmonic guard outside [x0, x1] (upper side only when `upper`): value, derivative."""
+    if x < x0:
+        return k_wall * (x0 - x) ** 2, -2.0 * k_wall * (x0 - x)
+    if upper and x > x1:
+        return k_wall * (x - x1) ** 2, 2.0 * k_wall * (x - x1)
+    return 0.0, 0.0
+
+
+@njit(cache=True)
+def channel_weights(c, x, ch_kind, ch_x0, ch_h, ch_n, k_wall, r_switch, r_cut):
+    """dE/dx of channel c at x as (j, weights on y/z) plus the fixed wall part.
+
+    Returns j, w (4 weights of y_j, y_j+1, z_j, z_j+1 in dE/dx), wv (the same in E),
+    fixed dE/dx, fixed E. For an intermolecular channel E = S(r) (spline + wall).
+    """
+    j, v, dv = spline_weights(x, ch_x0[c], ch_h[c], ch_n[c])
+    x1 = ch_x0[c] + (ch_n[c] - 1) * ch_h[c]
+    if ch_kind[c] == KIND_INTER:
+        s, ds = switch(x, r_switch, r_cut)
+        ew, dw = wall(x, ch_x0[c], x1, k_wall, False)
+        w = np.empty(4)
+        wv = np.empty(4)
+        for q in range(4):
+            w[q] = ds * v[q] + s * dv[q]
+            wv[q] = s * v[q]
+        return j, w, wv, ds * ew + s * dw, s * ew
+    ew, dw = wall(x, ch_x0[c], x1, k_wall, True)
+    return j, dv, v, dw, ew
+
+
+@njit(cache=True)
+def angle_and_gradients(po, p1, p2, box):
+    """H-O-H angle at O and its gradients with respect to O, H1, H2 (minimum image)."""
+    a = p1 - po
+    b = p2 - po
+    _min_image(a, box)
+    _min_image(b, box)
+    ra = np.sqrt(np.dot(a, a))
+    rb = np.sqrt(np.dot(b, b))
+    cos_t = np.dot(a, b) / (ra * rb)
+    cos_t = min(1.0, max(-1.0, cos_t))
+    theta = np.arccos(cos_t)
+    sin_t = max(np.sqrt(1.0 - cos_t * cos_t), 1e-12)
+    g1 = -(b / (ra * rb) - cos_t * a / (ra * ra)) / sin_t
+    g2 = -(a / (ra * rb) - cos_t * b / (rb * rb)) / sin_t
+    g0 = -(g1 + g2)
+    return theta, g0, g1, g2
+
+
+# ---------------------------------------------------------------- per-frame work
+
+
+@njit(cache=True)
+def _terms(pos, box, species, molecules, molecule_id, r_cut, pair_channel, angle_channel):
+    """All (agent atom, channel, invariant, gradient of the invariant wrt the agent) terms.
+
+    Every intermolecular pair gives two terms (one per agent), every intramolecular
+    pair two, every molecule one angle term per atom. Returns arrays
+    (atom, channel, x, grad[3]).
+    """
+    pi, pj, pr = neighbour_pairs(pos, box, r_cut, molecule_id)
+    n_mol = molecules.shape[0]
+    n_terms = 2 * pi.shape[0] + n_mol * (6 + 3)
+    atom = np.empty(n_terms, np.int64)
+    chan = np.empty(n_terms, np.int64)
+    xs = np.empty(n_terms)
+    grad = np.empty((n_terms, 3))
+    t = 0
+    d = np.empty(3)
+    for p in range(pi.shape[0]):
+        i, j, r = pi[p], pj[p], pr[p]
+        for k in range(3):
+            d[k] = pos[i, k] - pos[j, k]
+        _min_image(d, box)
+        for (u, v, sign) in ((i, j, 1.0), (j, i, -1.0)):
+            atom[t] = u
+            chan[t] = pair_channel[species[u], species[v], 0]
+            xs[t] = r
+            for k in range(3):
+                grad[t, k] = sign * d[k] / r
+            t += 1
+    for m in range(n_mol):
+        o, h1, h2 = molecules[m, 0], molecules[m, 1], molecules[m, 2]
+        for (u, v) in ((o, h1), (h1, o), (o, h2), (h2, o), (h1, h2), (h2, h1)):
+            for k in range(3):
+                d[k] = pos[u, k] - pos[v, k]
+            _min_image(d, box)
+            r = np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+            atom[t] = u
+            chan[t] = pair_channel[species[u], species[v], 1]
+            xs[t] = r
+            for k in range(3):
+                grad[t, k] = d[k] / r
+            t += 1
+        theta, g0, g1, g2 = angle_and_gradients(pos[o], pos[h1], pos[h2], box)
+        for (u, g) in ((o, g0), (h1, g1), (h2, g2)):
+            atom[t] = u
+            chan[t] = angle_channel[species[u]]
+            xs[t] = theta
+            for k in range(3):
+                grad[t, k] = g[k]
+            t += 1
+    return atom[:t], chan[:t], xs[:t], grad[:t]
+
+
+@njit(cache=True)
+def model_forces(pos, box, species, molecules, molecule_id, pair_channel, angle_channel,
+                 ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut):
+    """Agent forces (n, 3) and per-agent losses (n,) of a model: the reference evaluator."""
+    atom, chan, xs, grad = _terms(pos, box, species, molecules, molecule_id, r_cut,
+                                  pair_channel, angle_channel)
+    n = pos.shape[0]
+    f = np.zeros((n, 3))
+    loss = np.zeros(n)
+    for t in range(atom.shape[0]):
+        c = chan[t]
+        if c < 0:
+            continue
+        if ch_kind[c] == KIND_INTER and xs[t] >= r_cut:
+            continue
+        j, w, wv, dfix, efix = channel_weights(c, xs[t], ch_kind, ch_x0, ch_h, ch_n,
+                                               k_wall, r_switch, r_cut)
+        o = ch_off[c] + j
+        de = w[0] * y[o] + w[1] * y[o + 1] + w[2] * z[o] + w[3] * z[o + 1] + dfix
+        e = wv[0] * y[o] + wv[1] * y[o + 1] + wv[2] * z[o] + wv[3] * z[o + 1] + efix
+        u = atom[t]
+        loss[u] += e
+        for k in range(3):
+            f[u, k] -= de * grad[t, k]
+    return f, loss
+
+
+@njit(cache=True)
+def design_frame(pos, box, species, molecules, molecule_id, pair_channel, angle_channel,
+                 ch_kind, ch_x0, ch_h, ch_n, ch_off, n_par, k_wall, r_switch, r_cut):
+    """Design matrix of one frame in the expanded (y, z) space, and the fixed forces.
+
+    Returns D (3n, 2 n_par) with F = D[:, :n_par] @ y + D[:, n_par:] @ z + F_fixed,
+    and F_fixed (3n,) from the walls.
+    """
+    atom, chan, xs, grad = _terms(pos, box, species, molecules, molecule_id, r_cut,
+                                  pair_channel, angle_channel)
+    n = pos.shape[0]
+    D = np.zeros((3 * n, 2 * n_par))
+    ffix = np.zeros(3 * n)
+    for t in range(atom.shape[0]):
+        c = chan[t]
+        if c < 0:
+            continue
+        if ch_kind[c] == KIND_INTER and xs[t] >= r_cut:
+            continue
+        j, w, wv, dfix, efix = channel_weights(c, xs[t], ch_kind, ch_x0, ch_h, ch_n,
+                                               k_wall, r_switch, r_cut)
+        o = ch_off[c] + j
+        u = atom[t]
+        for k in range(3):
+            g = grad[t, k]
+            row = 3 * u + k
+            D[row, o] -= w[0] * g
+            D[row, o + 1] -= w[1] * g
+            D[row, n_par + o] -= w[2] * g
+            D[row, n_par + o + 1] -= w[3] * g
+            ffix[row] -= dfix * g
+    return D, ffix
+
+
+@njit(cache=True)
+def invariant_ranges(positions, boxes, species, molecules, molecule_id, r_cut,
+                     pair_channel, angle_channel, n_channels):
+    """Smallest and largest value of every channel's invariant over all frames."""
+    lo = np.full(n_channels, np.inf)
+    hi = np.full(n_channels, -np.inf)
+    for f in range(positions.shape[0]):
+        atom, chan, xs, grad = _terms(positions[f], boxes[f], species, molecules,
+                                      molecule_id, r_cut, pair_channel, angle_channel)
+        for t in range(atom.shape[0]):
+            c = chan[t]
+            if c >= 0:
+                lo[c] = min(lo[c], xs[t])
+                hi[c] = max(hi[c], xs[t])
+    return lo, hi

@@ -1,0 +1,309 @@
+"""The fitted agent losses: one versioned JSON model file, the single source of truth.
+
+A model holds, for each agent species, one natural-cubic-spline channel per invariant:
+
+    agent O: O-O inter, O-H inter, O-H intra, H-O-H angle
+    agent H: H-O inter, H-H inter, H-O intra, H-H intra, H-O-H angle
+
+In "agent" mode the O and H channels are independent (the paper's non-reciprocal
+learning dynamics); in "reciprocal" mode the channels seen from both ends are equal
+(O-H inter, O-H intra, angle), which makes the forces derive from one potential.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import kernels
+from .topology import SPECIES, SPECIES_INDEX, find_water_molecules
+
+SCHEMA_VERSION = 1
+FORMAT_NAME = "openmm-learning-model"
+MODES = ("agent", "reciprocal")
+
+#: (agent, neighbour, kind) of every channel, in the order used everywhere.
+CHANNEL_KEYS = (
+    ("O", "O", "inter"),
+    ("O", "H", "inter"),
+    ("O", "H", "intra"),
+    ("O", None, "angle"),
+    ("H", "O", "inter"),
+    ("H", "H", "inter"),
+    ("H", "O", "intra"),
+    ("H", "H", "intra"),
+    ("H", None, "angle"),
+)
+KIND_CODES = {"inter": kernels.KIND_INTER, "intra": kernels.KIND_INTRA, "angle": kernels.KIND_ANGLE}
+
+#: Channels that reciprocal mode ties together (the same function seen from both ends).
+RECIPROCAL_TIES = (
+    (("O", "H", "inter"), ("H", "O", "inter")),
+    (("O", "H", "intra"), ("H", "O", "intra")),
+    (("O", None, "angle"), ("H", None, "angle")),
+)
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used: says which file and which field."""
+
+
+def channel_name(key) -> str:
+    agent, neighbour, kind = key
+    return f"{agent}:angle" if kind == "angle" else f"{agent}:{agent}-{neighbour}:{kind}"
+
+
+def natural_spline_matrix(n: int, h: float) -> np.ndarray:
+    """M with z = M @ y: second derivatives of the natural cubic spline through y."""
+    A = np.zeros((n, n))
+    B = np.zeros((n, n))
+    A[0, 0] = A[-1, -1] = 1.0
+    for i in range(1, n - 1):
+        A[i, i - 1] = A[i, i + 1] = h / 6.0
+        A[i, i] = 2.0 * h / 3.0
+        B[i, i - 1] = B[i, i + 1] = 1.0 / h
+        B[i, i] = -2.0 / h
+    return np.linalg.solve(A, B)
+
+
+@dataclass
+class Channel:
+    """One fitted function: natural cubic spline values on x0 + h * k, k = 0..n-1."""
+
+    agent: str
+    neighbour: str | None
+    kind: str
+    x0: float
+    h: float
+    values: np.ndarray
+
+    @property
+    def key(self):
+        return (self.agent, self.neighbour, self.kind)
+
+    @property
+    def name(self) -> str:
+        return channel_name(self.key)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def x1(self) -> float:
+        return self.x0 + (self.n - 1) * self.h
+
+    @property
+    def grid(self) -> np.ndarray:
+        return self.x0 + self.h * np.arange(self.n)
+
+    def second_derivatives(self) -> np.ndarray:
+        return natural_spline_matrix(self.n, self.h) @ self.values
+
+    def __call__(self, x) -> np.ndarray:
+        """Spline value at x (clamped to the grid, walls and switching not included)."""
+        x = np.clip(np.asarray(x, dtype=float), self.x0, self.x1)
+        z = self.second_derivatives()
+        j = np.minimum(((x - self.x0) / self.h).astype(int), self.n - 2)
+        b = (x - (self.x0 + j * self.h)) / self.h
+        a = 1.0 - b
+        return (a * self.values[j] + b * self.values[j + 1]
+                + ((a**3 - a) * z[j] + (b**3 - b) * z[j + 1]) * self.h**2 / 6.0)
+
+
+@dataclass
+class LossModel:
+    """Agent losses of water: channels, cutoff and switching, walls, and metadata."""
+
+    mode: str
+    channels: list[Channel]
+    r_cut: float = 0.6
+    r_switch: float = 0.5
+    k_wall: float = 1.0e5
+    fit_metrics: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ModelFileError(f"mode {self.mode!r} is not one of {MODES}")
+        keys = [c.key for c in self.channels]
+        if tuple(keys) != CHANNEL_KEYS:
+            raise ModelFileError(f"channels must be {[channel_name(k) for k in CHANNEL_KEYS]}, got "
+                                 f"{[channel_name(k) for k in keys]}")
+
+    def channel(self, agent, neighbour, kind) -> Channel:
+        return self.channels[CHANNEL_KEYS.index((agent, neighbour, kind))]
+
+    # ------------------------------------------------------------ numerical form
+
+    def packed(self):
+        """Arrays for the numba kernels (see kernels.model_forces)."""
+        ch_kind = np.array([KIND_CODES[c.kind] for c in self.channels], np.int64)
+        ch_x0 = np.array([c.x0 for c in self.channels])
+        ch_h = np.array([c.h for c in self.channels])
+        ch_n = np.array([c.n for c in self.channels], np.int64)
+        ch_off = np.concatenate([[0], np.cumsum(ch_n)[:-1]]).astype(np.int64)
+        y = np.concatenate([c.values for c in self.channels]).astype(float)
+        z = np.concatenate([c.second_derivatives() for c in self.channels])
+        return dict(pair_channel=pair_channel_table(), angle_channel=angle_channel_table(),
+                    ch_kind=ch_kind, ch_x0=ch_x0, ch_h=ch_h, ch_n=ch_n, ch_off=ch_off, y=y, z=z)
+
+    def forces(self, positions, box, species, molecules):
+        """Agent forces (kJ/mol/nm) and per-agent losses (kJ/mol) of one frame (nm)."""
+        p = self.packed()
+        pos = np.ascontiguousarray(positions, dtype=float)
+        mol_id = molecule_ids(molecules, len(pos))
+        return kernels.model_forces(
+            pos, np.asarray(box, float), np.asarray(species, np.int64), molecules, mol_id,
+            p["pair_channel"], p["angle_channel"], p["ch_kind"], p["ch_x0"], p["ch_h"],
+            p["ch_n"], p["ch_off"], p["y"], p["z"], self.k_wall, self.r_switch, self.r_cut)
+
+    def is_reciprocal(self, rtol=1e-12) -> bool:
+        for a, b in RECIPROCAL_TIES:
+            ca, cb = self.channel(*a), self.channel(*b)
+            if (ca.x0, ca.h, ca.n) != (cb.x0, cb.h, cb.n):
+                return False
+            if not np.allclose(ca.values, cb.values, rtol=rtol, atol=0.0):
+                return False
+        return True
+
+    # ------------------------------------------------------------ file
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "mode": self.mode,
+            "species": list(SPECIES),
+            "units": {"length": "nm", "angle": "rad", "energy": "kJ/mol", "force": "kJ/mol/nm"},
+            "basis": "natural cubic spline on a uniform grid (OpenMM Continuous1DFunction)",
+            "r_cut": self.r_cut,
+            "r_switch": self.r_switch,
+            "k_wall": self.k_wall,
+            "channels": [
+                {"name": c.name, "agent": c.agent, "neighbour": c.neighbour, "kind": c.kind,
+                 "x0": c.x0, "h": c.h, "values": [float(v) for v in c.values]}
+                for c in self.channels
+            ],
+            "fit_metrics": self.fit_metrics,
+            "provenance": self.provenance,
+        }
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        tmp.replace(path)  # never leave a half-written model behind
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "<dict>") -> "LossModel":
+        def need(obj, key, where, types):
+            if key not in obj:
+                raise ModelFileError(f"{source}: missing field {where}{key!r}")
+            val = obj[key]
+            if not isinstance(val, types) or isinstance(val, bool) and types is not bool:
+                raise ModelFileError(f"{source}: field {where}{key!r} has type {type(val).__name__}")
+            return val
+
+        if not isinstance(d, dict) or d.get("format") != FORMAT_NAME:
+            raise ModelFileError(f"{source}: not an {FORMAT_NAME} file (field 'format')")
+        version = need(d, "schema_version", "", int)
+        if version != SCHEMA_VERSION:
+            raise ModelFileError(f"{source}: schema_version {version} is not supported "
+                                 f"(this version reads {SCHEMA_VERSION})")
+        if d.get("species") != list(SPECIES):
+            raise ModelFileError(f"{source}: species must be {list(SPECIES)}")
+        units = need(d, "units", "", dict)
+        if units.get("length") != "nm" or units.get("energy") != "kJ/mol":
+            raise ModelFileError(f"{source}: units must be nm and kJ/mol, got {units}")
+        channels = []
+        for k, c in enumerate(need(d, "channels", "", list)):
+            where = f"channels[{k}]."
+            values = np.asarray(need(c, "values", where, list), dtype=float)
+            if values.ndim != 1 or len(values) < 4 or not np.all(np.isfinite(values)):
+                raise ModelFileError(f"{source}: {where}values must be >= 4 finite numbers")
+            h = float(need(c, "h", where, (int, float)))
+            if not h > 0:
+                raise ModelFileError(f"{source}: {where}h must be positive")
+            channels.append(Channel(need(c, "agent", where, str), c.get("neighbour"),
+                                    need(c, "kind", where, str),
+                                    float(need(c, "x0", where, (int, float))), h, values))
+        r_cut = float(need(d, "r_cut", "", (int, float)))
+        r_switch = float(need(d, "r_switch", "", (int, float)))
+        if not 0 < r_switch < r_cut:
+            raise ModelFileError(f"{source}: need 0 < r_switch < r_cut")
+        model = cls(mode=need(d, "mode", "", str), channels=channels, r_cut=r_cut,
+                    r_switch=r_switch, k_wall=float(need(d, "k_wall", "", (int, float))),
+                    fit_metrics=d.get("fit_metrics", {}), provenance=d.get("provenance", {}))
+        for c in channels:
+            if c.kind == "inter" and not math.isclose(c.x1, r_cut, rel_tol=1e-9):
+                raise ModelFileError(f"{source}: channel {c.name} must end at r_cut = {r_cut}")
+        if model.mode == "reciprocal" and not model.is_reciprocal(rtol=1e-9):
+            raise ModelFileError(f"{source}: mode is reciprocal but tied channels differ")
+        return model
+
+    @classmethod
+    def load(cls, path) -> "LossModel":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ModelFileError(f"{path}: no such model file") from None
+        except json.JSONDecodeError as e:
+            raise ModelFileError(f"{path}: not valid JSON ({e})") from None
+        try:
+            return cls.from_dict(d, source=str(path))
+        except ModelFileError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise ModelFileError(f"{path}: {e}") from None
+
+
+def pair_channel_table() -> np.ndarray:
+    """pair_channel[agent species, neighbour species, intra] -> channel index or -1."""
+    t = -np.ones((2, 2, 2), np.int64)
+    for c, (a, b, kind) in enumerate(CHANNEL_KEYS):
+        if kind != "angle":
+            t[SPECIES_INDEX[a], SPECIES_INDEX[b], int(kind == "intra")] = c
+    return t
+
+
+def angle_channel_table() -> np.ndarray:
+    t = -np.ones(2, np.int64)
+    for c, (a, _, kind) in enumerate(CHANNEL_KEYS):
+        if kind == "angle":
+            t[SPECIES_INDEX[a]] = c
+    return t
+
+
+def molecule_ids(molecules: np.ndarray, n_atoms: int) -> np.ndarray:
+    mol_id = -np.ones(n_atoms, np.int64)
+    for k in range(3):
+        mol_id[molecules[:, k]] = np.arange(len(molecules))
+    if np.any(mol_id < 0):
+        raise ValueError("some atoms belong to no molecule")
+    return mol_id
+
+
+@dataclass
+class WaterSystem:
+    """What the kernels need about a water box: species codes and molecules."""
+
+    species: np.ndarray
+    molecules: np.ndarray
+
+    @classmethod
+    def from_frame(cls, elements, positions, box):
+        from .topology import species_codes
+
+        return cls(species_codes(elements), find_water_molecules(positions, elements, box))
+
+    @property
+    def molecule_id(self):
+        return molecule_ids(self.molecules, len(self.species))
