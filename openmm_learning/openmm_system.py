@@ -1,0 +1,248 @@
+"""The fitted losses as an OpenMM System, and the learning-dynamics integrator.
+
+Every spline channel becomes an OpenMM Continuous1DFunction with the same nodes (OpenMM
+interpolates with the same natural cubic spline), so the engine reproduces the numba
+reference evaluator to round-off.
+
+* intermolecular pairs: one CustomNonbondedForce per computation, a per-particle type
+  index selects the species-pair table, intramolecular pairs are excluded, OpenMM's
+  switching function is the model's;
+* intramolecular O-H, H-H and the H-O-H angle: one CustomCompoundBondForce over each
+  (O, H1, H2).
+
+Agent mode: all custom forces are conservative (an OpenMM force's energy is shared by
+both ends of a pair), so the non-reciprocal agent forces are assembled in the
+integrator. Force group GROUP[a] holds the terms of agent species a; the integrator
+takes group a's force for the atoms of species a only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import openmm as mm
+from openmm import unit
+
+from .model import LossModel
+from .topology import SPECIES, SPECIES_INDEX
+from .units import KB_KJMOL_K, MASSES_AMU
+
+#: Force group of each agent species in agent mode (reciprocal mode uses group 0 only).
+GROUP = {"O": 0, "H": 1}
+PAIR_TYPES = {("O", "O"): 0, ("O", "H"): 1, ("H", "O"): 1, ("H", "H"): 2}
+
+
+def _guarded(table: str, x: str, lo: float, hi: float | None, k_wall: float) -> str:
+    """Lepton text of a channel: the table at the clamped invariant plus harmonic walls."""
+    if hi is None:
+        return f"({table}(max({x}, {lo!r})) + {k_wall!r}*max(0, {lo!r}-{x})^2)"
+    return (f"({table}(min(max({x}, {lo!r}), {hi!r}))"
+            f" + {k_wall!r}*(max(0, {lo!r}-{x})^2 + max(0, {x}-{hi!r})^2))")
+
+
+def _table(channel):
+    return mm.Continuous1DFunction(list(map(float, channel.values)), channel.x0, channel.x1)
+
+
+def _nonbonded(model: LossModel, species_codes, molecules, pair_channels, agent_atoms, group):
+    """CustomNonbondedForce over the pairs with at least one atom in agent_atoms.
+
+    pair_channels: {pair type index: Channel}; the pair type is t1 + t2 (O = 0, H = 1).
+    """
+    terms, tables = [], []
+    for p, ch in sorted(pair_channels.items()):
+        name = f"inter{p}"
+        tables.append((name, _table(ch)))
+        terms.append(f"delta(t1+t2-{p})*{_guarded(name, 'r', ch.x0, None, model.k_wall)}")
+    force = mm.CustomNonbondedForce(" + ".join(terms))
+    force.addPerParticleParameter("t")
+    for name, tab in tables:
+        force.addTabulatedFunction(name, tab)
+    for s in species_codes:
+        force.addParticle([float(s)])
+    for o, h1, h2 in molecules:
+        force.addExclusion(int(o), int(h1))
+        force.addExclusion(int(o), int(h2))
+        force.addExclusion(int(h1), int(h2))
+    force.setNonbondedMethod(mm.CustomNonbondedForce.CutoffPeriodic)
+    force.setCutoffDistance(model.r_cut)
+    force.setUseSwitchingFunction(True)
+    force.setSwitchingDistance(model.r_switch)
+    force.setUseLongRangeCorrection(False)
+    if agent_atoms is not None:
+        force.addInteractionGroup([int(i) for i in agent_atoms], list(range(len(species_codes))))
+    force.setForceGroup(group)
+    force.setName(f"learned pairs (group {group})")
+    return force
+
+
+def _molecular(model: LossModel, molecules, oh, hh, angle, group):
+    """CustomCompoundBondForce over (O, H1, H2): O-H channel on both bonds, H-H, angle."""
+    terms, tables = [], []
+    if oh is not None:
+        tables.append(("intraOH", _table(oh)))
+        for d in ("distance(p1,p2)", "distance(p1,p3)"):
+            terms.append(_guarded("intraOH", d, oh.x0, oh.x1, model.k_wall))
+    if hh is not None:
+        tables.append(("intraHH", _table(hh)))
+        terms.append(_guarded("intraHH", "distance(p2,p3)", hh.x0, hh.x1, model.k_wall))
+    if angle is not None:
+        tables.append(("bend", _table(angle)))
+        terms.append(_guarded("bend", "angle(p2,p1,p3)", angle.x0, angle.x1, model.k_wall))
+    force = mm.CustomCompoundBondForce(3, " + ".join(terms))
+    for name, tab in tables:
+        force.addTabulatedFunction(name, tab)
+    for o, h1, h2 in molecules:
+        force.addBond([int(o), int(h1), int(h2)], [])
+    force.setUsesPeriodicBoundaryConditions(True)
+    force.setForceGroup(group)
+    force.setName(f"learned molecules (group {group})")
+    return force
+
+
+def create_system(model: LossModel, species_codes, molecules, box_nm) -> mm.System:
+    """An openmm.System executing `model` for a water box.
+
+    species_codes: per atom (O = 0, H = 1); molecules: (n, 3) atom indices (O, H1, H2);
+    box_nm: orthorhombic box lengths. In reciprocal mode every force is in group 0
+    and any integrator can run it; in agent mode use `LearningIntegrator`.
+    """
+    species_codes = np.asarray(species_codes)
+    box_nm = np.asarray(box_nm, dtype=float)
+    if np.any(box_nm < 2 * model.r_cut):
+        raise ValueError(f"box {box_nm} nm is smaller than twice the model cutoff {model.r_cut} nm")
+    system = mm.System()
+    for s in species_codes:
+        system.addParticle(MASSES_AMU[SPECIES[s]])
+    system.setDefaultPeriodicBoxVectors(mm.Vec3(box_nm[0], 0, 0), mm.Vec3(0, box_nm[1], 0),
+                                        mm.Vec3(0, 0, box_nm[2]))
+    ch = model.channel
+    if model.mode == "reciprocal":
+        pairs = {0: ch("O", "O", "inter"), 1: ch("O", "H", "inter"), 2: ch("H", "H", "inter")}
+        system.addForce(_nonbonded(model, species_codes, molecules, pairs, None, 0))
+        system.addForce(_molecular(model, molecules, ch("O", "H", "intra"), ch("H", "H", "intra"),
+                                   ch("O", None, "angle"), 0))
+        return system
+    for a in SPECIES:
+        atoms = np.flatnonzero(species_codes == SPECIES_INDEX[a])
+        pairs = {PAIR_TYPES[(a, b)]: ch(a, b, "inter") for b in SPECIES}
+        system.addForce(_nonbonded(model, species_codes, molecules, pairs, atoms, GROUP[a]))
+        other = "H" if a == "O" else "O"
+        system.addForce(_molecular(model, molecules, ch(a, other, "intra"),
+                                   ch("H", "H", "intra") if a == "H" else None,
+                                   ch(a, None, "angle"), GROUP[a]))
+    return system
+
+
+class LearningIntegrator(mm.CustomIntegrator):
+    """Velocity Verlet with a Nose-Hoover chain: heavy-ball learning with adaptive momentum.
+
+    agent_species: per-atom species codes for agent mode (group a's force acts on the
+    atoms of species a only); None for reciprocal mode (the total force). The centre
+    of mass velocity is removed every step (agent forces need not sum to zero), so the
+    thermostat sees 3N - 3 degrees of freedom.
+
+    Global variables a reporter can read: "heat" (kJ/mol removed by the thermostat,
+    cumulative), "fnet_x/y/z" (net force of the last step, kJ/mol/nm), "ke2" (twice the
+    kinetic energy). After setting positions by hand call `invalidate()`.
+    """
+
+    def __init__(self, temperature_k, timestep_ps, collision_time_ps=0.05, chain_length=3,
+                 agent_species=None, n_atoms=None):
+        super().__init__(timestep_ps)
+        kT = KB_KJMOL_K * temperature_k
+        n = len(agent_species) if agent_species is not None else n_atoms
+        if n is None:
+            raise ValueError("give agent_species (agent mode) or n_atoms (reciprocal mode)")
+        n_dof = 3 * n - 3
+        self.temperature_k = temperature_k
+        self.n_dof = n_dof
+        self.agent = agent_species is not None
+        M = chain_length
+        self.addGlobalVariable("kT", kT)
+        self.addGlobalVariable("ndf", n_dof)
+        self.addGlobalVariable("ke2", 0.0)
+        self.addGlobalVariable("scale", 1.0)
+        self.addGlobalVariable("heat", 0.0)
+        self.addGlobalVariable("ready", 0.0)
+        self.addGlobalVariable("mtot", 0.0)
+        for k in range(M):
+            q = kT * collision_time_ps**2 * (n_dof if k == 0 else 1)
+            self.addGlobalVariable(f"Q{k}", q)
+            self.addGlobalVariable(f"vxi{k}", 0.0)
+            self.addGlobalVariable(f"G{k}", 0.0)
+        for c in "xyz":
+            self.addGlobalVariable(f"p{c}", 0.0)
+            self.addGlobalVariable(f"fnet_{c}", 0.0)
+            self.addPerDofVariable(f"e{c}", 0.0)
+        self.addPerDofVariable("fa", 0.0)
+        if self.agent:
+            self.addPerDofVariable("isO", 0.0)
+            self.addPerDofVariable("isH", 0.0)
+        self.addUpdateContextState()
+        self.beginIfBlock("ready < 0.5")
+        self._compute_force()
+        self.addComputeSum("mtot", "m*ex")
+        self.addComputeGlobal("ready", "1")
+        self.endBlock()
+        self._thermostat_half(M)
+        self.addComputePerDof("v", "v + 0.5*dt*fa/m")
+        self.addComputePerDof("x", "x + dt*v")
+        self._compute_force()
+        self.addComputePerDof("v", "v + 0.5*dt*fa/m")
+        self._remove_com()
+        self._thermostat_half(M)
+        for c in "xyz":
+            self.addComputeSum(f"fnet_{c}", f"fa*e{c}")
+        units = np.zeros((n, 3))
+        for k, c in enumerate("xyz"):
+            u = units.copy()
+            u[:, k] = 1.0
+            self.setPerDofVariableByName(f"e{c}", [mm.Vec3(*row) for row in u])
+        if self.agent:
+            species = np.asarray(agent_species)
+            for name, code in (("isO", 0), ("isH", 1)):
+                mask = np.repeat((species == code).astype(float)[:, None], 3, axis=1)
+                self.setPerDofVariableByName(name, [mm.Vec3(*row) for row in mask])
+
+    def _compute_force(self):
+        if self.agent:
+            # one force group per computation step: OpenMM evaluates groups separately
+            self.addComputePerDof("fa", f"f{GROUP['O']}*isO")
+            self.addComputePerDof("fa", f"fa + f{GROUP['H']}*isH")
+        else:
+            self.addComputePerDof("fa", "f")
+
+    def _remove_com(self):
+        for c in "xyz":
+            self.addComputeSum(f"p{c}", f"m*v*e{c}")
+        self.addComputePerDof("v", "v - (px*ex + py*ey + pz*ez)/mtot")
+
+    def _thermostat_half(self, M):
+        """Half a step of the Nose-Hoover chain (Martyna-Tuckerman-Klein), then v scaling."""
+        def G(k):
+            if k == 0:
+                self.addComputeGlobal("G0", "(ke2 - ndf*kT)/Q0")
+            else:
+                self.addComputeGlobal(f"G{k}", f"(Q{k-1}*vxi{k-1}^2 - kT)/Q{k}")
+
+        def update(k):
+            if k < M - 1:
+                self.addComputeGlobal(f"vxi{k}", f"vxi{k}*exp(-0.125*dt*vxi{k+1})")
+            G(k)
+            self.addComputeGlobal(f"vxi{k}", f"vxi{k} + 0.25*dt*G{k}")
+            if k < M - 1:
+                self.addComputeGlobal(f"vxi{k}", f"vxi{k}*exp(-0.125*dt*vxi{k+1})")
+
+        self.addComputeSum("ke2", "m*v*v")
+        for k in reversed(range(M)):
+            update(k)
+        self.addComputeGlobal("scale", "exp(-0.5*dt*vxi0)")
+        self.addComputeGlobal("heat", "heat + 0.5*ke2*(1 - scale^2)")
+        self.addComputePerDof("v", "v*scale")
+        self.addComputeGlobal("ke2", "ke2*scale^2")
+        for k in range(M):
+            update(k)
+
+    def invalidate(self):
+        """Forces cached in the integrator are stale (positions were set by hand)."""
+        self.setGlobalVariableByName("ready", 0.0)
