@@ -82,7 +82,7 @@ def find_water_molecules(positions: np.ndarray, elements, box: np.ndarray) -> np
         h = claimed[counts > 1][0]
         owners = o_idx[np.any(nearest == h, axis=1)]
         raise TopologyError(f"broken molecule: H atom {h} is the nearest H of O atoms {list(owners)}")
-    return np.column_stack([o_idx, nearest]).astype(np.int64)
+    return np.column_stack([o_idx, np.sort(nearest, axis=1)]).astype(np.int64)
 
 
 def water_order(molecules: np.ndarray) -> np.ndarray:

@@ -1,0 +1,27 @@
+"""Shared fixtures: the bundled CP2K runs and models fitted on part of them."""
+
+import numpy as np
+import pytest
+
+from openmm_learning.fit import FitSettings, fit_modes
+from openmm_learning.workflow import example_run_dir, load_water_run
+
+
+@pytest.fixture(scope="session")
+def xtb():
+    return load_water_run(example_run_dir("water64-xtb-300K"))
+
+
+@pytest.fixture(scope="session")
+def spcfw():
+    return load_water_run(example_run_dir("water64-spcfw-300K"))
+
+
+@pytest.fixture(scope="session")
+def xtb_models(xtb):
+    """Both modes fitted on every 4th bundled xTB frame (fast, still a real fit)."""
+    run, system = xtb
+    idx = np.arange(0, run.n_frames, 4)
+    results = fit_modes(run.positions[idx], run.forces[idx], run.box_nm[idx], system,
+                        settings=FitSettings(), progress=False)
+    return {mode: r.model for mode, r in results.items()}
