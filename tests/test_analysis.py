@@ -1,0 +1,229 @@
+"""analysis.py on the bundled CP2K water runs (SPC/Fw 25 ps, GFN1-xTB 1.55 ps) and on
+synthetic data whose answer is known."""
+
+from functools import lru_cache
+from importlib.resources import files
+
+import mdtraj
+import numpy as np
+import pytest
+
+from openmm_learning import analysis
+from openmm_learning.cp2k import read_cp2k_run
+from openmm_learning.topology import mdtraj_topology
+from openmm_learning.units import MASSES_AMU
+
+DATA = files("openmm_learning") / "data" / "cp2k"
+EQUILIBRATION_PS = {"water64-spcfw-300K": 5.0, "water64-xtb-300K": 0.75}  # data/cp2k/README.md
+
+
+@lru_cache(maxsize=None)
+def load(name):
+    """(equilibrated trajectory, temperature per frame from velocities, Cp2kRun)."""
+    d = DATA / name
+    run = read_cp2k_run(pos=d / f"{name}-pos-1.xyz.xz", vel=d / f"{name}-vel-1.xyz.xz",
+                        ener=d / f"{name}-1.ener.xz", inp=d / f"{name}.inp", require_forces=False)
+    assert run.elements[:3] == ["O", "H", "H"]
+    keep = run.times_ps >= run.times_ps[0] + EQUILIBRATION_PS[name] - 1e-9
+    n = int(keep.sum())
+    traj = mdtraj.Trajectory(run.positions[keep], mdtraj_topology(run.n_atoms // 3), time=run.times_ps[keep],
+                             unitcell_lengths=run.box_nm[keep], unitcell_angles=np.full((n, 3), 90.0))
+    masses = np.array([MASSES_AMU[e] for e in run.elements])
+    return traj, analysis.temperature(run.velocities[keep], masses), run
+
+
+@pytest.fixture(scope="module")
+def spcfw():
+    return load("water64-spcfw-300K")[0]
+
+
+@pytest.fixture(scope="module")
+def xtb():
+    return load("water64-xtb-300K")[0]
+
+
+def features(traj, pair):
+    r, g = analysis.rdf(traj, pair)
+    return analysis.rdf_features(r, g, analysis.partner_density(traj, pair), pair)
+
+
+# --------------------------------------------------------------------------- RDF
+
+def test_rdf_leaves_out_intramolecular_pairs(spcfw):
+    top = spcfw.topology
+    assert len(analysis.rdf_pairs(top, "OO")) == 64 * 63 // 2
+    assert len(analysis.rdf_pairs(top, "OH")) == 64 * 126
+    assert len(analysis.rdf_pairs(top, "HH")) == 128 * 126 // 2
+    r, g = analysis.rdf(spcfw, "OH")
+    # The covalent O-H at 0.1 nm would dominate g_OH if it were counted.
+    assert np.all(g[r < 0.13] == 0.0)
+    assert g[r > 0.5].mean() == pytest.approx(1.0, abs=0.1)
+
+
+def test_rdf_spcfw_structure(spcfw):
+    oo, oh, hh = (features(spcfw, p) for p in ("OO", "OH", "HH"))
+    # SPC/Fw liquid at 300 K: O-O peak 0.273-0.275 nm, height ~3; O...H peak 0.173 nm.
+    assert oo["first_peak_position"] == pytest.approx(0.274, abs=0.003)
+    assert oo["first_peak_height"] == pytest.approx(3.0, abs=0.25)
+    assert 0.32 < oo["first_min_position"] < 0.36
+    assert 4.2 < oo["coordination_number"] < 5.2
+    assert oh["first_peak_position"] == pytest.approx(0.173, abs=0.003)
+    assert 1.3 < oh["first_peak_height"] < 1.8
+    assert oh["first_min_position"] == pytest.approx(0.238, abs=0.006)
+    assert 1.7 < oh["coordination_number"] < 2.0  # H-bonds accepted per O
+    assert 0.22 < hh["first_peak_position"] < 0.25
+    assert 0.28 < hh["first_min_position"] < 0.31
+
+
+def test_rdf_xtb_structure(xtb):
+    oo, oh, hh = (features(xtb, p) for p in ("OO", "OH", "HH"))
+    assert oo["first_peak_position"] == pytest.approx(0.29, abs=0.004)
+    assert oo["first_peak_height"] == pytest.approx(3.0, abs=0.3)
+    # GFN1-xTB's O...H hydrogen-bond peak is a shoulder: reported absent, not a wrong number.
+    assert all(np.isnan(v) for v in oh.values())
+    assert 0.245 < hh["first_peak_position"] < 0.27
+
+
+def test_coordination_number_counts_neighbours(spcfw):
+    """The integral of 4 pi r^2 rho g equals a direct count of O neighbours within the minimum."""
+    traj = spcfw[::10]
+    f = features(traj, "OO")
+    pairs = analysis.rdf_pairs(traj.topology, "OO")
+    d = mdtraj.compute_distances(traj, pairs, periodic=True)
+    # Integrate to the bin edge below the minimum so both count the same shells.
+    r, g = analysis.rdf(traj, "OO")
+    edge = 0.005 * np.floor(f["first_min_position"] / 0.005)
+    direct = 2.0 * np.sum(d < edge) / (traj.n_frames * 64)
+    rho = analysis.partner_density(traj, "OO")
+    shells = 4.0 / 3.0 * np.pi * (np.arange(1, len(r) + 1) ** 3 - np.arange(len(r)) ** 3) * 0.005**3
+    integral = np.sum((rho * g * shells)[r < edge])
+    assert integral == pytest.approx(direct, rel=1e-3)
+    assert f["coordination_number"] == pytest.approx(direct, rel=0.05)
+
+
+def test_rdf_features_of_a_known_curve():
+    r = (np.arange(120) + 0.5) * 0.005
+    g = 1.0 + 2.0 * np.exp(-0.5 * ((r - 0.281) / 0.012) ** 2) - 0.4 * np.exp(-0.5 * ((r - 0.35) / 0.02) ** 2)
+    g[r < 0.24] = 0.0
+    noisy = g + np.random.default_rng(0).normal(0, 0.03, g.shape)
+    f = analysis.rdf_features(r, noisy, 33.4, "OO")
+    assert f["first_peak_position"] == pytest.approx(0.281, abs=0.002)
+    assert f["first_peak_height"] == pytest.approx(3.0, abs=0.12)
+    assert f["first_min_position"] == pytest.approx(0.35, abs=0.01)
+    flat = analysis.rdf_features(r, np.where(r < 0.24, 0.0, 1.0), 33.4, "OO")
+    assert np.isnan(flat["first_peak_height"])
+
+
+def test_rdf_difference_in_angstrom():
+    r = (np.arange(120) + 0.5) * 0.005
+    g = np.ones_like(r)
+    assert analysis.rdf_difference(r, g, g) == 0.0
+    # |dg| = 0.1 over 0-0.6 nm = 6 A gives 0.6.
+    assert analysis.rdf_difference(r, g, g + 0.1) == pytest.approx(0.6)
+
+
+# --------------------------------------------------------------------------- geometry
+
+def test_bonds_and_angles(spcfw, xtb):
+    b_x, a_x = analysis.bond_lengths(xtb), analysis.hoh_angles(xtb)
+    assert b_x.shape == (xtb.n_frames, 128) and a_x.shape == (xtb.n_frames, 64)
+    assert b_x.mean() == pytest.approx(0.0968, abs=0.0005)
+    assert a_x.mean() == pytest.approx(105.0, abs=1.5)
+    # SPC/Fw in the liquid (Wu, Tepper & Voth 2006): <r_OH> 1.031 A, <HOH> 107.7 deg.
+    b_s, a_s = analysis.bond_lengths(spcfw), analysis.hoh_angles(spcfw)
+    assert b_s.mean() == pytest.approx(0.1031, abs=0.0005)
+    assert a_s.mean() == pytest.approx(107.7, abs=1.0)
+    same = analysis.distribution_stats(b_s[:100], b_s[100:])
+    other = analysis.distribution_stats(b_s, b_x)
+    assert same["overlap"] > 0.9
+    assert other["overlap"] < 0.3
+    assert other["mean_a"] - other["mean_b"] == pytest.approx(0.0063, abs=0.0005)
+    assert 0.0015 < other["width_b"] < 0.0025
+
+
+def test_overlap_coefficient_of_gaussians():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 1, 200_000), rng.normal(1, 1, 200_000)
+    # Two unit Gaussians one sigma apart overlap by 2 Phi(-1/2) = 0.617.
+    assert analysis.overlap_coefficient(a, b) == pytest.approx(0.617, abs=0.01)
+    assert analysis.overlap_coefficient(a, a) == pytest.approx(1.0)
+    assert analysis.overlap_coefficient(a, a + 100) == 0.0
+
+
+# --------------------------------------------------------------------------- temperature
+
+@pytest.mark.parametrize("name", ["water64-spcfw-300K", "water64-xtb-300K"])
+def test_temperature_matches_cp2k(name):
+    traj, temp, run = load(name)
+    e = run.energies
+    cp2k = dict(zip(e["step"].astype(int), e["temperature"]))
+    keep = run.times_ps >= run.times_ps[0] + EQUILIBRATION_PS[name] - 1e-9
+    steps = run.steps[keep]
+    ref = np.array([cp2k[s] for s in steps if s in cp2k])
+    mine = np.array([t for t, s in zip(temp, steps) if s in cp2k])
+    assert len(ref) > 50
+    # CP2K counts 3N - 3 degrees of freedom too; velocities are printed to 10 digits.
+    np.testing.assert_allclose(mine, ref, rtol=1e-5)
+    assert temp.mean() == pytest.approx(300.0, abs=10.0)
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+def test_block_uncertainty_is_the_standard_error_of_block_values():
+    data = np.repeat([0.0, 1.0, 2.0, 3.0], 25)
+    value, err = analysis.block_uncertainty(np.mean, data)
+    assert value == 1.5
+    assert err == pytest.approx(np.std([0, 1, 2, 3], ddof=1) / 2)
+    value, err = analysis.block_uncertainty(lambda x: {"m": x.mean(), "nan": np.nan}, data)
+    assert err["m"] == pytest.approx(0.6455, abs=1e-4) and np.isnan(err["nan"])
+
+
+def test_block_uncertainty_of_rdf_features(spcfw):
+    value, err = analysis.block_uncertainty(lambda t: features(t, "OO"), spcfw)
+    assert value["first_peak_position"] == pytest.approx(0.274, abs=0.003)
+    assert 0 < err["first_peak_position"] < 0.002
+    assert 0 < err["first_peak_height"] < 0.1
+
+
+# --------------------------------------------------------------------------- dynamics
+
+def _random_walk_traj(d_nm2_ps, n_frames=400, dt=0.05, box=2.0, seed=2):
+    rng = np.random.default_rng(seed)
+    steps = rng.normal(0, np.sqrt(2 * d_nm2_ps * dt), (n_frames, 30, 3))
+    steps[0] = rng.random((30, 3)) * box
+    o = np.cumsum(steps, axis=0)
+    xyz = np.zeros((n_frames, 90, 3))
+    xyz[:, 0::3] = o
+    xyz[:, 1::3] = o + [0.1, 0, 0]
+    xyz[:, 2::3] = o + [0, 0.1, 0]
+    xyz %= box  # wrapped into the box, as engines write them
+    return mdtraj.Trajectory(xyz, mdtraj_topology(30), time=np.arange(n_frames) * dt,
+                             unitcell_lengths=np.full((n_frames, 3), box),
+                             unitcell_angles=np.full((n_frames, 3), 90.0)), o
+
+
+def test_unwrap_and_diffusion_of_a_random_walk():
+    traj, true = _random_walk_traj(0.01)
+    unwrapped = analysis.unwrapped_oxygen_positions(traj)
+    np.testing.assert_allclose(unwrapped - unwrapped[0], true - true[0], atol=1e-4)
+    t, msd = analysis.msd_oxygen(traj)
+    assert msd[0] == 0.0 and len(t) == 201 and t[1] == pytest.approx(0.05)
+    assert analysis.diffusion_coefficient(t, msd) == pytest.approx(0.01, rel=0.25)
+
+
+def test_diffusion_of_water(spcfw, xtb):
+    t, msd = analysis.msd_oxygen(spcfw)
+    d = analysis.diffusion_coefficient(t, msd)
+    # SPC/Fw: 2.3e-5 cm^2/s = 2.3e-3 nm^2/ps (64 molecules, 20 ps: +-50 %).
+    assert 1.2e-3 < d < 4.5e-3
+    assert np.all(np.diff(msd[1:]) > -2e-3)  # grows, up to noise
+
+
+def test_hbonds_per_molecule(spcfw, xtb):
+    s = analysis.hbonds_per_molecule(spcfw)
+    x = analysis.hbonds_per_molecule(xtb)
+    assert s.shape == (spcfw.n_frames,)
+    assert 3.0 < s.mean() < 3.6
+    assert 1.7 < x.mean() < 2.4  # xTB water is less structured
+    bh = analysis.hbonds_per_molecule(spcfw[::20], method="baker_hubbard")
+    assert 2.5 < bh.mean() < 4.0

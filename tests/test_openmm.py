@@ -1,0 +1,90 @@
+"""OpenMM executes the model: its forces equal the numba reference evaluator's."""
+
+import numpy as np
+import openmm as mm
+import pytest
+
+from openmm_learning.openmm_system import GROUP, LearningIntegrator, create_system
+from openmm_learning.topology import SPECIES
+
+
+def openmm_agent_forces(context, model, species):
+    """Forces on each atom as the learning dynamics sees them (group a on species a)."""
+    if model.mode == "reciprocal":
+        return context.getState(getForces=True).getForces(asNumpy=True)._value
+    forces = np.zeros((len(species), 3))
+    for code, name in enumerate(SPECIES):
+        f = context.getState(getForces=True, groups={GROUP[name]}).getForces(asNumpy=True)._value
+        forces[species == code] = f[species == code]
+    return forces
+
+
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+@pytest.mark.parametrize("mode", ["agent", "reciprocal"])
+def test_openmm_forces_equal_reference_forces(xtb, xtb_models, mode, platform):
+    run, system = xtb
+    model = xtb_models[mode]
+    omm = create_system(model, system.species, system.molecules, run.box_nm[0])
+    context = mm.Context(omm, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName(platform))
+    for frame in np.linspace(0, run.n_frames - 1, 20).astype(int):
+        context.setPositions(run.positions[frame])
+        got = openmm_agent_forces(context, model, system.species)
+        want, _ = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
+        rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+        assert rel < 1e-5, f"frame {frame}: relative force difference {rel:.2e}"
+
+
+def test_reciprocal_energy_is_the_sum_of_agent_losses(xtb, xtb_models):
+    """In reciprocal mode the OpenMM energy is the potential whose gradient is the force."""
+    run, system = xtb
+    model = xtb_models["reciprocal"]
+    omm = create_system(model, system.species, system.molecules, run.box_nm[0])
+    context = mm.Context(omm, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName("Reference"))
+    x = run.positions[100].copy()
+    f, _ = model.forces(x, run.box_nm[100], system.species, system.molecules)
+    # finite difference of the OpenMM energy along the force direction
+    d = f / np.linalg.norm(f)
+    e = []
+    for s in (-1e-5, 1e-5):
+        context.setPositions(x + s * d)
+        e.append(context.getState(getEnergy=True).getPotentialEnergy()._value)
+    np.testing.assert_allclose(-(e[1] - e[0]) / 2e-5, np.sum(f * d), rtol=1e-4)
+
+
+def test_agent_mode_is_non_reciprocal(xtb, xtb_models):
+    run, system = xtb
+    f, _ = xtb_models["agent"].forces(run.positions[0], run.box_nm[0], system.species, system.molecules)
+    fr, _ = xtb_models["reciprocal"].forces(run.positions[0], run.box_nm[0], system.species, system.molecules)
+    assert np.linalg.norm(f.sum(axis=0)) > 1.0  # agent forces do not cancel
+    assert np.linalg.norm(fr.sum(axis=0)) < 1e-6 * np.abs(fr).sum()
+
+
+def test_box_smaller_than_cutoff_is_refused(xtb, xtb_models):
+    run, system = xtb
+    with pytest.raises(ValueError, match="twice the model cutoff"):
+        create_system(xtb_models["agent"], system.species, system.molecules, [1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("mode", ["agent", "reciprocal"])
+def test_integrator_holds_temperature_and_removes_com(xtb, xtb_models, mode):
+    run, system = xtb
+    model = xtb_models[mode]
+    omm = create_system(model, system.species, system.molecules, run.box_nm[-1])
+    integ = LearningIntegrator(300.0, 0.0005, agent_species=system.species if mode == "agent" else None,
+                               n_atoms=len(system.species))
+    context = mm.Context(omm, integ, mm.Platform.getPlatformByName("CPU"))
+    context.setPositions(run.positions[-1])
+    context.setVelocities(run.velocities[-1])
+    temps = []
+    for _ in range(30):
+        integ.step(100)
+        temps.append(integ.getGlobalVariableByName("ke2") / (integ.n_dof * 0.00831446261815324))
+    assert 260 < np.mean(temps[10:]) < 345
+    v = context.getState(getVelocities=True).getVelocities(asNumpy=True)._value
+    masses = np.array([omm.getParticleMass(i)._value for i in range(omm.getNumParticles())])
+    assert np.linalg.norm((masses[:, None] * v).sum(axis=0)) < 1e-6
+    heat = integ.getGlobalVariableByName("heat")
+    if mode == "agent":
+        # non-reciprocal forces pump energy in, the thermostat takes it out
+        assert heat > 0
+        assert np.linalg.norm([integ.getGlobalVariableByName(f"fnet_{c}") for c in "xyz"]) > 0
