@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,9 @@ def simulate(model: LossModel, positions, velocities, box_nm, species, molecules
             app.PDBFile.writeFile(topology, np.asarray(positions, float) * 10.0, fh)
         done = 0
     if done >= steps:
-        return _summary(paths, steps, float("nan"), timestep_ps)
+        previous = out / "summary.json"
+        seconds = json.loads(previous.read_text())["seconds_per_step"] if previous.exists() else float("nan")
+        return _summary(paths, steps, seconds, timestep_ps)
     sim.reporters.append(app.DCDReporter(str(paths["trajectory"]), report_interval, append=resuming))
     if resuming:
         _truncate_log(paths["log"], done)
@@ -171,7 +174,12 @@ def simulate(model: LossModel, positions, velocities, box_nm, species, molecules
     finally:
         bar.close()
         log.close()
-    return _summary(paths, steps, step_seconds / max(stepped, 1), timestep_ps)
+    result = _summary(paths, steps, step_seconds / max(stepped, 1), timestep_ps)
+    summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
+    summary.update(mode=model.mode, temperature_target_K=temperature_k, timestep_ps=timestep_ps,
+                   platform=platform, collision_time_ps=collision_time_ps)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return result
 
 
 def _checkpoint(sim, path: Path):

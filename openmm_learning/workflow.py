@@ -107,3 +107,85 @@ def simulate_run(model_path, run_dir, out_dir, *, ps: float, frame: int = -1, pl
                     temperature_k=run.settings.temperature_k, timestep_ps=dt, steps=steps,
                     out_dir=out_dir, platform=platform, collision_time_ps=collision_time_ps,
                     progress=progress)
+
+
+def default_equilibration_ps(run: Cp2kRun) -> float:
+    """Reference equilibration cut: half the run, at most 5 ps (xTB 1.55 ps -> 0.78 ps)."""
+    return float(min(5.0, 0.5 * (run.times_ps[-1] - run.times_ps[0])))
+
+
+def simulation_row(sim_dir):
+    """A validation Row from a simulation folder (trajectory, state log, summary)."""
+    import mdtraj
+
+    from .simulate import read_state_log
+    from .validation import Row
+
+    sim_dir = Path(sim_dir)
+    traj = mdtraj.load(str(sim_dir / "trajectory.dcd"), top=str(sim_dir / "topology.pdb"))
+    log = read_state_log(sim_dir / "state.csv")
+    traj.time = log["time_ps"][: len(traj)]
+    summary = json.loads((sim_dir / "summary.json").read_text()) if (sim_dir / "summary.json").exists() else {}
+    return Row(traj, temperature=log["temperature_K"], temperature_times_ps=log["time_ps"],
+               seconds_per_step=summary.get("seconds_per_step"))
+
+
+def validate_simulations(reference_dir, simulations: dict, out_dir, *, equilibration_ps=None,
+                         row_equilibration_ps=2.0, extra_info=None, allow_truncated=False):
+    """Compare simulation folders {name: folder} with a CP2K run; write the report."""
+    from .validation import Row, validate
+
+    run, _ = load_water_run(reference_dir, allow_truncated)
+    eq = default_equilibration_ps(run) if equilibration_ps is None else equilibration_ps
+    ref_traj = trajectory_of(run)
+    temps = None
+    if run.energies is not None:
+        temps = (run.energies["temperature"], run.energies["time_ps"])
+    reference = Row(ref_traj, temperature=None if temps is None else temps[0],
+                    temperature_times_ps=None if temps is None else temps[1])
+    rows = {name: simulation_row(d) for name, d in simulations.items()}
+    cost = {"cp2k_seconds_per_step": run.seconds_per_step()} if run.energies is not None else {}
+    info = [f"reference: CP2K project {run.project} ({run.settings.method if run.settings else '?'}), "
+            f"{run.n_frames} frames, steps {run.steps[0]}-{run.steps[-1]}",
+            f"reference equilibration cut: {eq:.3g} ps; simulations cut: {row_equilibration_ps:.3g} ps",
+            f"box {np.round(run.box_nm[0], 5).tolist()} nm, {len(run.elements) // 3} molecules"]
+    if run.settings is not None:
+        info.append(f"state: {run.settings.ensemble} {run.settings.temperature_k:g} K, "
+                    f"timestep {run.settings.timestep_ps * 1000:g} fs, thermostat {run.settings.thermostat}")
+    for name, d in simulations.items():
+        info.append(f"{name}: {Path(d).name}/ (OpenMM learning dynamics)")
+    info += list(extra_info or [])
+    return validate(reference, rows, out_dir=out_dir, cost=cost, equilibration_ps=eq,
+                    row_equilibration_ps=row_equilibration_ps, settings_info=info)
+
+
+def run_example(out_dir="output", *, ps=20.0, platform="CPU", run_dir=None, progress=True):
+    """The main job on a CP2K run (default: the bundled xTB water): fit, simulate, validate.
+
+    Layout: OUT/fit/{agent,reciprocal}.json + plots, OUT/sim-{agent,reciprocal}/,
+    OUT/validation/report.md. Finished steps are not redone.
+    """
+    out = Path(out_dir)
+    run_dir = Path(run_dir) if run_dir else example_run_dir()
+    fit_dir = out / "fit"
+    if not all((fit_dir / f"{m}.json").exists() for m in ("agent", "reciprocal")):
+        fit_run(run_dir, fit_dir, progress=progress)
+    sims = {}
+    for mode in ("agent", "reciprocal"):
+        sim_dir = out / f"sim-{mode}"
+        simulate_run(fit_dir / f"{mode}.json", run_dir, sim_dir, ps=ps, platform=platform,
+                     progress=progress)
+        sims[f"learned {mode}"] = sim_dir
+    fit_info = []
+    for mode in ("agent", "reciprocal"):
+        m = LossModel.load(fit_dir / f"{mode}.json").fit_metrics["held_out"]
+        fit_info.append(f"fit {mode}: held-out force RMSE O {m['O']['rmse']:.1f} kJ/mol/nm "
+                        f"({100 * m['O']['relative_rmse']:.1f} %), H {m['H']['rmse']:.1f} kJ/mol/nm "
+                        f"({100 * m['H']['relative_rmse']:.1f} %)")
+    for mode in ("agent", "reciprocal"):
+        s = json.loads((out / f"sim-{mode}" / "summary.json").read_text())
+        fit_info.append(f"{mode} dynamics: {s['steps']} steps, mean T {s['mean_temperature']:.1f} K, "
+                        f"thermostat heat {s['heat_per_ps']:.0f} kJ/mol/ps, mean |net force| "
+                        f"{s['mean_net_force']:.0f} kJ/mol/nm, {1e3 * s['seconds_per_step']:.2f} ms/step")
+    return validate_simulations(run_dir, sims, out / "validation", extra_info=fit_info,
+                                row_equilibration_ps=min(2.0, 0.2 * ps))

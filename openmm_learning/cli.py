@@ -1,0 +1,161 @@
+"""`openmm-learning`: command-line entry point."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _fit(args):
+    from .fit import FitSettings
+    from .workflow import fit_run
+
+    settings = FitSettings(r_cut=args.cutoff, r_switch=args.switch)
+    results = fit_run(args.run, args.out, tuple(args.modes), settings, args.allow_truncated)
+    for mode, res in results.items():
+        m = res.model.fit_metrics["held_out"]
+        print(f"{mode:10s} held-out force RMSE: O {m['O']['rmse']:.1f} kJ/mol/nm "
+              f"({100 * m['O']['relative_rmse']:.1f} %), H {m['H']['rmse']:.1f} kJ/mol/nm "
+              f"({100 * m['H']['relative_rmse']:.1f} %)  -> {Path(args.out) / (mode + '.json')}")
+
+
+def _simulate(args):
+    from .workflow import simulate_run
+
+    r = simulate_run(args.model, args.cp2k, args.out, ps=args.ps, frame=args.frame,
+                     platform=args.platform, collision_time_ps=args.collision_time / 1000.0,
+                     allow_truncated=args.allow_truncated)
+    print(f"{r.steps} steps, {1e3 * r.seconds_per_step:.3f} ms/step, mean T {r.mean_temperature:.1f} K, "
+          f"thermostat heat {r.heat_per_ps:.1f} kJ/mol/ps -> {r.out_dir}")
+
+
+def _validate(args):
+    from .workflow import validate_simulations
+
+    sims = {}
+    for item in args.simulation:
+        name, _, folder = item.rpartition("=")
+        sims[name or Path(folder).name] = folder
+    res = validate_simulations(args.reference, sims, args.out, equilibration_ps=args.equilibration_ps,
+                               row_equilibration_ps=args.row_equilibration_ps,
+                               allow_truncated=args.allow_truncated)
+    _print_validation(res)
+    return 0 if res.passed else 1
+
+
+def _print_validation(res):
+    failed = res.failed()
+    print(f"report: {res.report_path}")
+    print("validation " + ("PASSED" if res.passed else f"FAILED ({len(failed)} metrics)"))
+    for m in failed:
+        print(f"  {m['row']}: {m['metric']} = {m.get('value')} (threshold {m.get('threshold')})")
+
+
+def _example(args):
+    from .workflow import run_example
+
+    res = run_example(args.out, ps=args.ps, platform=args.platform)
+    _print_validation(res)
+    return 0
+
+
+def _cp2k_write(args):
+    from .cp2k import write_water_input
+
+    path = write_water_input(args.directory, n_molecules=args.molecules, method=args.method,
+                             temperature_k=args.temperature, steps=args.steps,
+                             timestep_fs=args.timestep, seed=args.seed, ensemble=args.ensemble,
+                             project=args.project)
+    print(path)
+
+
+def _cp2k_run(args):
+    from .cp2k import run_cp2k
+
+    run = run_cp2k(args.input, threads=args.threads)
+    print(run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="openmm-learning", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("example", help="fit, simulate and validate on the bundled CP2K water run")
+    e.add_argument("--out", default="output", help="output folder (default: output)")
+    e.add_argument("--ps", type=float, default=20.0, help="picoseconds of dynamics per mode")
+    e.add_argument("--platform", default="CPU", help="OpenMM platform (CPU, CUDA, OpenCL, Reference)")
+    e.set_defaults(func=_example)
+
+    f = sub.add_parser("fit", help="infer the O and H agent losses from a CP2K run")
+    f.add_argument("run", help="CP2K run folder (pos, frc, ener and .inp files)")
+    f.add_argument("--out", required=True, help="folder for MODE.json and the fit plots")
+    f.add_argument("--modes", nargs="+", default=["agent", "reciprocal"], choices=["agent", "reciprocal"])
+    f.add_argument("--cutoff", type=float, default=0.6, help="pair cutoff (nm)")
+    f.add_argument("--switch", type=float, default=0.5, help="switching starts here (nm)")
+    f.add_argument("--allow-truncated", action="store_true", help="drop an incomplete last frame")
+    f.set_defaults(func=_fit)
+
+    s = sub.add_parser("simulate", help="run learning dynamics of a model in OpenMM from a CP2K frame")
+    s.add_argument("model", help="model JSON written by `fit`")
+    s.add_argument("--cp2k", required=True, help="CP2K run folder: start frame, temperature, timestep")
+    s.add_argument("--out", required=True)
+    s.add_argument("--ps", type=float, default=20.0)
+    s.add_argument("--frame", type=int, default=-1, help="which CP2K frame to start from (default last)")
+    s.add_argument("--platform", default="CPU")
+    s.add_argument("--collision-time", type=float, default=50.0, help="Nose-Hoover time constant (fs)")
+    s.add_argument("--allow-truncated", action="store_true")
+    s.set_defaults(func=_simulate)
+
+    v = sub.add_parser("validate", help="compare simulations with a CP2K reference run (exit 1 on failure)")
+    v.add_argument("--reference", required=True, help="CP2K run folder")
+    v.add_argument("--simulation", nargs="+", required=True, metavar="[NAME=]FOLDER",
+                   help="simulation folders written by `simulate`")
+    v.add_argument("--out", required=True)
+    v.add_argument("--equilibration-ps", type=float, default=None,
+                   help="cut from the reference (default: half the run, at most 5 ps)")
+    v.add_argument("--row-equilibration-ps", type=float, default=2.0, help="cut from each simulation")
+    v.add_argument("--allow-truncated", action="store_true")
+    v.set_defaults(func=_validate)
+
+    c = sub.add_parser("cp2k", help="write or run a CP2K water MD input")
+    csub = c.add_subparsers(dest="cp2k_command", required=True)
+    w = csub.add_parser("write", help="write a CP2K water MD input (GFN1-xTB or BLYP-D3)")
+    w.add_argument("directory")
+    w.add_argument("--molecules", type=int, default=64)
+    w.add_argument("--method", choices=["xtb", "dft"], default="xtb")
+    w.add_argument("--temperature", type=float, default=300.0, help="K")
+    w.add_argument("--steps", type=int, default=1000)
+    w.add_argument("--timestep", type=float, default=0.5, help="fs")
+    w.add_argument("--seed", type=int, default=1)
+    w.add_argument("--ensemble", choices=["NVT", "NVE"], default="NVT")
+    w.add_argument("--project", default=None)
+    w.set_defaults(func=_cp2k_write)
+    r = csub.add_parser("run", help="run cp2k.psmp on an input and read the result")
+    r.add_argument("input")
+    r.add_argument("--threads", type=int, default=2)
+    r.set_defaults(func=_cp2k_run)
+    return p
+
+
+def main(argv=None) -> int:
+    from .cp2k import Cp2kFormatError, Cp2kRunError
+    from .model import ModelFileError
+    from .simulate import SimulationError
+    from .topology import TopologyError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (Cp2kFormatError, Cp2kRunError, ModelFileError, SimulationError, TopologyError,
+            FileNotFoundError) as e:
+        print(f"openmm-learning {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished files and checkpoints are kept; run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
