@@ -1,0 +1,25 @@
+# The two commands of the README:
+#   make example   set up, then fit + simulate + validate on the bundled CP2K water run
+#   make test      set up, then run the test suite
+PYTHON ?= python3
+OUT ?= output
+
+.PHONY: setup system-packages example test benchmark
+
+# Debian packages the tests drive for real: CP2K (cp2k.psmp).
+system-packages:
+	@if ! command -v cp2k.psmp >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cp2k; \
+	fi
+
+setup: system-packages
+	$(PYTHON) -m pip install -q -e ".[test]"
+
+example: setup
+	openmm-learning example --out $(OUT)
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+benchmark: setup
+	$(PYTHON) benchmarks/run.py
