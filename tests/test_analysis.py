@@ -208,6 +208,10 @@ def test_unwrap_and_diffusion_of_a_random_walk():
     np.testing.assert_allclose(unwrapped - unwrapped[0], true - true[0], atol=1e-4)
     t, msd = analysis.msd_oxygen(traj)
     assert msd[0] == 0.0 and len(t) == 201 and t[1] == pytest.approx(0.05)
+    # The FFT sum over time origins equals the direct average (mean O drift removed).
+    x = unwrapped - unwrapped.mean(axis=1, keepdims=True)
+    direct = [np.mean(np.sum((x[m:] - x[:len(x) - m]) ** 2, axis=-1)) for m in (1, 7, 200)]
+    np.testing.assert_allclose(msd[[1, 7, 200]], direct, rtol=1e-9)
     assert analysis.diffusion_coefficient(t, msd) == pytest.approx(0.01, rel=0.25)
 
 

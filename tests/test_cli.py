@@ -1,0 +1,53 @@
+"""The command line, end to end on the bundled example (short), and its error messages."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from openmm_learning.model import LossModel
+from openmm_learning.workflow import example_run_dir
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "openmm_learning", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+def test_fit_simulate_validate(tmp_path):
+    run = example_run_dir("water64-xtb-300K")
+    r = cli("fit", run, "--out", tmp_path / "fit")
+    assert r.returncode == 0, r.stderr
+    assert "agent" in r.stdout and "reciprocal" in r.stdout
+    for name in ("agent.json", "reciprocal.json", "parity.png", "channels.png", "fit.json"):
+        assert (tmp_path / "fit" / name).stat().st_size > 0
+    model = LossModel.load(tmp_path / "fit" / "agent.json")
+    assert model.provenance["cp2k_project"] == "water64-xtb-300K"
+    assert len(model.provenance["cp2k_files"]["pos"]["sha256"]) == 64
+    assert json.loads((tmp_path / "fit" / "fit.json").read_text())["agent"]["O"]["rmse"] > 0
+
+    r = cli("simulate", tmp_path / "fit" / "reciprocal.json", "--cp2k", run, "--out", tmp_path / "sim",
+            "--ps", 0.5)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "sim" / "summary.json").read_text())
+    assert summary["steps"] == 1000 and summary["timestep_ps"] == 0.0005
+    assert 250 < summary["mean_temperature"] < 350
+
+    r = cli("validate", "--reference", run, "--simulation", f"learned={tmp_path / 'sim'}",
+            "--out", tmp_path / "val", "--row-equilibration-ps", 0.1)
+    assert r.returncode in (0, 1), r.stderr
+    report = (tmp_path / "val" / "report.md").read_text()
+    assert "learned" in report and "rdf_OO.first_peak_height" in report
+    assert ("PASSED" in r.stdout) == (r.returncode == 0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("fit", "no-such-run", "--out", "x"), "no-such-run"),
+    (("simulate", "missing.json", "--cp2k", "no-such-run", "--out", "x"), "missing.json"),
+])
+def test_errors_are_one_clear_line(tmp_path, args, message):
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 2
+    assert "error:" in r.stderr and message in r.stderr
+    assert "Traceback" not in r.stderr
