@@ -45,31 +45,16 @@ def neighbour_pairs(pos, box, r_cut, molecule_id):
     for k in range(3):
         ncell[k] = int(box[k] / r_cut)
     rc2 = r_cut * r_cut
-    cap = 64
-    pi = np.empty(cap, np.int64)
-    pj = np.empty(cap, np.int64)
-    pr = np.empty(cap)
+    pi = np.empty(64, np.int64)
+    pj = np.empty(64, np.int64)
+    pr = np.empty(64)
     count = 0
     d = np.empty(3)
     if ncell.min() < 3:
         for i in range(n):
             for j in range(i + 1, n):
-                if molecule_id[i] == molecule_id[j]:
-                    continue
-                for k in range(3):
-                    d[k] = pos[j, k] - pos[i, k]
-                _min_image(d, box)
-                r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
-                if r2 < rc2:
-                    if count == cap:
-                        cap *= 2
-                        pi = _grow_i(pi, cap)
-                        pj = _grow_i(pj, cap)
-                        pr = _grow_f(pr, cap)
-                    pi[count] = i
-                    pj[count] = j
-                    pr[count] = np.sqrt(r2)
-                    count += 1
+                if molecule_id[i] != molecule_id[j]:
+                    pi, pj, pr, count = _add_if_close(pos, box, i, j, rc2, d, pi, pj, pr, count)
         return pi[:count], pj[:count], pr[:count]
     # cell list: head/next linked lists
     ntot = ncell[0] * ncell[1] * ncell[2]
@@ -99,36 +84,29 @@ def neighbour_pairs(pos, box, r_cut, molecule_id):
                     j = head[(cx * ncell[1] + cy) * ncell[2] + cz]
                     while j >= 0:
                         if j > i and molecule_id[i] != molecule_id[j]:
-                            for k in range(3):
-                                d[k] = pos[j, k] - pos[i, k]
-                            _min_image(d, box)
-                            r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
-                            if r2 < rc2:
-                                if count == cap:
-                                    cap *= 2
-                                    pi = _grow_i(pi, cap)
-                                    pj = _grow_i(pj, cap)
-                                    pr = _grow_f(pr, cap)
-                                pi[count] = i
-                                pj[count] = j
-                                pr[count] = np.sqrt(r2)
-                                count += 1
+                            pi, pj, pr, count = _add_if_close(pos, box, i, j, rc2, d, pi, pj, pr, count)
                         j = nxt[j]
     return pi[:count], pj[:count], pr[:count]
 
 
 @njit(cache=True)
-def _grow_i(a, cap):
-    b = np.empty(cap, np.int64)
-    b[: a.shape[0]] = a
-    return b
-
-
-@njit(cache=True)
-def _grow_f(a, cap):
-    b = np.empty(cap)
-    b[: a.shape[0]] = a
-    return b
+def _add_if_close(pos, box, i, j, rc2, d, pi, pj, pr, count):
+    """Append the pair (i, j) when closer than the cutoff, growing the arrays as needed."""
+    for k in range(3):
+        d[k] = pos[j, k] - pos[i, k]
+    _min_image(d, box)
+    r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
+    if r2 >= rc2:
+        return pi, pj, pr, count
+    if count == pi.shape[0]:
+        cap = 2 * count
+        grown_i, grown_j, grown_r = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap)
+        grown_i[:count], grown_j[:count], grown_r[:count] = pi, pj, pr
+        pi, pj, pr = grown_i, grown_j, grown_r
+    pi[count] = i
+    pj[count] = j
+    pr[count] = np.sqrt(r2)
+    return pi, pj, pr, count + 1
 
 
 # ---------------------------------------------------------------- spline pieces
