@@ -106,13 +106,38 @@ class Channel:
 
     def __call__(self, x) -> np.ndarray:
         """Spline value at x (clamped to the grid, walls and switching not included)."""
-        x = np.clip(np.asarray(x, dtype=float), self.x0, self.x1)
+        return self.spline(x)[0]
+
+    def spline(self, x):
+        """Clamped spline value and derivative at x (the derivative is 0 outside the grid)."""
+        x = np.asarray(x, dtype=float)
+        xc = np.clip(x, self.x0, self.x1)
         z = self.second_derivatives()
-        j = np.minimum(((x - self.x0) / self.h).astype(int), self.n - 2)
-        b = (x - (self.x0 + j * self.h)) / self.h
+        j = np.minimum(((xc - self.x0) / self.h).astype(int), self.n - 2)
+        b = (xc - (self.x0 + j * self.h)) / self.h
         a = 1.0 - b
-        return (a * self.values[j] + b * self.values[j + 1]
-                + ((a**3 - a) * z[j] + (b**3 - b) * z[j + 1]) * self.h**2 / 6.0)
+        y, h = self.values, self.h
+        value = a * y[j] + b * y[j + 1] + ((a**3 - a) * z[j] + (b**3 - b) * z[j + 1]) * h**2 / 6.0
+        slope = (y[j + 1] - y[j]) / h + (-(3 * a**2 - 1) * z[j] + (3 * b**2 - 1) * z[j + 1]) * h / 6.0
+        return value, np.where((x >= self.x0) & (x <= self.x1), slope, 0.0)
+
+    def energy(self, x, k_wall, r_switch=None, r_cut=None):
+        """The channel's full term and its derivative: spline, walls, switching (inter).
+
+        The same function the numba kernels and the engines evaluate; used to write tables.
+        """
+        x = np.asarray(x, dtype=float)
+        e, de = self.spline(x)
+        below = np.maximum(self.x0 - x, 0.0)
+        e, de = e + k_wall * below**2, de - 2 * k_wall * below
+        if self.kind != "inter":
+            above = np.maximum(x - self.x1, 0.0)
+            return e + k_wall * above**2, de + 2 * k_wall * above
+        w = r_cut - r_switch
+        t = np.clip((x - r_switch) / w, 0.0, 1.0)
+        s = 1.0 + t**3 * (-10.0 + t * (15.0 - 6.0 * t))
+        ds = np.where((x > r_switch) & (x < r_cut), t**2 * (-30.0 + t * (60.0 - 30.0 * t)) / w, 0.0)
+        return s * e, ds * e + s * de
 
 
 @dataclass
@@ -170,6 +195,21 @@ class LossModel:
             if not np.allclose(ca.values, cb.values, rtol=rtol, atol=0.0):
                 return False
         return True
+
+    def symmetric_part(self) -> "LossModel":
+        """The reciprocal model whose tied channels are the average of the two agents' views.
+
+        An agent model equals this conservative part plus an antisymmetric remainder
+        (half the difference of the two views), which engines apply separately.
+        """
+        channels = [Channel(c.agent, c.neighbour, c.kind, c.x0, c.h, c.values.copy()) for c in self.channels]
+        keys = [c.key for c in channels]
+        for a, b in RECIPROCAL_TIES:
+            ca, cb = channels[keys.index(a)], channels[keys.index(b)]
+            mean = 0.5 * (ca.values + cb.values)
+            ca.values, cb.values = mean, mean.copy()
+        return LossModel("reciprocal", channels, self.r_cut, self.r_switch, self.k_wall,
+                         dict(self.fit_metrics), dict(self.provenance, symmetric_part_of=self.mode))
 
     # ------------------------------------------------------------ file
 

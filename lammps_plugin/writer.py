@@ -1,0 +1,237 @@
+"""LAMMPS inputs from a model and a CP2K frame: data file, tables, pair module, deck.
+
+One writer per artefact, all in LAMMPS `units real` (A, kcal/mol, fs) or `units metal`
+(A, eV, ps). The conservative part of the model goes to LAMMPS's own styles:
+
+* intermolecular pairs: `pair_style python` (lammps_plugin/pair_learning.py, exact) or
+  `pair_style table` (fast; also /omp, /gpu and /kk variants);
+* own-molecule terms: `bond_style table` for O-H and H-H (bond types 1 and 2) and
+  `angle_style table` for H-O-H, with intramolecular pairs excluded from the pair style
+  by `special_bonds lj 0.0 0.0 0.0`.
+
+An agent-mode model adds its antisymmetric remainder through `fix external`
+(lammps_plugin.agent), which needs the `lammps` Python module to drive the deck.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from openmm_learning.model import LossModel
+from openmm_learning.units import MASSES_AMU
+
+PAIR_MODULE = Path(__file__).with_name("pair_learning.py")
+
+
+@dataclass(frozen=True)
+class LammpsUnits:
+    """Factors from OpenMM units (nm, kJ/mol, ps) to one LAMMPS unit style."""
+
+    name: str
+    energy: float  # per kJ/mol
+    time: float  # per ps
+
+    length = 10.0  # A per nm, both styles
+
+    @property
+    def force(self):  # energy/A per kJ/mol/nm
+        return self.energy / self.length
+
+    @property
+    def velocity(self):  # A/time per nm/ps
+        return self.length / self.time
+
+
+UNITS = {"real": LammpsUnits("real", 1.0 / 4.184, 1000.0),
+         "metal": LammpsUnits("metal", 1.0 / 96.48533212331, 1.0)}
+
+
+def lammps_units(name: str) -> LammpsUnits:
+    if name not in UNITS:
+        raise ValueError(f"units {name} are not supported: use real or metal")
+    return UNITS[name]
+
+
+def _f(v) -> str:
+    """A float as Python writes it (shortest exact form)."""
+    return repr(float(v))
+
+
+def write_data(path, positions, velocities, box_nm, species, molecules, units="real", title=""):
+    """LAMMPS data file (atom_style full): atoms O=1/H=2, bonds O-H=1/H-H=2, angle H-O-H=1.
+
+    positions (n, 3) nm and velocities nm/ps (or None) in O H H order per molecule.
+    Atoms are wrapped into the box with image flags, so molecules stay whole.
+    """
+    u = lammps_units(units)
+    box = np.asarray(box_nm, float) * u.length
+    x = np.asarray(positions, float) * u.length
+    image = np.floor(x / box).astype(int)
+    x = x - image * box
+    n, n_mol = len(species), len(molecules)
+    lines = [f"LAMMPS data file: {title}".rstrip(), "",
+             f"{n} atoms", f"{3 * n_mol} bonds", f"{n_mol} angles", "",
+             "2 atom types", "2 bond types", "1 angle types", "",
+             f"0.0 {_f(box[0])} xlo xhi", f"0.0 {_f(box[1])} ylo yhi", f"0.0 {_f(box[2])} zlo zhi", "",
+             "Masses", "", f"1 {MASSES_AMU['O']}  # O", f"2 {MASSES_AMU['H']}  # H", "",
+             "Atoms  # full", ""]
+    mol_of = np.empty(n, int)
+    for m, atoms in enumerate(molecules):
+        mol_of[atoms] = m + 1
+    for i in range(n):
+        lines.append(f"{i + 1} {mol_of[i]} {species[i] + 1} 0.0 {_f(x[i, 0])} {_f(x[i, 1])} {_f(x[i, 2])} "
+                     f"{image[i, 0]} {image[i, 1]} {image[i, 2]}")
+    if velocities is not None:
+        v = np.asarray(velocities, float) * u.velocity
+        lines += ["", "Velocities", ""]
+        lines += [f"{i + 1} {_f(v[i, 0])} {_f(v[i, 1])} {_f(v[i, 2])}" for i in range(n)]
+    lines += ["", "Bonds", ""]
+    b = 0
+    for o, h1, h2 in molecules:
+        for t, (p, q) in ((1, (o, h1)), (1, (o, h2)), (2, (h1, h2))):
+            b += 1
+            lines.append(f"{b} {t} {p + 1} {q + 1}")
+    lines += ["", "Angles", ""]
+    lines += [f"{m + 1} 1 {h1 + 1} {o + 1} {h2 + 1}" for m, (o, h1, h2) in enumerate(molecules)]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return Path(path)
+
+
+def _table_section(keyword, header, x, e, f):
+    rows = [f"{i + 1} {xi:.10f} {ei:.12e} {fi:.12e}" for i, (xi, ei, fi) in enumerate(zip(x, e, f))]
+    return [keyword, header, ""] + rows + [""]
+
+
+#: Table sizes: linear interpolation in LAMMPS is then within ~1e-6 of the model.
+PAIR_POINTS = 20000
+BOND_POINTS = 20000
+ANGLE_POINTS = 18001
+PAIR_INNER_NM = 0.05
+
+
+def write_pair_tables(path, model: LossModel, units="real", points=PAIR_POINTS):
+    """pair_style table file, sections OO, OH, HH: r (A), E, F = -dE/dr, from r_inner to r_cut.
+
+    The symmetric part of the model (its reciprocal channels). The inner end sits far
+    below any pair seen in training; below a channel's grid the model's wall applies.
+    """
+    u = lammps_units(units)
+    sym = model.symmetric_part()
+    r = np.linspace(PAIR_INNER_NM, sym.r_cut, points)
+    lines = [f"# openmm-learning pair tables ({model.mode} model, symmetric part), units {units}", ""]
+    for a, b in (("O", "O"), ("O", "H"), ("H", "H")):
+        e, de = sym.channel(a, b, "inter").energy(r, sym.k_wall, sym.r_switch, sym.r_cut)
+        lines += _table_section(a + b, f"N {points} R {_f(r[0] * u.length)} {_f(r[-1] * u.length)}",
+                                r * u.length, e * u.energy, -de * u.force)
+    Path(path).write_text("\n".join(lines))
+    return Path(path)
+
+
+def bond_ranges(model: LossModel):
+    """Table ranges (nm) of the O-H and H-H bonds: the model's grid, widened generously
+    (LAMMPS stops with an error when a bond leaves its table)."""
+    oh = model.channel("O", "H", "intra")
+    hh = model.channel("H", "H", "intra")
+    return {"OH": (max(oh.x0 - 0.04, 0.02), oh.x1 + 0.06), "HH": (max(hh.x0 - 0.06, 0.02), hh.x1 + 0.08)}
+
+
+def write_bond_tables(path, model: LossModel, units="real", points=BOND_POINTS):
+    """bond_style table file, sections OH and HH: r (A), E, F = -dE/dr."""
+    u = lammps_units(units)
+    sym = model.symmetric_part()
+    lines = [f"# openmm-learning bond tables ({model.mode} model, symmetric part), units {units}", ""]
+    for key, (lo, hi) in bond_ranges(sym).items():
+        ch = sym.channel("O", "H", "intra") if key == "OH" else sym.channel("H", "H", "intra")
+        r = np.linspace(lo, hi, points)
+        e, de = ch.energy(r, sym.k_wall)
+        lines += _table_section(key, f"N {points}", r * u.length, e * u.energy, -de * u.force)
+    Path(path).write_text("\n".join(lines))
+    return Path(path)
+
+
+def write_angle_table(path, model: LossModel, units="real", points=ANGLE_POINTS):
+    """angle_style table file, section HOH: angle (deg), E, -dE/dtheta (energy per degree)."""
+    u = lammps_units(units)
+    sym = model.symmetric_part()
+    theta = np.linspace(0.0, 180.0, points)
+    e, de = sym.channel("O", None, "angle").energy(np.radians(theta), sym.k_wall)
+    lines = [f"# openmm-learning angle table ({model.mode} model, symmetric part), units {units}", ""]
+    lines += _table_section("HOH", f"N {points}", theta, e * u.energy, -de * u.energy * np.pi / 180.0)
+    Path(path).write_text("\n".join(lines))
+    return Path(path)
+
+
+@dataclass
+class DeckFiles:
+    folder: Path
+    deck: Path
+    data: Path
+    model: Path
+    agent: bool
+
+
+def write_deck(out_dir, model_path, positions, velocities, box_nm, species, molecules, *,
+               temperature_k, timestep_ps, steps=1000, pair="table", units="real",
+               replicate=(1, 1, 1), thermo_every=10, dump_every=100, seed=1,
+               collision_time_ps=0.05, source="", dump_forces=False) -> DeckFiles:
+    """Everything LAMMPS needs to run the model's learning dynamics from one frame.
+
+    pair: "table" (pair_style table) or "python" (pair_style python, the exact route).
+    Agent-mode models also get `fix external` for the non-reciprocal remainder and
+    `fix momentum` for the centre of mass; run those decks with `lammps_plugin.agent`.
+    """
+    if pair not in ("table", "python"):
+        raise ValueError(f"pair must be 'table' or 'python', not {pair}")
+    u = lammps_units(units)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = LossModel.load(model_path)
+    shutil.copyfile(model_path, out / "model.json")
+    data = write_data(out / "water.data", positions, velocities, box_nm, species, molecules, units, source)
+    write_bond_tables(out / "bonds.table", model, units)
+    write_angle_table(out / "angles.table", model, units)
+    agent = model.mode == "agent"
+    r_cut = model.r_cut * u.length
+    lines = [f"# openmm-learning: {model.mode}-mode learning dynamics ({pair} route)",
+             f"# model: model.json; start frame: {source}",
+             f"# run:   {'python -m lammps_plugin.agent in.lammps' if agent else 'lmp -in in.lammps'}"
+             + ("   (pair_style python: PYTHONPATH=. so LAMMPS finds learned_pair.py)" if pair == "python" else ""),
+             "", f"units {units}", "atom_style full", "boundary p p p", "read_data water.data"]
+    if tuple(replicate) != (1, 1, 1):
+        lines.append("replicate {} {} {}".format(*replicate))
+    lines += ["", "special_bonds lj 0.0 0.0 0.0   # own-molecule pairs belong to the bond and angle tables"]
+    if pair == "python":
+        shutil.copyfile(PAIR_MODULE, out / "learned_pair.py")
+        lines += [f"pair_style python {_f(r_cut)}", "pair_coeff * * learned_pair.LearnedPair O H"]
+    else:
+        write_pair_tables(out / "pair.table", model, units)
+        lines += [f"pair_style table linear {PAIR_POINTS}"]
+        lines += [f"pair_coeff {i} {j} pair.table {key} {_f(r_cut)}"
+                  for i, j, key in ((1, 1, "OO"), (1, 2, "OH"), (2, 2, "HH"))]
+    lines += [f"bond_style table linear {BOND_POINTS}", "bond_coeff 1 bonds.table OH", "bond_coeff 2 bonds.table HH",
+              f"angle_style table linear {ANGLE_POINTS}", "angle_coeff 1 angles.table HOH", "",
+              "neighbor 2.0 bin", "neigh_modify every 1 delay 0 check yes", "",
+              f"timestep {_f(timestep_ps * u.time)}"]
+    damp = collision_time_ps * u.time
+    if agent:
+        # agent forces pump heat in; one Nose-Hoover variable (tchain 1) holds the mean
+        # temperature, as in the OpenMM integrator
+        lines += [f"fix thermostat all nvt temp {_f(temperature_k)} {_f(temperature_k)} {_f(damp)} tchain 1",
+                  "fix com all momentum 1 linear 1 1 1",
+                  "fix agent all external pf/callback 1 1   # non-reciprocal remainder, set by lammps_plugin.agent"]
+    else:
+        lines += [f"fix thermostat all nvt temp {_f(temperature_k)} {_f(temperature_k)} {_f(damp)}"]
+    lines += ["", "thermo_style custom step time temp pe ke etotal press",
+              "thermo_modify format float %22.15g norm no", f"thermo {thermo_every}",
+              f"dump trajectory all custom {dump_every} trajectory.lammpstrj id mol type x y z vx vy vz",
+              "dump_modify trajectory sort id"]
+    if dump_forces:
+        lines += ["dump forces all custom 1 forces.dump id fx fy fz", "dump_modify forces sort id format float %22.15g"]
+    lines += ["", f"run {steps}"]
+    deck = out / "in.lammps"
+    deck.write_text("\n".join(lines) + "\n")
+    return DeckFiles(out, deck, data, out / "model.json", agent)
