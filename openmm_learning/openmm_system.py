@@ -126,6 +126,21 @@ def create_system(model: LossModel, species_codes, molecules, box_nm) -> mm.Syst
     return system
 
 
+def agent_forces(context: mm.Context, mode: str, species_codes) -> np.ndarray:
+    """The forces the learning dynamics applies (kJ/mol/nm): in agent mode group a's
+    force on the atoms of species a, in reciprocal mode the total force."""
+    if mode == "reciprocal":
+        return context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(
+            unit.kilojoule_per_mole / unit.nanometer)
+    species_codes = np.asarray(species_codes)
+    forces = np.zeros((len(species_codes), 3))
+    for code, name in enumerate(SPECIES):
+        f = context.getState(getForces=True, groups={GROUP[name]}).getForces(asNumpy=True)
+        mask = species_codes == code
+        forces[mask] = f.value_in_unit(unit.kilojoule_per_mole / unit.nanometer)[mask]
+    return forces
+
+
 class LearningIntegrator(mm.CustomIntegrator):
     """Velocity Verlet with a Nose-Hoover chain: heavy-ball learning with adaptive momentum.
 

@@ -4,19 +4,7 @@ import numpy as np
 import openmm as mm
 import pytest
 
-from openmm_learning.openmm_system import GROUP, LearningIntegrator, create_system
-from openmm_learning.topology import SPECIES
-
-
-def openmm_agent_forces(context, model, species):
-    """Forces on each atom as the learning dynamics sees them (group a on species a)."""
-    if model.mode == "reciprocal":
-        return context.getState(getForces=True).getForces(asNumpy=True)._value
-    forces = np.zeros((len(species), 3))
-    for code, name in enumerate(SPECIES):
-        f = context.getState(getForces=True, groups={GROUP[name]}).getForces(asNumpy=True)._value
-        forces[species == code] = f[species == code]
-    return forces
+from openmm_learning.openmm_system import LearningIntegrator, agent_forces, create_system
 
 
 @pytest.mark.parametrize("platform", ["Reference", "CPU"])
@@ -28,7 +16,7 @@ def test_openmm_forces_equal_reference_forces(xtb, xtb_models, mode, platform):
     context = mm.Context(omm, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName(platform))
     for frame in np.linspace(0, run.n_frames - 1, 20).astype(int):
         context.setPositions(run.positions[frame])
-        got = openmm_agent_forces(context, model, system.species)
+        got = agent_forces(context, model.mode, system.species)
         want, _ = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
         rel = np.linalg.norm(got - want) / np.linalg.norm(want)
         assert rel < 1e-5, f"frame {frame}: relative force difference {rel:.2e}"

