@@ -6,10 +6,11 @@ OUT ?= output
 
 .PHONY: setup system-packages example test benchmark
 
-# Debian packages the tests drive for real: CP2K (cp2k.psmp).
+# Debian packages the tests drive for real: CP2K (cp2k.psmp) and LAMMPS with its
+# PYTHON package (/usr/bin/lmp, for pair_style python).
 system-packages:
-	@if ! command -v cp2k.psmp >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cp2k; \
+	@if ! command -v cp2k.psmp >/dev/null || ! test -x /usr/bin/lmp; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cp2k lammps; \
 	fi
 
 setup: system-packages

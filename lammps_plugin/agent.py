@@ -7,7 +7,8 @@ module and registers a `fix external` callback that adds exactly
 
     remainder = F_agent(model) - F_reciprocal(model.symmetric_part())
 
-computed by the package's numba reference evaluator, so LAMMPS's total force is the
+computed by the package's numba reference evaluator (in one pass, see
+remainder_model), so LAMMPS's total force is the
 agent force up to the table interpolation. `fix external` callbacks see only their
 rank's local atoms: every rank gathers all positions (an MPI collective), evaluates
 the remainder and keeps its own atoms' rows.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openmm_learning.model import LossModel
+from openmm_learning.model import Channel, LossModel
 
 from .writer import lammps_units
 
@@ -49,13 +50,21 @@ def import_lammps():
     return lammps
 
 
+def remainder_model(model: LossModel) -> LossModel:
+    """Agent model minus its symmetric part, without walls (they cancel): forces are linear
+    in the spline values, so this model's forces are exactly the remainder, in one pass."""
+    sym = model.symmetric_part()
+    channels = [Channel(a.agent, a.neighbour, a.kind, a.x0, a.h, a.values - b.values)
+                for a, b in zip(model.channels, sym.channels)]
+    return LossModel("agent", channels, model.r_cut, model.r_switch, k_wall=0.0)
+
+
 class AgentRemainder:
     """The `fix external` callback adding the non-reciprocal part of an agent model."""
 
     def __init__(self, lmp, model: LossModel, units: str):
         self.lmp = lmp
-        self.model = model
-        self.sym = model.symmetric_part()
+        self.diff = remainder_model(model)
         self.u = lammps_units(units)
         types = np.asarray(lmp.gather_atoms("type", 0, 1), dtype=np.int64)
         self.species = types - 1
@@ -67,9 +76,7 @@ class AgentRemainder:
 
     def remainder(self, positions_nm, box_nm) -> np.ndarray:
         """Agent minus symmetric forces (kJ/mol/nm) of all atoms."""
-        f_agent, _ = self.model.forces(positions_nm, box_nm, self.species, self.molecules)
-        f_sym, _ = self.sym.forces(positions_nm, box_nm, self.species, self.molecules)
-        return f_agent - f_sym
+        return self.diff.forces(positions_nm, box_nm, self.species, self.molecules)[0]
 
     def __call__(self, caller, ntimestep, nlocal, tag, x, fexternal):
         lo, hi = self.lmp.extract_box()[:2]

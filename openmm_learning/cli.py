@@ -77,6 +77,28 @@ def _cp2k_run(args):
     print(run)
 
 
+def _lammps(args):
+    from lammps_plugin.writer import write_deck
+
+    from .workflow import load_water_run
+
+    run, water = load_water_run(args.cp2k, args.allow_truncated)
+    if run.settings is None:
+        raise FileNotFoundError(f"{args.cp2k}: no CP2K input file, so the temperature and timestep are unknown")
+    dt = run.settings.timestep_ps
+    files = write_deck(args.out, args.model, run.positions[args.frame],
+                       None if run.velocities is None else run.velocities[args.frame],
+                       run.box_nm[args.frame], water.species, water.molecules,
+                       temperature_k=run.settings.temperature_k, timestep_ps=dt,
+                       steps=int(round(args.ps / dt)), pair=args.pair, units=args.units,
+                       replicate=tuple(args.replicate),
+                       source=f"CP2K {run.project} step {int(run.steps[args.frame])}")
+    how = ("python -m lammps_plugin.agent in.lammps" if files.agent else
+           "PYTHONPATH=. lmp -in in.lammps   (a LAMMPS with the PYTHON package)" if args.pair == "python" else
+           "lmp -in in.lammps   or   mpirun -np N lmp -in in.lammps")
+    print(f"LAMMPS inputs in {files.folder}; run there: {how}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="openmm-learning", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -135,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("input")
     r.add_argument("--threads", type=int, default=2)
     r.set_defaults(func=_cp2k_run)
+    lm = sub.add_parser("lammps", help="write a LAMMPS deck, data file and tables for a model")
+    lm.add_argument("model", help="model JSON written by `fit`")
+    lm.add_argument("--cp2k", required=True, help="CP2K run folder: start frame, cell, temperature, timestep")
+    lm.add_argument("--out", required=True)
+    lm.add_argument("--pair", choices=["python", "table"], default="table",
+                    help="pair_style python (exact, slow) or pair_style table (fast)")
+    lm.add_argument("--units", choices=["real", "metal"], default="real")
+    lm.add_argument("--ps", type=float, default=20.0, help="picoseconds to run")
+    lm.add_argument("--frame", type=int, default=-1)
+    lm.add_argument("--replicate", type=int, nargs=3, default=[1, 1, 1], metavar=("NX", "NY", "NZ"))
+    lm.add_argument("--allow-truncated", action="store_true")
+    lm.set_defaults(func=_lammps)
     return p
 
 

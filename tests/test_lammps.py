@@ -5,7 +5,7 @@ import numpy as np
 import openmm as mm
 import pytest
 
-from lammps_plugin.agent import AgentRemainder, run_deck
+from lammps_plugin.agent import AgentRemainder, remainder_model, run_deck
 from lammps_plugin.run import LammpsNotFound, find_lammps, read_force_dump, read_thermo, run_lammps
 from lammps_plugin.writer import write_deck
 from openmm_learning.openmm_system import agent_forces, create_system
@@ -79,7 +79,7 @@ def test_pair_style_python_forces(xtb, xtb_models, saved_models, tmp_path, mode)
 def _remainder_only(model, system):
     """An AgentRemainder without a LAMMPS instance, for adding the remainder by hand."""
     r = AgentRemainder.__new__(AgentRemainder)
-    r.model, r.sym = model, model.symmetric_part()
+    r.diff = remainder_model(model)
     r.species, r.molecules = system.species, system.molecules
     return r
 
