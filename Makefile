@@ -23,4 +23,5 @@ test: setup
 	$(PYTHON) -m pytest -q
 
 benchmark: setup
-	$(PYTHON) benchmarks/run.py
+	$(PYTHON) benchmarks/openmm_speed.py
+	$(PYTHON) benchmarks/lammps_speed.py
