@@ -128,3 +128,42 @@ def test_nvt_run_holds_the_cp2k_temperature(xtb, saved_models, tmp_path, mode):
     temps = thermo["Temp"][len(thermo["Temp"]) // 3:]
     assert abs(temps.mean() - 300.0) < 15.0
     assert np.all(np.isfinite(thermo["PotEng"]))
+
+
+def test_cli_deck_runs_in_metal_units(xtb, xtb_models, saved_models, tmp_path):
+    """`openmm-learning lammps` writes a deck that LAMMPS runs; metal units give the same forces."""
+    from openmm_learning.cli import main
+    from openmm_learning.workflow import example_run_dir
+
+    out = tmp_path / "metal"
+    assert main(["lammps", str(saved_models["reciprocal"]), "--cp2k", str(example_run_dir()), "--out", str(out),
+                 "--units", "metal", "--ps", "0.005"]) == 0
+    deck = out / "in.lammps"
+    text = deck.read_text()
+    assert "units metal" in text and "timestep 0.0005" in text and "run 10" in text
+    deck.write_text(text.replace("run 10", "dump forces all custom 1 forces.dump id fx fy fz\n"
+                                 "dump_modify forces sort id format float %22.15g\nrun 10"))
+    run_lammps(deck)
+    thermo = read_thermo(out / "log.lammps")
+    np.testing.assert_array_equal(thermo["Step"], [0, 10])  # thermo every 10 steps
+    run, system = xtb
+    f = read_force_dump(out / "forces.dump") * 96.48533212331 * 10  # eV/A -> kJ/mol/nm
+    want, _ = xtb_models["reciprocal"].forces(run.positions[-1], run.box_nm[-1], system.species, system.molecules)
+    assert rel(f, want) < 1e-4
+
+
+def test_pair_class_checks_units_and_species(saved_models, monkeypatch):
+    from lammps_plugin.pair_learning import LearnedPair
+
+    monkeypatch.setenv("OPENMM_LEARNING_MODEL", str(saved_models["reciprocal"]))
+    pair = LearnedPair()
+    with pytest.raises(ValueError, match="units 'lj' are not supported"):
+        pair.check_units("lj")
+    with pytest.raises(ValueError, match="use O or H"):
+        pair.map_coeff("C", 1)
+    pair.check_units("real")
+    pair.map_coeff("O", 1)
+    # compute_force is -dE/dr / r, consistent with compute_energy
+    r, h = 3.1, 1e-6
+    de = (pair.compute_energy((r + h) ** 2, 1, 1) - pair.compute_energy((r - h) ** 2, 1, 1)) / (2 * h)
+    assert pair.compute_force(r * r, 1, 1) == pytest.approx(-de / r, rel=1e-6)
