@@ -177,7 +177,7 @@ class DeckFiles:
 def write_deck(out_dir, model_path, positions, velocities, box_nm, species, molecules, *,
                temperature_k, timestep_ps, steps=1000, pair="table", units="real",
                replicate=(1, 1, 1), thermo_every=10, dump_every=100, seed=1,
-               collision_time_ps=0.05, source="", dump_forces=False) -> DeckFiles:
+               collision_time_ps=None, source="", dump_forces=False) -> DeckFiles:
     """Everything LAMMPS needs to run the model's learning dynamics from one frame.
 
     pair: "table" (pair_style table) or "python" (pair_style python, the exact route).
@@ -216,7 +216,8 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
               f"angle_style table linear {ANGLE_POINTS}", "angle_coeff 1 angles.table HOH", "",
               "neighbor 2.0 bin", "neigh_modify every 1 delay 0 check yes", "",
               f"timestep {_f(timestep_ps * u.time)}"]
-    damp = collision_time_ps * u.time
+    # the same thermostat as the OpenMM integrator (see LearningIntegrator)
+    damp = (collision_time_ps or (0.01 if agent else 0.05)) * u.time
     if agent:
         # agent forces pump heat in; one Nose-Hoover variable (tchain 1) holds the mean
         # temperature, as in the OpenMM integrator

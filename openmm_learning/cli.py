@@ -24,7 +24,8 @@ def _simulate(args):
     from .workflow import simulate_run
 
     r = simulate_run(args.model, args.cp2k, args.out, ps=args.ps, frame=args.frame,
-                     platform=args.platform, collision_time_ps=args.collision_time / 1000.0,
+                     platform=args.platform,
+                     collision_time_ps=args.collision_time / 1000.0 if args.collision_time else None,
                      allow_truncated=args.allow_truncated)
     print(f"{r.steps} steps, {1e3 * r.seconds_per_step:.3f} ms/step, mean T {r.mean_temperature:.1f} K, "
           f"thermostat heat {r.heat_per_ps:.1f} kJ/mol/ps -> {r.out_dir}")
@@ -125,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ps", type=float, default=20.0)
     s.add_argument("--frame", type=int, default=-1, help="which CP2K frame to start from (default last)")
     s.add_argument("--platform", default="CPU")
-    s.add_argument("--collision-time", type=float, default=50.0, help="Nose-Hoover time constant (fs)")
+    s.add_argument("--collision-time", type=float, default=None,
+                   help="Nose-Hoover time constant (fs); default 10 in agent mode, 50 in reciprocal")
     s.add_argument("--allow-truncated", action="store_true")
     s.set_defaults(func=_simulate)
 
