@@ -80,7 +80,7 @@ def _out_of_range(model: LossModel, pos, box, species, molecules, mol_id) -> tup
 def simulate(model: LossModel, positions, velocities, box_nm, species, molecules, *,
              temperature_k: float, timestep_ps: float, steps: int, out_dir,
              report_interval: int = 100, checkpoint_interval: int = 1000,
-             collision_time_ps: float = 0.05, platform: str = "CPU", seed: int = 1,
+             collision_time_ps: float | None = None, platform: str = "CPU", seed: int = 1,
              resume: bool = True, progress: bool = True, max_temperature_factor: float = 4.0
              ) -> SimulationResult:
     """Run `steps` of learning dynamics from one frame (nm, nm/ps) and write to out_dir.
@@ -177,7 +177,8 @@ def simulate(model: LossModel, positions, velocities, box_nm, species, molecules
     result = _summary(paths, steps, step_seconds / max(stepped, 1), timestep_ps)
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
     summary.update(mode=model.mode, temperature_target_K=temperature_k, timestep_ps=timestep_ps,
-                   platform=platform, collision_time_ps=collision_time_ps)
+                   platform=platform, collision_time_ps=integrator.collision_time_ps,
+                   chain_length=integrator.chain_length)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return result
 

@@ -91,7 +91,7 @@ def fit_run(run_dir, out_dir, modes=("agent", "reciprocal"), settings: FitSettin
 
 
 def simulate_run(model_path, run_dir, out_dir, *, ps: float, frame: int = -1, platform="CPU",
-                 collision_time_ps=0.05, progress=True, allow_truncated=False):
+                 collision_time_ps=None, progress=True, allow_truncated=False):
     """Learning dynamics of a model from one frame of a CP2K run, at the run's state."""
     from .simulate import simulate
 
