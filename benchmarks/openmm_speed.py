@@ -12,11 +12,9 @@ import time
 
 import numpy as np
 import openmm as mm
-from openmm import app, unit
 
 from openmm_learning.fit import fit_modes
 from openmm_learning.openmm_system import LearningIntegrator, create_system
-from openmm_learning.topology import openmm_topology
 from openmm_learning.workflow import example_run_dir, load_water_run
 
 

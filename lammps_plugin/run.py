@@ -11,6 +11,8 @@ import sysconfig
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 
 class LammpsNotFound(RuntimeError):
     """No LAMMPS build with what the deck needs."""
@@ -96,8 +98,6 @@ def run_lammps(deck, *, ranks: int = 1, package: str | None = None, timeout: flo
 
 def read_thermo(log_path) -> dict:
     """The thermo table of a LAMMPS log as {column: array} (the last run in the log)."""
-    import numpy as np
-
     lines = Path(log_path).read_text().splitlines()
     start = max(i for i, l in enumerate(lines) if l.split()[:1] == ["Step"])
     head = lines[start].split()
@@ -114,10 +114,8 @@ def read_thermo(log_path) -> dict:
     return {h: data[:, k] for k, h in enumerate(head)}
 
 
-def read_force_dump(path) -> "np.ndarray":
+def read_force_dump(path) -> np.ndarray:
     """Forces (n_atoms, 3) of the first frame of a `dump custom ... id fx fy fz` sorted by id."""
-    import numpy as np
-
     lines = Path(path).read_text().splitlines()
     n = int(lines[3])
     return np.array([[float(v) for v in l.split()[1:4]] for l in lines[9:9 + n]])

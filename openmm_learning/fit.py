@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from . import kernels
 from .model import (CHANNEL_KEYS, RECIPROCAL_TIES, Channel, LossModel, WaterSystem,
                     angle_channel_table, natural_spline_matrix, pair_channel_table)
-from .topology import SPECIES, SPECIES_INDEX
+from .topology import SPECIES
 
 
 @dataclass

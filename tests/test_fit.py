@@ -5,7 +5,6 @@ import pytest
 
 from openmm_learning.fit import FitSettings, accumulate, build_channels, fit_modes, solve_cv
 from openmm_learning.model import RECIPROCAL_TIES, Channel, LossModel, ModelFileError
-from openmm_learning.units import KB_KJMOL_K
 
 
 def planted_model(channels, mode, seed=0):
