@@ -15,10 +15,7 @@ import numpy as np
 from .cp2k import Cp2kRun, read_cp2k_run
 from .fit import FitSettings, file_hashes, fit_modes
 from .model import LossModel, WaterSystem
-from .topology import find_water_molecules, mdtraj_topology, species_codes
-
-#: Steps of the bundled xTB run that relax its start (see its README).
-XTB_EQUILIBRATION_STEPS = 1500
+from .topology import TopologyError, find_water_molecules, mdtraj_topology, species_codes
 
 
 def example_run_dir(name: str = "water64-xtb-300K") -> Path:
@@ -40,7 +37,7 @@ def load_water_run(path, allow_truncated=False) -> tuple[Cp2kRun, WaterSystem]:
     order = molecules.reshape(-1)
     last = find_water_molecules(run.positions[-1], run.elements, run.box_nm[-1])
     if not np.array_equal(last, molecules):
-        raise ValueError(f"{path}: the molecules of the first and last frames differ "
+        raise TopologyError(f"{path}: the molecules of the first and last frames differ "
                          "(a proton moved between molecules); this is not supported")
     if not np.array_equal(order, np.arange(len(order))):
         run.positions = run.positions[:, order]
@@ -74,7 +71,7 @@ def fit_run(run_dir, out_dir, modes=("agent", "reciprocal"), settings: FitSettin
     out.mkdir(parents=True, exist_ok=True)
     run, system = load_water_run(run_dir, allow_truncated)
     if run.forces is None:
-        raise ValueError(f"{run_dir}: the run has no forces file; force matching needs one")
+        raise FileNotFoundError(f"{run_dir}: the run has no forces file (*-frc-*.xyz); force matching needs one")
     provenance = {"cp2k_project": run.project, "cp2k_files": file_hashes(run.files),
                   "cp2k_method": run.settings.method if run.settings else None,
                   "steps": [int(run.steps[0]), int(run.steps[-1])], "n_frames": run.n_frames,
