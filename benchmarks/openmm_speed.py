@@ -15,31 +15,8 @@ import openmm as mm
 
 from openmm_learning.fit import fit_modes
 from openmm_learning.openmm_system import LearningIntegrator, create_system
+from openmm_learning.spcfw import spcfw_system
 from openmm_learning.workflow import example_run_dir, load_water_run
-
-
-def spcfw_system(n_molecules, box_nm):
-    """SPC/Fw (Wu, Tepper & Voth, J. Chem. Phys. 124, 024503, 2006) with PME, 0.6 nm cutoff."""
-    system = mm.System()
-    system.setDefaultPeriodicBoxVectors(*(mm.Vec3(*(box_nm * e)) for e in np.eye(3)))
-    nb = mm.NonbondedForce()
-    nb.setNonbondedMethod(mm.NonbondedForce.PME)
-    nb.setCutoffDistance(0.6)
-    bonds, angles = mm.HarmonicBondForce(), mm.HarmonicAngleForce()
-    for m in range(n_molecules):
-        o = system.addParticle(15.9994)
-        h1, h2 = system.addParticle(1.00794), system.addParticle(1.00794)
-        nb.addParticle(-0.82, 0.3165492, 0.1554253 * 4.184)
-        nb.addParticle(0.41, 1.0, 0.0)
-        nb.addParticle(0.41, 1.0, 0.0)
-        for h in (h1, h2):
-            bonds.addBond(o, h, 0.1012, 1059.162 * 4.184 * 100)
-            nb.addException(o, h, 0.0, 1.0, 0.0)
-        nb.addException(h1, h2, 0.0, 1.0, 0.0)
-        angles.addAngle(h1, o, h2, np.radians(113.24), 75.90 * 4.184)
-    for f in (nb, bonds, angles):
-        system.addForce(f)
-    return system
 
 
 def time_steps(system, integrator, positions, velocities, platform, steps):

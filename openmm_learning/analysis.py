@@ -304,3 +304,77 @@ def hbonds_per_molecule(traj, method: str = "wernet_nilsson") -> np.ndarray:
     else:
         raise ValueError(f"unknown hydrogen-bond method {method!r}")
     return 2.0 * counts / traj.n_residues
+
+
+# --------------------------------------------------------------------------- vibrations
+
+#: Windows (cm^-1) in which each band of water's hydrogen vibrational spectrum is searched:
+#: the low band (hindered translation and libration, ~300-700), the H-O-H bend
+#: (~1450 GFN1-xTB, ~1650 experiment) and the O-H stretch (~3000-3700).
+SPECTRAL_BANDS = {"libration": (200.0, 1200.0), "bend": (1200.0, 2000.0), "stretch": (2600.0, 4200.0)}
+
+#: 1 ps^-1 in cm^-1 (1 / (c in cm/ps)).
+CM1_PER_INV_PS = 1.0 / 2.99792458e-2
+
+
+def velocity_autocorrelation(velocities, dt_ps: float, max_lag_ps: float = 0.2, atoms=None):
+    """Normalised velocity autocorrelation C(t) = <v(0).v(t)> / <v.v> of the chosen atoms.
+
+    velocities: (n_frames, n_atoms, 3), evenly spaced by dt_ps. Averaged over all time
+    origins (FFT) and atoms. max_lag_ps is capped at half the series. Returns (t ps, C).
+    """
+    v = np.asarray(velocities, float)
+    if atoms is not None:
+        v = v[:, np.asarray(atoms)]
+    n = len(v)
+    if n < 4:
+        raise ValueError(f"{n} velocity frames are too few for an autocorrelation")
+    n_lag = max(2, min(int(round(max_lag_ps / dt_ps)), n // 2))
+    f = np.fft.rfft(v, n=2 * n, axis=0)
+    power = np.sum((f * f.conj()).real, axis=(1, 2))
+    corr = np.fft.irfft(power, n=2 * n)[: n_lag + 1] / (n - np.arange(n_lag + 1))
+    return np.arange(n_lag + 1) * dt_ps, corr / corr[0]
+
+
+def vibrational_spectrum(t, c, n_points: int = 8192):
+    """Spectrum of a VACF: cosine transform with a Hann window (no ringing from the cut).
+
+    Returns (wavenumber cm^-1, intensity) with the intensity normalised to unit area.
+    """
+    t, c = np.asarray(t, float), np.asarray(c, float)
+    dt = t[1] - t[0]
+    n = len(c)
+    window = 0.5 * (1.0 + np.cos(np.pi * np.arange(n) / n))
+    cw = c * window
+    n_fft = max(n_points, 2 * n)
+    # Even extension: I(nu) = dt (c0 + 2 sum_k c_k cos(2 pi nu k dt)).
+    intensity = dt * (2.0 * np.fft.rfft(cw, n=n_fft).real - cw[0])
+    nu = np.fft.rfftfreq(n_fft, dt) * CM1_PER_INV_PS
+    area = np.sum(intensity) * (nu[1] - nu[0])
+    return nu, intensity / area
+
+
+def band_positions(nu, intensity, bands=None) -> dict:
+    """Wavenumber (cm^-1) of the spectrum's maximum inside each band window.
+
+    A maximum on the window's edge is no band (NaN).
+    """
+    bands = SPECTRAL_BANDS if bands is None else bands
+    nu, intensity = np.asarray(nu, float), np.asarray(intensity, float)
+    out = {}
+    for name, (lo, hi) in bands.items():
+        idx = np.flatnonzero((nu >= lo) & (nu <= hi))
+        k = idx[np.argmax(intensity[idx])]
+        out[name] = float(nu[k]) if k not in (idx[0], idx[-1]) else float("nan")
+    return out
+
+
+def hydrogen_spectrum(velocities, dt_ps, topology, max_lag_ps: float = 0.2):
+    """(t, VACF, wavenumber, spectrum, band positions) of the H atoms of a water trajectory.
+
+    Hydrogens carry the libration, bend and stretch; the O atoms add mostly translation.
+    """
+    h = _species_indices(topology, "H")
+    t, c = velocity_autocorrelation(velocities, dt_ps, max_lag_ps, atoms=h)
+    nu, spec = vibrational_spectrum(t, c)
+    return t, c, nu, spec, band_positions(nu, spec)

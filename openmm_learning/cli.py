@@ -32,25 +32,41 @@ def _simulate(args):
 
 
 def _validate(args):
-    from .workflow import validate_simulations
+    from .validation_suite import run_validation
 
     sims = {}
-    for item in args.simulation:
+    for item in args.simulation or []:
         name, _, folder = item.rpartition("=")
         sims[name or Path(folder).name] = folder
-    res = validate_simulations(args.reference, sims, args.out, equilibration_ps=args.equilibration_ps,
-                               row_equilibration_ps=args.row_equilibration_ps,
-                               allow_truncated=args.allow_truncated)
+    try:
+        res = run_validation(args.reference, args.out, models=args.model, simulations=sims,
+                             train_steps=args.train_steps, ps=args.ps, equilibration_ps=args.equilibration_ps,
+                             row_equilibration_ps=args.row_equilibration_ps, baseline=args.baseline,
+                             thresholds=args.thresholds, velocity_ps=args.velocity_ps, platform=args.platform,
+                             allow_truncated=args.allow_truncated)
+    except ValueError as e:  # bad --train-steps, thresholds file, too short a run: one line, exit 2
+        print(f"openmm-learning validate: error: {e}", file=sys.stderr)
+        return 2
     _print_validation(res)
     return 0 if res.passed else 1
 
 
 def _print_validation(res):
-    failed = res.failed()
-    print(f"report: {res.report_path}")
+    baseline = getattr(res, "baseline", None)
+    failed = [m for m in res.failed() if m["row"] != baseline]
+    summary = getattr(res, "summary", None)
+    if summary:
+        header, rows = summary["header"], summary["rows"]
+        keep = [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 18, 19, len(header) - 1]
+        widths = [max(len(str(r[k])) for r in [header] + rows) for k in keep]
+        for r in [header] + rows:
+            print("  ".join(str(r[k]).rjust(w) if j else str(r[k]).ljust(w) for j, (k, w) in enumerate(zip(keep, widths))))
+    print(f"report: {res.report_path}" + (f" and {res.html_path}" if getattr(res, "html_path", None) else ""))
     print("validation " + ("PASSED" if res.passed else f"FAILED ({len(failed)} metrics)"))
     for m in failed:
-        print(f"  {m['row']}: {m['metric']} = {m.get('value')} (threshold {m.get('threshold')})")
+        print(f"  {m['row']}: {m['metric']} = {m.get('value'):.4g} (threshold {m.get('threshold_used'):.4g})")
+    if baseline:
+        print(f"baseline {baseline}: {len(res.failed(baseline))} metrics fail (reported, not counted)")
 
 
 def _example(args):
@@ -58,7 +74,7 @@ def _example(args):
 
     res = run_example(args.out, ps=args.ps, platform=args.platform)
     _print_validation(res)
-    return 0
+    return 0  # the example reports failures; `validate` is the command that gates
 
 
 def _cp2k_write(args):
@@ -131,14 +147,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-truncated", action="store_true")
     s.set_defaults(func=_simulate)
 
-    v = sub.add_parser("validate", help="compare simulations with a CP2K reference run (exit 1 on failure)")
-    v.add_argument("--reference", required=True, help="CP2K run folder")
-    v.add_argument("--simulation", nargs="+", required=True, metavar="[NAME=]FOLDER",
-                   help="simulation folders written by `simulate`")
-    v.add_argument("--out", required=True)
+    v = sub.add_parser("validate", help="validate learned water against a CP2K run: fit or take models, "
+                       "simulate, compare with CP2K and SPC/Fw, report (exit 1 on a failed metric)")
+    v.add_argument("--reference", required=True, help="CP2K run folder (pos, frc, vel, ener and .inp files)")
+    v.add_argument("--model", nargs="+", default=None, metavar="MODEL.json",
+                   help="models to simulate (the mode is in each file); default: fit both modes")
+    v.add_argument("--simulation", nargs="+", default=None, metavar="[NAME=]FOLDER",
+                   help="already simulated folders (written by `simulate`) to compare as well")
+    v.add_argument("--train-steps", default=None, metavar="A:B",
+                   help="CP2K steps A <= step < B to fit on (default: every frame; the fit holds out its last 20 %%)")
+    v.add_argument("--out", required=True, help="folder for the stages and report.md / report.html")
+    v.add_argument("--ps", type=float, default=20.0, help="picoseconds of OpenMM dynamics per row")
     v.add_argument("--equilibration-ps", type=float, default=None,
                    help="cut from the reference (default: half the run, at most 5 ps)")
-    v.add_argument("--row-equilibration-ps", type=float, default=2.0, help="cut from each simulation")
+    v.add_argument("--row-equilibration-ps", type=float, default=None,
+                   help="cut from each simulation (default: 20 %% of the shortest, at most 2 ps)")
+    v.add_argument("--thresholds", default=None, help="thresholds JSON (default: validation/thresholds.json)")
+    v.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the SPC/Fw baseline row (default: yes when models are simulated)")
+    v.add_argument("--velocity-ps", type=float, default=2.0,
+                   help="velocity recording after each run for the spectra (0: none)")
+    v.add_argument("--platform", default="CPU")
     v.add_argument("--allow-truncated", action="store_true")
     v.set_defaults(func=_validate)
 

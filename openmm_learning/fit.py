@@ -309,3 +309,51 @@ def force_errors(reference, predicted, species) -> dict:
         out[name] = {"rmse": rmse, "relative_rmse": rmse / float(np.sqrt(np.mean(ref**2))),
                      "max_abs_error": float(np.abs(err).max())}
     return out
+
+
+def learning_curve(positions, forces, boxes, system: WaterSystem, sizes=5,
+                   modes=("agent", "reciprocal"), settings: FitSettings | None = None,
+                   progress=True) -> dict:
+    """Held-out force RMSE against the number of training frames.
+
+    The held-out frames are fit_modes' own (the last test_fraction, after a gap). Each
+    size n fits on n frames spread evenly over the training part (every size spans the
+    same time, so the curve shows what more frames buy, not what a longer run buys), with
+    the ridge strength cross-validated as in fit_modes. sizes: a list of frame counts or
+    how many sizes to space geometrically from 2 * cv_folds to all training frames.
+    Returns {"n_frames": [...], "test_frames": [first, last], "errors": {mode: {species:
+    {"rmse": [...], "relative_rmse": [...]}}}}.
+    """
+    settings = settings or FitSettings()
+    positions = np.ascontiguousarray(positions, dtype=float)
+    boxes = np.ascontiguousarray(boxes, dtype=float)
+    block, test = time_split(len(positions), settings)
+    train = np.flatnonzero(block >= 0)
+    if np.isscalar(sizes):
+        lo = min(2 * settings.cv_folds, len(train))
+        sizes = np.unique(np.round(np.geomspace(lo, len(train), int(sizes))).astype(int))
+    sizes = [int(n) for n in sizes if settings.cv_folds <= n <= len(train)]
+    if not sizes:
+        raise ValueError(f"no learning-curve size between {settings.cv_folds} and {len(train)} frames")
+    channels = build_channels(positions[train], boxes[train], system, settings)
+    errors = {m: {s: {"rmse": [], "relative_rmse": []} for s in SPECIES} for m in modes}
+    for n in tqdm(sizes, desc="learning curve", unit="size", disable=not progress):
+        chosen = train[np.unique(np.round(np.linspace(0, len(train) - 1, n)).astype(int))]
+        blk = -np.ones(len(positions), np.int64)
+        blk[chosen] = np.arange(len(chosen)) * settings.cv_folds // len(chosen)
+        blocks = accumulate(positions, forces, boxes, system, channels, settings, blk,
+                            settings.cv_folds, progress=False)
+        for mode in modes:
+            y, _, _ = solve_cv(blocks, channels, mode, settings)
+            fitted, o = [], 0
+            for ch in channels:
+                fitted.append(Channel(ch.agent, ch.neighbour, ch.kind, ch.x0, ch.h, y[o:o + ch.n].copy()))
+                o += ch.n
+            model = LossModel(mode, fitted, settings.r_cut, settings.r_switch, settings.k_wall)
+            pred = np.stack([model.forces(positions[f], boxes[f], system.species, system.molecules)[0]
+                             for f in test])
+            for s, e in force_errors(forces[test], pred, system.species).items():
+                errors[mode][s]["rmse"].append(e["rmse"])
+                errors[mode][s]["relative_rmse"].append(e["relative_rmse"])
+    return {"n_frames": sizes, "n_train_available": int(len(train)),
+            "test_frames": [int(test[0]), int(test[-1])], "errors": errors}

@@ -77,18 +77,21 @@ def _out_of_range(model: LossModel, pos, box, species, molecules, mol_id) -> tup
     return bad, len(model.channels)
 
 
-def simulate(model: LossModel, positions, velocities, box_nm, species, molecules, *,
+def simulate(model: LossModel | None, positions, velocities, box_nm, species, molecules, *,
              temperature_k: float, timestep_ps: float, steps: int, out_dir,
              report_interval: int = 100, checkpoint_interval: int = 1000,
              collision_time_ps: float | None = None, platform: str = "CPU", seed: int = 1,
-             resume: bool = True, progress: bool = True, max_temperature_factor: float = 4.0
-             ) -> SimulationResult:
+             resume: bool = True, progress: bool = True, max_temperature_factor: float = 4.0,
+             system: mm.System | None = None, name: str | None = None) -> SimulationResult:
     """Run `steps` of learning dynamics from one frame (nm, nm/ps) and write to out_dir.
 
     Files: trajectory.dcd (every report_interval steps), state.csv, checkpoint.chk,
-    topology.pdb; on a blow-up also last_good.pdb. With resume=True an existing
-    checkpoint in out_dir is continued up to `steps` in total, appending to the files.
+    topology.pdb, summary.json; on a blow-up also last_good.pdb. With resume=True an
+    existing checkpoint in out_dir is continued up to `steps` in total, appending to the files.
     Atoms must be in O H H order per molecule (molecules[i] = 3i, 3i+1, 3i+2).
+    system: a ready conservative openmm.System to run instead of the model's (e.g. the
+    SPC/Fw baseline; model may then be None), with the reciprocal-mode integrator;
+    name labels it in the progress bar and summary.json.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,9 +100,12 @@ def simulate(model: LossModel, positions, velocities, box_nm, species, molecules
     if not np.array_equal(molecules.reshape(-1), np.arange(len(species))):
         raise ValueError("atoms must be in O H H order per molecule; reorder the frame first")
     box_nm = np.asarray(box_nm, float)
-    system = create_system(model, species, molecules, box_nm)
+    mode = model.mode if system is None else "reciprocal"
+    label = name or mode
+    if system is None:
+        system = create_system(model, species, molecules, box_nm)
     integrator = LearningIntegrator(temperature_k, timestep_ps, collision_time_ps,
-                                    agent_species=species if model.mode == "agent" else None,
+                                    agent_species=species if mode == "agent" else None,
                                     n_atoms=len(species))
     topology = openmm_topology(len(molecules), box_nm)
     sim = app.Simulation(topology, system, integrator, mm.Platform.getPlatformByName(platform))
@@ -135,7 +141,7 @@ def simulate(model: LossModel, positions, velocities, box_nm, species, molecules
     last_good = sim.context.getState(getPositions=True, enforcePeriodicBox=True)
     warned = False
     step_seconds, stepped = 0.0, 0
-    bar = tqdm(total=steps, initial=done, desc=f"{model.mode} dynamics", unit="step", disable=not progress)
+    bar = tqdm(total=steps, initial=done, desc=f"{label} dynamics", unit="step", disable=not progress)
     try:
         while done < steps:
             n = min(report_interval, steps - done)
@@ -154,12 +160,13 @@ def simulate(model: LossModel, positions, velocities, box_nm, species, molecules
             if not (np.all(np.isfinite(pos)) and np.isfinite(temp)) or temp > max_temperature_factor * temperature_k:
                 _save_pdb(topology, last_good, out / "last_good.pdb")
                 raise SimulationError(
-                    f"{model.mode}-mode dynamics blew up before step {done} (temperature {temp:.4g} K, "
+                    f"{label} dynamics blew up before step {done} (temperature {temp:.4g} K, "
                     f"target {temperature_k} K); last good frame saved to {out / 'last_good.pdb'}, "
                     f"checkpoint in {paths['checkpoint']}. Try a shorter timestep or a tighter "
                     "thermostat (collision time), or refit with more data.")
             last_good = state
-            bad, _ = _out_of_range(model, np.ascontiguousarray(pos), box_nm, species, molecules, mol_id)
+            bad = 0 if model is None else _out_of_range(model, np.ascontiguousarray(pos), box_nm, species,
+                                                        molecules, mol_id)[0]
             if bad and not warned:
                 warnings.warn(f"step {done}: {bad} invariant channel(s) outside the model's training "
                               "range; the walls are holding them, results there are extrapolation",
@@ -167,7 +174,7 @@ def simulate(model: LossModel, positions, velocities, box_nm, species, molecules
                 warned = True
             fnet = np.linalg.norm([integrator.getGlobalVariableByName(f"fnet_{c}") for c in "xyz"])
             pot = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-            log.write([done, done * timestep_ps, temp, ke, pot if model.mode == "reciprocal" else float("nan"),
+            log.write([done, done * timestep_ps, temp, ke, pot if mode == "reciprocal" else float("nan"),
                        integrator.getGlobalVariableByName("heat"), float(fnet), bad])
             if done % checkpoint_interval < report_interval or done == steps:
                 _checkpoint(sim, paths["checkpoint"])
@@ -176,7 +183,7 @@ def simulate(model: LossModel, positions, velocities, box_nm, species, molecules
         log.close()
     result = _summary(paths, steps, step_seconds / max(stepped, 1), timestep_ps)
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
-    summary.update(mode=model.mode, temperature_target_K=temperature_k, timestep_ps=timestep_ps,
+    summary.update(mode=mode, name=label, temperature_target_K=temperature_k, timestep_ps=timestep_ps,
                    platform=platform, collision_time_ps=integrator.collision_time_ps,
                    chain_length=integrator.chain_length)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -3,19 +3,26 @@
 ``validate(reference, rows, out_dir=...)`` computes, for every row against the
 reference: g_OO, g_OH, g_HH features and integrated |dg|, O-H length and H-O-H angle
 distributions, hydrogen bonds per molecule, O self-diffusion, temperature mean and
-fluctuation, and the cost ratio CP2K / row. Every number carries a block-average
+fluctuation, the vibrational bands of the hydrogen velocity autocorrelation, the
+thermostat's heat and the net force (reported), and the cost ratio CP2K / row.
+Every number carries a block-average
 uncertainty and is judged against a threshold from ``validation/thresholds.json``.
 The reference's own noise floor (its first half against its second half) is reported
 next to each metric, and a threshold is raised to ``noise_floor_factor`` times that
 floor when the reference is too short to resolve the threshold (DESIGN.md section 4).
-Writes PNG plots, ``report.md`` and ``metrics.json`` to ``out_dir``.
+Writes PNG plots, ``report.md``, a self-contained ``report.html`` (plots embedded)
+and ``metrics.json`` to ``out_dir``. ``validation_suite`` runs the simulations that
+feed it.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import html
 import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,8 +55,40 @@ METRICS.update({
     "diffusion.log_ratio": ("O self-diffusion, ln(D_row / D_ref)", ""),
     "temperature.mean": ("temperature mean", "K"),
     "temperature.std": ("temperature fluctuation (std)", "K"),
+    "vacf.libration_band": ("H spectrum: libration band position", "cm^-1"),
+    "vacf.bend_band": ("H spectrum: H-O-H bend band position", "cm^-1"),
+    "vacf.stretch_band": ("H spectrum: O-H stretch band position", "cm^-1"),
+    "thermostat.heat_per_ps": ("heat the thermostat removes per ps (row value, not a difference)", "kJ/mol/ps"),
+    "forces.net_force": ("mean |net force on all atoms| (row value, not a difference)", "kJ/mol/nm"),
     "cost.speedup": ("speed-up, CP2K s/step / row s/step", "x"),
 })
+
+#: Longest lag (ps) of the velocity autocorrelation whose spectrum gives the bands.
+VACF_MAX_LAG_PS = 0.2
+
+#: Columns of the summary table: (header, metric, "row" = the row's own number or
+#: "value" = the compared value, scale, format).
+SUMMARY_COLUMNS = (
+    ("g_OO peak (nm)", "rdf_OO.first_peak_position", "row", 1.0, "{:.3f}"),
+    ("g_OO height", "rdf_OO.first_peak_height", "row", 1.0, "{:.2f}"),
+    ("n_OO", "rdf_OO.coordination_number", "row", 1.0, "{:.2f}"),
+    ("∫|Δg_OO| (Å)", "rdf_OO.integrated_abs_diff", "value", 1.0, "{:.2f}"),
+    ("∫|Δg_OH| (Å)", "rdf_OH.integrated_abs_diff", "value", 1.0, "{:.2f}"),
+    ("∫|Δg_HH| (Å)", "rdf_HH.integrated_abs_diff", "value", 1.0, "{:.2f}"),
+    ("O-H (nm)", "bond_length.mean", "row", 1.0, "{:.4f}"),
+    ("H-O-H (°)", "hoh_angle.mean", "row", 1.0, "{:.1f}"),
+    ("H-bonds / mol", "hbonds.per_molecule", "row", 1.0, "{:.2f}"),
+    ("D_O (1e-5 cm²/s)", "diffusion.log_ratio", "row", 1000.0, "{:.2f}"),
+    ("T (K)", "temperature.mean", "row", 1.0, "{:.1f}"),
+    ("σ_T (K)", "temperature.std", "row", 1.0, "{:.1f}"),
+    ("libration (cm⁻¹)", "vacf.libration_band", "row", 1.0, "{:.0f}"),
+    ("bend (cm⁻¹)", "vacf.bend_band", "row", 1.0, "{:.0f}"),
+    ("stretch (cm⁻¹)", "vacf.stretch_band", "row", 1.0, "{:.0f}"),
+    ("heat (kJ/mol/ps)", "thermostat.heat_per_ps", "row", 1.0, "{:.0f}"),
+    ("|F_net| (kJ/mol/nm)", "forces.net_force", "row", 1.0, "{:.3g}"),
+    ("ms / step", "cost.speedup", "row", 1000.0, "{:.3g}"),
+    ("speed-up", "cost.speedup", "value", 1.0, "{:.0f}"),
+)
 
 
 @dataclass
@@ -61,12 +100,21 @@ class Row:
     temperature: instantaneous temperature (K), either one value per frame of traj or
     at temperature_times_ps. seconds_per_step: wall time per MD step (float, or
     (value, uncertainty)); a ``cost`` entry given to validate() overrides it.
+    velocities: (n, n_atoms, 3) nm/ps, evenly spaced by velocity_dt_ps, atoms as in traj;
+    with velocity_times_ps the equilibration cut applies to them too, without they are
+    used whole (e.g. a recording made after the run). heat_per_ps: heat the thermostat
+    removes (kJ/mol/ps); net_force: mean |sum of all forces| (kJ/mol/nm).
     """
 
     traj: object
     temperature: np.ndarray | None = None
     temperature_times_ps: np.ndarray | None = None
     seconds_per_step: float | tuple | None = None
+    velocities: np.ndarray | None = None
+    velocity_dt_ps: float | None = None
+    velocity_times_ps: np.ndarray | None = None
+    heat_per_ps: float | None = None
+    net_force: float | None = None
 
 
 @dataclass
@@ -79,6 +127,9 @@ class ValidationResult:
     report_path: Path
     rows_passed: dict = field(default_factory=dict)
     out_dir: Path | None = None
+    html_path: Path | None = None
+    summary: dict = field(default_factory=dict)
+    baseline: str | None = None
 
     def metric(self, row: str, key: str) -> dict:
         """The record of one metric of one row."""
@@ -151,12 +202,40 @@ def _temperature_series(row: Row, ps):
     return np.column_stack([times[keep], temp[keep]])
 
 
+def _velocity_series(row: Row, ps):
+    """(velocities, dt) after the equilibration cut (only when times are given), or None."""
+    if row.velocities is None:
+        return None
+    v = np.asarray(row.velocities)
+    dt = row.velocity_dt_ps
+    if row.velocity_times_ps is not None:
+        times = np.asarray(row.velocity_times_ps, float)
+        if len(times) != len(v):
+            raise ValueError(f"{len(times)} velocity times for {len(v)} velocity frames")
+        if dt is None:
+            dt = float(np.median(np.diff(times)))
+        v = v[times >= times[0] + (ps or 0.0) - 1e-9]
+    if dt is None:
+        raise ValueError("velocities need velocity_dt_ps or velocity_times_ps")
+    return v, float(dt)
+
+
 class _Profile:
     """Everything computed once per trajectory, with block standard errors."""
 
-    def __init__(self, traj, temperature, n_blocks, r_max, n_bins):
+    def __init__(self, traj, temperature, n_blocks, r_max, n_bins, velocities=None,
+                 heat_per_ps=None, net_force=None):
         self.traj, self.temperature, self.n_blocks = traj, temperature, n_blocks
+        self.heat_per_ps, self.net_force = heat_per_ps, net_force
         self.duration_ps = float(traj.time[-1] - traj.time[0])
+        self.spectrum = None
+        if velocities is not None:
+            v, dt = velocities
+            t, c, nu, spec, bands = analysis.hydrogen_spectrum(v, dt, traj.topology, VACF_MAX_LAG_PS)
+            sem = analysis.standard_error([analysis.hydrogen_spectrum(b, dt, traj.topology, VACF_MAX_LAG_PS)[4]
+                                           for b in analysis.blocks(v, n_blocks)])
+            self.spectrum = {"t": t, "vacf": c, "nu": nu, "intensity": spec, "bands": bands,
+                             "bands_sem": sem, "span_ps": len(v) * dt, "dt_ps": dt}
         self.rdf = {}
         for p in PAIRS:
             rho = analysis.partner_density(traj, p)
@@ -220,6 +299,9 @@ def _compare(row: _Profile, ref: _Profile, seconds=None, cp2k_seconds=None) -> l
                     "value": analysis.overlap_coefficient(x, y), "uncertainty": analysis.standard_error(blocks)})
     out.append(_diff_record("hbonds.per_molecule", *row.series_stat(row.hbonds, np.mean),
                             *ref.series_stat(ref.hbonds, np.mean)))
+    box = np.mean(row.traj.unitcell_lengths, axis=0)
+    size_note = (f"{row.traj.n_residues} molecules in a {' x '.join(f'{b:.3f}' for b in box)} nm box, "
+                 "no finite-size correction")
     # Same MSD fit window (in ps) for both, set by the shorter run, so the slopes compare.
     t_hi = 0.5 * min(row.duration_ps, ref.duration_ps)
     d_row, d_ref = _diffusion(row.traj, t_hi), _diffusion(ref.traj, t_hi)
@@ -229,7 +311,8 @@ def _compare(row: _Profile, ref: _Profile, seconds=None, cp2k_seconds=None) -> l
         # ln of the ratio: symmetric, so "within a factor f" is one threshold, ln f.
         out.append({"metric": "diffusion.log_ratio", "row_value": d_row, "row_uncertainty": e_row,
                     "reference_value": d_ref, "reference_uncertainty": e_ref, "value": math.log(d_row / d_ref),
-                    "uncertainty": math.hypot(e_row / d_row, e_ref / d_ref), "unit_values": "nm^2/ps"})
+                    "uncertainty": math.hypot(e_row / d_row, e_ref / d_ref), "unit_values": "nm^2/ps",
+                    "context": size_note})
     else:
         out.append({"metric": "diffusion.log_ratio", "value": math.nan, "uncertainty": math.nan,
                     "skipped": f"too few frames for an MSD fit up to {t_hi:.3g} ps"})
@@ -240,6 +323,23 @@ def _compare(row: _Profile, ref: _Profile, seconds=None, cp2k_seconds=None) -> l
     else:
         for key in ("temperature.mean", "temperature.std"):
             out.append({"metric": key, "value": math.nan, "uncertainty": math.nan, "skipped": "no temperature series"})
+    for band in analysis.SPECTRAL_BANDS:
+        key = f"vacf.{band}_band"
+        if row.spectrum is None or ref.spectrum is None:
+            out.append({"metric": key, "value": math.nan, "uncertainty": math.nan,
+                        "skipped": "no velocities" + (" in the reference" if ref.spectrum is None else "")})
+            continue
+        a, b = row.spectrum, ref.spectrum
+        out.append(_diff_record(key, a["bands"][band], a["bands_sem"][band], b["bands"][band], b["bands_sem"][band]))
+    # Reported, not differences: a conservative run has no net force and no steady heat flow.
+    for key, attr in (("thermostat.heat_per_ps", "heat_per_ps"), ("forces.net_force", "net_force")):
+        a, b = getattr(row, attr), getattr(ref, attr)
+        if a is None:
+            out.append({"metric": key, "value": math.nan, "uncertainty": math.nan, "skipped": "not recorded"})
+        else:
+            out.append({"metric": key, "row_value": float(a), "row_uncertainty": math.nan,
+                        "reference_value": None if b is None else float(b), "reference_uncertainty": math.nan,
+                        "value": float(a), "uncertainty": math.nan})
     if seconds is not None and cp2k_seconds is not None:
         (s, se), (c, ce) = _with_error(seconds), _with_error(cp2k_seconds)
         out.append({"metric": "cost.speedup", "row_value": s, "row_uncertainty": se,
@@ -308,7 +408,7 @@ def _floor_value(rec):
 
 def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | None = None,
              equilibration_ps: float = 0.0, row_equilibration_ps: float = 0.0,
-             baseline: str | None = None, settings_info=None,
+             baseline: str | None = None, settings_info=None, sections=None,
              r_max: float = 0.6, n_bins: int = 120) -> ValidationResult:
     """Compare each row with the CP2K reference; write plots, report.md and metrics.json.
 
@@ -319,6 +419,8 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
     Row objects, the reference's one being CP2K's. baseline: the name of a row (e.g. the
     classical SPC/Fw model) that other rows must beat; it is judged and reported but does
     not count in .passed. settings_info: dict or list of provenance lines for the report.
+    sections: extra report sections, dicts with "title" and any of "text" (lines),
+    "table" ({"header": [...], "rows": [[...]]}) and "plots" (PNG paths, copied here).
     """
     cfg = load_thresholds(thresholds)
     n_blocks, factor = int(cfg.get("n_blocks", 4)), float(cfg.get("noise_floor_factor", 2.0))
@@ -335,19 +437,24 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
 
     ref_traj = _cut(ref_row.traj, equilibration_ps)
     ref_temp = _temperature_series(ref_row, equilibration_ps)
-    ref = _Profile(ref_traj, ref_temp, n_blocks, r_max, n_bins)
+    ref_vel = _velocity_series(ref_row, equilibration_ps)
+    ref = _Profile(ref_traj, ref_temp, n_blocks, r_max, n_bins, ref_vel, ref_row.heat_per_ps, ref_row.net_force)
 
     # Noise floor: the first half of the reference against its second half.
     h = ref_traj.n_frames // 2
     th = None if ref_temp is None else len(ref_temp) // 2
-    half1 = _Profile(ref_traj[:h], None if th is None else ref_temp[:th], n_blocks, r_max, n_bins)
-    half2 = _Profile(ref_traj[h:], None if th is None else ref_temp[th:], n_blocks, r_max, n_bins)
+    vh = None if ref_vel is None else len(ref_vel[0]) // 2
+    half1 = _Profile(ref_traj[:h], None if th is None else ref_temp[:th], n_blocks, r_max, n_bins,
+                     None if vh is None else (ref_vel[0][:vh], ref_vel[1]))
+    half2 = _Profile(ref_traj[h:], None if th is None else ref_temp[th:], n_blocks, r_max, n_bins,
+                     None if vh is None else (ref_vel[0][vh:], ref_vel[1]))
     floors = {rec["metric"]: _floor_value(rec) for rec in _compare(half1, half2)}
 
     profiles, metrics, rows_passed = {}, [], {}
     for name, row in rows.items():
         traj = _cut(row.traj, row_equilibration_ps)
-        prof = _Profile(traj, _temperature_series(row, row_equilibration_ps), n_blocks, r_max, n_bins)
+        prof = _Profile(traj, _temperature_series(row, row_equilibration_ps), n_blocks, r_max, n_bins,
+                        _velocity_series(row, row_equilibration_ps), row.heat_per_ps, row.net_force)
         profiles[name] = prof
         seconds = cost.get(name, row.seconds_per_step)
         recs = [_judge(rec, cfg["metrics"].get(rec["metric"]), floors.get(rec["metric"]), factor)
@@ -362,10 +469,23 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
     passed = all(rows_passed[n] for n in judged)
 
     plots = _plot_all(out_dir, ref, profiles)
+    sections = [dict(sec) for sec in (sections or [])]
+    for sec in sections:
+        names = []
+        for p in sec.get("plots", []):
+            p = Path(p)
+            if p.resolve() != (out_dir / p.name).resolve():
+                shutil.copyfile(p, out_dir / p.name)
+            names.append(p.name)
+        sec["plots"] = names
+    spec_info = {n: (None if p.spectrum is None else {"span_ps": p.spectrum["span_ps"], "dt_ps": p.spectrum["dt_ps"]})
+                 for n, p in [("reference", ref)] + list(profiles.items())}
     settings = {
         "reference_frames": ref_traj.n_frames, "reference_span_ps": ref.duration_ps,
         "reference_equilibration_cut_ps": equilibration_ps, "row_equilibration_cut_ps": row_equilibration_ps,
         "rows": {n: {"frames": p.traj.n_frames, "span_ps": p.duration_ps} for n, p in profiles.items()},
+        "velocity_series": spec_info, "vacf_max_lag_ps": VACF_MAX_LAG_PS,
+        "spectral_band_windows_cm1": analysis.SPECTRAL_BANDS,
         "n_blocks": n_blocks, "noise_floor_factor": factor, "rdf_r_max_nm": r_max, "rdf_bins": n_bins,
         "thresholds_schema_version": cfg["schema_version"], "thresholds_source": (
             str(thresholds) if isinstance(thresholds, (str, Path)) else
@@ -374,15 +494,21 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
     }
     reference_numbers = {p: {"features": ref.rdf[p]["features"], "uncertainty": ref.rdf[p]["features_sem"]}
                          for p in PAIRS}
+    summary = summary_table(metrics, rows_passed)
     report_path = out_dir / "report.md"
-    report_path.write_text(_report_md(passed, rows_passed, metrics, settings, settings_info, plots, floors))
+    report_path.write_text(_report_md(passed, rows_passed, metrics, settings, settings_info, plots, floors,
+                                      summary, sections))
+    html_path = out_dir / "report.html"
+    html_path.write_text(_report_html(out_dir, passed, rows_passed, metrics, settings, settings_info, plots,
+                                      summary, sections))
     (out_dir / "metrics.json").write_text(json.dumps(_jsonable({
         "schema_version": SCHEMA_VERSION, "passed": passed, "rows_passed": rows_passed,
         "settings": settings, "provenance": _provenance_lines(settings_info),
-        "reference_rdf_features": reference_numbers, "noise_floor": floors, "metrics": metrics,
-        "plots": plots}), indent=1))
+        "reference_rdf_features": reference_numbers, "noise_floor": floors, "summary": summary,
+        "metrics": metrics, "plots": plots + [p for sec in sections for p in sec["plots"]]}), indent=1))
     return ValidationResult(passed=passed, metrics=metrics, report_path=report_path,
-                            rows_passed=rows_passed, out_dir=out_dir)
+                            rows_passed=rows_passed, out_dir=out_dir, html_path=html_path, summary=summary,
+                            baseline=baseline)
 
 
 def _mark_beats_baseline(metrics, baseline):
@@ -465,8 +591,28 @@ def _plot_all(out_dir, ref, profiles) -> list:
         ax.plot(t, msd, label=name, **({"color": "k", "lw": 2} if prof is ref else {}))
     ax.set_xlabel("lag time (ps)")
     ax.set_ylabel("O mean-squared displacement (nm$^2$)")
+    box = np.mean(ref.traj.unitcell_lengths, axis=0)
+    ax.set_title(f"{ref.traj.n_residues} molecules, box {box[0]:.3f} nm", fontsize=9)
     ax.legend(fontsize=8)
     save(fig, "msd.png")
+    with_spec = [(n, p) for n, p in [("CP2K reference", ref)] + list(profiles.items()) if p.spectrum is not None]
+    if with_spec:
+        fig, (ax, axs) = subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]})
+        for name, prof in with_spec:
+            sp = prof.spectrum
+            style = {"color": "k", "lw": 2} if prof is ref else {"lw": 1.2}
+            ax.plot(sp["t"] * 1000, sp["vacf"], label=name, **style)
+            axs.plot(sp["nu"], sp["intensity"] * 1000, label=name, **style)
+        for lo, hi in analysis.SPECTRAL_BANDS.values():
+            axs.axvspan(lo, hi, color="0.93", zorder=0)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xlabel("lag time (fs)")
+        ax.set_ylabel("H velocity autocorrelation (normalised)")
+        axs.set_xlim(0, 4500)
+        axs.set_xlabel("wavenumber (cm$^{-1}$); shaded: libration, bend, stretch windows")
+        axs.set_ylabel("H vibrational spectrum (10$^{-3}$ cm)")
+        axs.legend(fontsize=8)
+        save(fig, "vacf.png")
     return names
 
 
@@ -501,34 +647,98 @@ def _provenance_lines(info):
     return [str(x) for x in info]
 
 
-def _report_md(passed, rows_passed, metrics, settings, info, plots, floors) -> str:
-    out = ["# Validation against CP2K", "",
-           f"**Overall: {'PASS' if passed else 'FAIL'}**" + (
-               f" (baseline row `{settings['baseline']}` does not count)" if settings["baseline"] else ""), ""]
+def summary_table(metrics, rows_passed) -> dict:
+    """{"header": [...], "rows": [[...]]}: the CP2K reference and every row, one line each.
+
+    The reference line holds the reference's numbers and, in difference columns, the
+    reference's own half-vs-half floor.
+    """
+    header = ["row"] + [c[0] for c in SUMMARY_COLUMNS] + ["metrics passed"]
+    by = {(m["row"], m["metric"]): m for m in metrics}
+    first = next(iter(rows_passed))
+
+    def cell(rec, source, scale, fmt, reference=False):
+        if rec is None:
+            return "–"
+        if source == "value":
+            v = rec.get("noise_floor") if reference else rec.get("value")
+            prefix = "floor " if reference else ""
+        else:
+            v = rec.get("reference_value" if reference else "row_value")
+            prefix = ""
+        if v is None or not np.isfinite(v):
+            return "–" if reference and source == "value" else "n/a"
+        return prefix + fmt.format(v * scale)
+
+    table = [["CP2K reference"] + [cell(by.get((first, key)), src, sc, fmt, True)
+                                   for _, key, src, sc, fmt in SUMMARY_COLUMNS] + ["–"]]
+    for name, ok in rows_passed.items():
+        recs = [m for m in metrics if m["row"] == name]
+        n_judged = sum(m["passed"] is not None for m in recs)
+        n_pass = sum(m["passed"] is True for m in recs)
+        table.append([name] + [cell(by.get((name, key)), src, sc, fmt) for _, key, src, sc, fmt in SUMMARY_COLUMNS]
+                     + [f"{n_pass}/{n_judged} {'PASS' if ok else 'FAIL'}"])
+    return {"header": header, "rows": table}
+
+
+def _note(m) -> str:
+    note = m["note"]
+    for extra in ([f"reference and row in {m['unit_values']}"] if m.get("unit_values") else []) + \
+            ([m["context"]] if m.get("context") else []) + \
+            ([("beats baseline" if m["beats_baseline"] else "worse than baseline")] if "beats_baseline" in m else []):
+        note = (note + "; " if note else "") + extra
+    return note
+
+
+_LEGEND = ("Values are row − reference unless the metric says otherwise; ± is the block-average "
+           "standard error; *floor* is the same number for the reference's first half against its second "
+           "half; a max-threshold passes when |value| ≤ threshold used, a min-threshold when value ≥ it.")
+_METRIC_HEADER = ["metric", "unit", "reference", "row", "value", "floor", "threshold", "used", "pass", "note"]
+
+
+def _metric_cells(m):
+    thr = "" if m["threshold"] is None else f"{m['kind']} {_fmt(m['threshold'])}"
+    verdict = {True: "PASS", False: "FAIL", None: "-"}[m["passed"]]
+    return [m["metric"], m["unit"], _fmt(m.get("reference_value"), m.get("reference_uncertainty")),
+            _fmt(m.get("row_value"), m.get("row_uncertainty")), _fmt(m["value"], m["uncertainty"]),
+            _fmt(m["noise_floor"]), thr, _fmt(m["threshold_used"]), verdict, _note(m)]
+
+
+def _verdict_lines(passed, rows_passed, metrics, settings):
+    head = f"Overall: {'PASS' if passed else 'FAIL'}" + (
+        f" (baseline row `{settings['baseline']}` does not count)" if settings["baseline"] else "")
+    lines = []
     for name, ok in rows_passed.items():
         recs = [m for m in metrics if m["row"] == name]
         n_fail = sum(m["passed"] is False for m in recs)
         n_judged = sum(m["passed"] is not None for m in recs)
-        out.append(f"- `{name}`: {'PASS' if ok else 'FAIL'} ({n_judged - n_fail}/{n_judged} metrics pass)")
-    out += ["", "Values are row − reference unless the metric says otherwise; ± is the block-average "
-            "standard error; *floor* is the same number for the reference's first half against its second "
-            "half; a max-threshold passes when |value| ≤ threshold used, a min-threshold when value ≥ it.", ""]
+        lines.append(f"`{name}`: {'PASS' if ok else 'FAIL'} ({n_judged - n_fail}/{n_judged} metrics pass)")
+    return head, lines
+
+
+def _md_table(header, rows):
+    esc = lambda x: str(x).replace("|", "\\|")  # noqa: E731
+    return (["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows])
+
+
+def _report_md(passed, rows_passed, metrics, settings, info, plots, floors, summary, sections) -> str:
+    head, lines = _verdict_lines(passed, rows_passed, metrics, settings)
+    out = ["# Validation against CP2K", "", f"**{head}**", ""] + [f"- {x}" for x in lines]
+    out += ["", "## Summary", ""] + _md_table(summary["header"], summary["rows"])
+    out += ["", _LEGEND, ""]
     for name in rows_passed:
-        out += [f"## {name}", "",
-                "| metric | unit | reference | row | value | floor | threshold | used | pass | note |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+        rows = []
         for m in (m for m in metrics if m["row"] == name):
-            thr = "" if m["threshold"] is None else f"{m['kind']} {_fmt(m['threshold'])}"
-            verdict = {True: "PASS", False: "**FAIL**", None: "-"}[m["passed"]]
-            note = m["note"]
-            if m.get("unit_values"):
-                note = (note + "; " if note else "") + f"reference and row in {m['unit_values']}"
-            if "beats_baseline" in m:
-                note = (note + "; " if note else "") + ("beats baseline" if m["beats_baseline"] else "worse than baseline")
-            out.append(f"| {m['metric']} | {m['unit']} | {_fmt(m.get('reference_value'), m.get('reference_uncertainty'))}"
-                       f" | {_fmt(m.get('row_value'), m.get('row_uncertainty'))} | {_fmt(m['value'], m['uncertainty'])}"
-                       f" | {_fmt(m['noise_floor'])} | {thr} | {_fmt(m['threshold_used'])} | {verdict} | {note} |")
-        out.append("")
+            cells = _metric_cells(m)
+            cells[8] = "**FAIL**" if cells[8] == "FAIL" else cells[8]
+            rows.append(cells)
+        out += [f"## {name}", ""] + _md_table(_METRIC_HEADER, rows) + [""]
+    for sec in sections:
+        out += [f"## {sec['title']}", ""] + list(sec.get("text", []))
+        if sec.get("table"):
+            out += [""] + _md_table(sec["table"]["header"], sec["table"]["rows"])
+        out += [""] + [f"![{p}]({p})" for p in sec.get("plots", [])] + [""]
     out += ["## Settings", ""]
     for k, v in _jsonable(settings).items():
         out.append(f"- {k}: {_round(v)}")
@@ -536,6 +746,58 @@ def _report_md(passed, rows_passed, metrics, settings, info, plots, floors) -> s
     if prov:
         out += ["", "## Provenance", ""] + [f"- {line}" for line in prov]
     out += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    return "\n".join(out)
+
+
+_CSS = """body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+td:first-child,th:first-child{text-align:left}th{background:#f0f0f0}.PASS{color:#070}.FAIL{color:#b00;font-weight:bold}
+img{max-width:100%;margin:0.5em 0}code{background:#f4f4f4}"""
+
+
+def _report_html(out_dir, passed, rows_passed, metrics, settings, info, plots, summary, sections) -> str:
+    """One self-contained HTML page: the plots are embedded as base64 PNG."""
+    e = html.escape
+
+    def table(header, rows, verdict_col=None):
+        out = ["<table><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in header) + "</tr>"]
+        for r in rows:
+            cells = []
+            for k, c in enumerate(r):
+                c = str(c)
+                cls = ""
+                if k == verdict_col or (verdict_col == -1 and k == len(r) - 1):
+                    cls = " class='FAIL'" if "FAIL" in c else " class='PASS'" if "PASS" in c else ""
+                cells.append(f"<td{cls}>{e(c)}</td>")
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        return "\n".join(out + ["</table>"])
+
+    def img(name):
+        data = base64.b64encode((Path(out_dir) / name).read_bytes()).decode("ascii")
+        return f"<figure><img alt='{e(name)}' src='data:image/png;base64,{data}'><figcaption>{e(name)}</figcaption></figure>"
+
+    head, lines = _verdict_lines(passed, rows_passed, metrics, settings)
+    out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Validation against CP2K</title>",
+           f"<style>{_CSS}</style></head><body>", "<h1>Validation against CP2K</h1>",
+           f"<p class='{'PASS' if passed else 'FAIL'}'><b>{e(head)}</b></p><ul>"]
+    out += [f"<li>{e(x)}</li>" for x in lines] + ["</ul>", "<h2>Summary</h2>",
+                                                  table(summary["header"], summary["rows"], -1),
+                                                  f"<p>{e(_LEGEND)}</p>"]
+    out += ["<h2>Overlays</h2>"] + [img(p) for p in plots]
+    for name in rows_passed:
+        out += [f"<h2>{e(name)}</h2>",
+                table(_METRIC_HEADER, [_metric_cells(m) for m in metrics if m["row"] == name], 8)]
+    for sec in sections:
+        out += [f"<h2>{e(sec['title'])}</h2>"] + [f"<p>{e(t)}</p>" for t in sec.get("text", []) if t]
+        if sec.get("table"):
+            out.append(table(sec["table"]["header"], sec["table"]["rows"]))
+        out += [img(p) for p in sec.get("plots", [])]
+    out += ["<h2>Settings</h2><ul>"] + [f"<li>{e(k)}: {e(str(_round(v)))}</li>" for k, v in _jsonable(settings).items()]
+    out += ["</ul>"]
+    prov = _provenance_lines(info)
+    if prov:
+        out += ["<h2>Provenance</h2><ul>"] + [f"<li>{e(x)}</li>" for x in prov] + ["</ul>"]
+    out += ["</body></html>", ""]
     return "\n".join(out)
 
 

@@ -128,61 +128,29 @@ def simulation_row(sim_dir):
 
 
 def validate_simulations(reference_dir, simulations: dict, out_dir, *, equilibration_ps=None,
-                         row_equilibration_ps=2.0, extra_info=None, allow_truncated=False):
-    """Compare simulation folders {name: folder} with a CP2K run; write the report."""
-    from .validation import Row, validate
+                         row_equilibration_ps=2.0, extra_info=None, allow_truncated=False, thresholds=None):
+    """Compare simulation folders {name: folder} with a CP2K run; write the report.
 
-    run, _ = load_water_run(reference_dir, allow_truncated)
-    eq = default_equilibration_ps(run) if equilibration_ps is None else equilibration_ps
-    ref_traj = trajectory_of(run)
-    temps = None
-    if run.energies is not None:
-        temps = (run.energies["temperature"], run.energies["time_ps"])
-    reference = Row(ref_traj, temperature=None if temps is None else temps[0],
-                    temperature_times_ps=None if temps is None else temps[1])
-    rows = {name: simulation_row(d) for name, d in simulations.items()}
-    cost = {"cp2k_seconds_per_step": run.seconds_per_step()} if run.energies is not None else {}
-    info = [f"reference: CP2K project {run.project} ({run.settings.method if run.settings else '?'}), "
-            f"{run.n_frames} frames, steps {run.steps[0]}-{run.steps[-1]}",
-            f"reference equilibration cut: {eq:.3g} ps; simulations cut: {row_equilibration_ps:.3g} ps",
-            f"box {np.round(run.box_nm[0], 5).tolist()} nm, {len(run.elements) // 3} molecules"]
-    if run.settings is not None:
-        info.append(f"state: {run.settings.ensemble} {run.settings.temperature_k:g} K, "
-                    f"timestep {run.settings.timestep_ps * 1000:g} fs, thermostat {run.settings.thermostat}")
-    for name, d in simulations.items():
-        info.append(f"{name}: {Path(d).name}/ (OpenMM learning dynamics)")
-    info += list(extra_info or [])
-    return validate(reference, rows, out_dir=out_dir, cost=cost, equilibration_ps=eq,
-                    row_equilibration_ps=row_equilibration_ps, settings_info=info)
+    The validation suite without simulating anything (no baseline row); see
+    validation_suite.run_validation for the whole suite.
+    """
+    from .validation_suite import run_validation
+
+    return run_validation(reference_dir, out_dir, simulations=simulations, baseline=False,
+                          equilibration_ps=equilibration_ps, row_equilibration_ps=row_equilibration_ps,
+                          extra_info=extra_info, allow_truncated=allow_truncated, thresholds=thresholds)
 
 
 def run_example(out_dir="output", *, ps=20.0, platform="CPU", run_dir=None, progress=True):
-    """The main job on a CP2K run (default: the bundled xTB water): fit, simulate, validate.
+    """The main job on a CP2K run (default: the bundled xTB water): the validation suite.
 
-    Layout: OUT/fit/{agent,reciprocal}.json + plots, OUT/sim-{agent,reciprocal}/,
-    OUT/validation/report.md. Finished steps are not redone.
+    Fit both modes on every frame, learning curve, agent sensitivity, ps of OpenMM dynamics
+    per learned mode and for the SPC/Fw baseline, velocity recordings, comparison with CP2K.
+    Layout: OUT/fit/, OUT/learning-curve/, OUT/agents/, OUT/sim-{agent,reciprocal,spcfw}/,
+    OUT/validation/ (report.html, report.md, metrics.json, plots). Finished stages are not redone.
     """
-    out = Path(out_dir)
+    from .validation_suite import run_validation
+
     run_dir = Path(run_dir) if run_dir else example_run_dir()
-    fit_dir = out / "fit"
-    if not all((fit_dir / f"{m}.json").exists() for m in ("agent", "reciprocal")):
-        fit_run(run_dir, fit_dir, progress=progress)
-    sims = {}
-    for mode in ("agent", "reciprocal"):
-        sim_dir = out / f"sim-{mode}"
-        simulate_run(fit_dir / f"{mode}.json", run_dir, sim_dir, ps=ps, platform=platform,
-                     progress=progress)
-        sims[f"learned {mode}"] = sim_dir
-    fit_info = []
-    for mode in ("agent", "reciprocal"):
-        m = LossModel.load(fit_dir / f"{mode}.json").fit_metrics["held_out"]
-        fit_info.append(f"fit {mode}: held-out force RMSE O {m['O']['rmse']:.1f} kJ/mol/nm "
-                        f"({100 * m['O']['relative_rmse']:.1f} %), H {m['H']['rmse']:.1f} kJ/mol/nm "
-                        f"({100 * m['H']['relative_rmse']:.1f} %)")
-    for mode in ("agent", "reciprocal"):
-        s = json.loads((out / f"sim-{mode}" / "summary.json").read_text())
-        fit_info.append(f"{mode} dynamics: {s['steps']} steps, mean T {s['mean_temperature']:.1f} K, "
-                        f"thermostat heat {s['heat_per_ps']:.0f} kJ/mol/ps, mean |net force| "
-                        f"{s['mean_net_force']:.0f} kJ/mol/nm, {1e3 * s['seconds_per_step']:.2f} ms/step")
-    return validate_simulations(run_dir, sims, out / "validation", extra_info=fit_info,
-                                row_equilibration_ps=min(2.0, 0.2 * ps))
+    return run_validation(run_dir, out_dir, ps=ps, platform=platform, progress=progress,
+                          row_equilibration_ps=min(2.0, 0.2 * ps), report_dir=Path(out_dir) / "validation")

@@ -231,3 +231,43 @@ def test_hbonds_per_molecule(spcfw, xtb):
     assert 1.7 < x.mean() < 2.4  # xTB water is less structured
     bh = analysis.hbonds_per_molecule(spcfw[::20], method="baker_hubbard")
     assert 2.5 < bh.mean() < 4.0
+
+
+# --------------------------------------------------------------------------- vibrations
+
+def test_spectrum_of_known_oscillators():
+    """Atoms vibrating at 600, 1650 and 3400 cm^-1 (damped): the bands come out where they are."""
+    dt = 0.0025
+    t = np.arange(800) * dt
+    rng = np.random.default_rng(3)
+    v = np.zeros((len(t), 30, 3))
+    for k, nu in enumerate((600.0, 1650.0, 3400.0)):
+        omega = 2 * np.pi * nu / analysis.CM1_PER_INV_PS  # rad/ps
+        phase = rng.random((10, 3)) * 2 * np.pi
+        v[:, 10 * k:10 * (k + 1)] = np.cos(omega * t[:, None, None] + phase) * np.exp(-t / 0.5)[:, None, None]
+    lag, c = analysis.velocity_autocorrelation(v, dt, 0.2)
+    assert c[0] == 1.0 and len(lag) == 81 and lag[1] == pytest.approx(dt)
+    nu, spec = analysis.vibrational_spectrum(lag, c)
+    assert np.sum(spec) * (nu[1] - nu[0]) == pytest.approx(1.0)
+    bands = analysis.band_positions(nu, spec)
+    assert bands["libration"] == pytest.approx(600, abs=15)
+    assert bands["bend"] == pytest.approx(1650, abs=15)
+    assert bands["stretch"] == pytest.approx(3400, abs=15)
+    # A spectrum falling through a window has its maximum on the edge: no band there.
+    falling = analysis.band_positions(nu, np.exp(-nu / 500.0))
+    assert all(np.isnan(v) for v in falling.values())
+
+
+def test_hydrogen_spectrum_of_cp2k_xtb_water(xtb):
+    """GFN1-xTB water from the CP2K vel file (every 2.5 fs): libration, bend, stretch."""
+    _, _, run = load("water64-xtb-300K")
+    keep = run.times_ps >= run.times_ps[0] + EQUILIBRATION_PS["water64-xtb-300K"] - 1e-9
+    v = run.velocities[keep]
+    t, c, nu, spec, bands = analysis.hydrogen_spectrum(v, 0.0025, xtb.topology)
+    assert 200 < bands["libration"] < 400
+    assert 1400 < bands["bend"] < 1500   # GFN1-xTB bends softer than experiment (1640)
+    assert 3500 < bands["stretch"] < 3700
+    h = len(v) // 2
+    halves = [analysis.hydrogen_spectrum(p, 0.0025, xtb.topology)[4] for p in (v[:h], v[h:])]
+    for band in bands:
+        assert abs(halves[0][band] - halves[1][band]) < 20  # the noise floor of the band positions

@@ -17,6 +17,8 @@ from openmm_learning.validation import METRICS, Row, load_thresholds, validate
 
 DATA = files("openmm_learning") / "data" / "cp2k"
 PLOTS = ["rdf_OO.png", "rdf_OH.png", "rdf_HH.png", "bond_length.png", "hoh_angle.png", "temperature.png"]
+UNJUDGED_SPCFW = {"vacf.libration_band", "vacf.bend_band", "vacf.stretch_band", "thermostat.heat_per_ps",
+                  "forces.net_force"}
 
 
 @lru_cache(maxsize=None)
@@ -79,7 +81,9 @@ def test_halves_of_spcfw_pass(spcfw_result):
     recs = [m for m in res.metrics if m["row"] == "second half"]
     assert {m["metric"] for m in recs} == set(METRICS)
     judged = [m for m in recs if m["passed"] is not None]
-    assert len(judged) == len(METRICS)  # temperatures and cost given: every metric is judged
+    # Temperatures and cost given: every metric is judged but the spectra (CP2K's SPC/Fw
+    # velocities are 0.1 ps apart, too coarse) and the reported-only heat and net force.
+    assert {m["metric"] for m in judged} == set(METRICS) - UNJUDGED_SPCFW
     for m in judged:
         assert m["passed"], m
         assert np.isfinite(m["value"]) and np.isfinite(m["uncertainty"]) and m["uncertainty"] > 0, m
@@ -135,6 +139,10 @@ def test_report_plots_and_metrics_json(spcfw_result):
     assert "**Overall: FAIL**" in report and "**FAIL**" in report
     assert "commit: test" in report  # provenance lines
     assert "0.4" in report  # thresholds are printed
+    assert "## Summary" in report and "| CP2K reference |" in report
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(PLOTS) + 1 and "src='http" not in page
+    assert "CP2K reference" in page and "class='FAIL'" in page and "commit: test" in page
     data = json.loads((out / "metrics.json").read_text())
     assert data["passed"] is False and data["rows_passed"]["second half"] is True
     assert len(data["metrics"]) == 3 * len(METRICS)
@@ -154,8 +162,12 @@ def test_xtb_reference_with_its_noise_floor_and_a_baseline(tmp_path):
     kept = np.flatnonzero(traj.time >= 0.75 - 1e-9)[1::2]
     s_traj, s_temp, _ = load("water64-spcfw-300K")
     s_keep = np.flatnonzero(s_traj.time >= 5.0)
-    res = validate(Row(traj, temp),
-                   {"xtb subsampled": Row(traj[kept], temp[kept]),
+    # The row's spectrum: the reference's own velocities after the cut (a perfect match);
+    # the reference's are cut by equilibration_ps through their times.
+    after = run.times_ps >= 0.75 - 1e-9
+    res = validate(Row(traj, temp, velocities=run.velocities, velocity_times_ps=run.times_ps, heat_per_ps=-150.0),
+                   {"xtb subsampled": Row(traj[kept], temp[kept], velocities=run.velocities[after],
+                                          velocity_dt_ps=0.0025, heat_per_ps=2000.0, net_force=1500.0),
                     "spcfw": Row(s_traj[s_keep], s_temp[s_keep])},
                    out_dir=tmp_path, equilibration_ps=0.75, baseline="spcfw",
                    cost={"cp2k_seconds_per_step": run.seconds_per_step(), "xtb subsampled": 0.002, "spcfw": 0.002})
@@ -181,7 +193,16 @@ def test_xtb_reference_with_its_noise_floor_and_a_baseline(tmp_path):
     assert res.metric("xtb subsampled", "rdf_OO.integrated_abs_diff")["beats_baseline"]
     assert res.metric("xtb subsampled", "cost.speedup")["value"] == pytest.approx(run.seconds_per_step() / 0.002)
     assert "baseline row `spcfw` does not count" in res.report_path.read_text()
-    assert all((tmp_path / p).exists() for p in PLOTS)
+    assert all((tmp_path / p).exists() for p in PLOTS + ["vacf.png"])
+    for band, (lo, hi) in (("libration", (200, 400)), ("bend", (1400, 1500)), ("stretch", (3500, 3700))):
+        m = res.metric("xtb subsampled", f"vacf.{band}_band")
+        assert m["passed"] and abs(m["value"]) < 1e-6 and lo < m["reference_value"] < hi, m
+        assert 0 < m["noise_floor"] < 20  # halves of 0.4 ps
+        assert "no velocities" in res.metric("spcfw", f"vacf.{band}_band")["note"]
+    heat = res.metric("xtb subsampled", "thermostat.heat_per_ps")
+    assert heat["value"] == 2000.0 and heat["reference_value"] == -150.0 and heat["passed"] is None
+    assert res.metric("xtb subsampled", "forces.net_force")["row_value"] == 1500.0
+    assert res.metric("spcfw", "forces.net_force")["note"] == "not recorded"
 
 
 def test_thresholds_file_and_overrides():

@@ -1,0 +1,613 @@
+"""The validation suite: a CP2K water run in, the report a chemist would publish out.
+
+``run_validation(reference, out_dir, ...)`` answers: does the learned simulation
+reproduce CP2K, better than a classical model, and at what cost? Every stage writes
+into its own folder of out_dir and is skipped when its output is complete and was made
+from the same inputs (a stamp file says which), so an interrupted validation resumes:
+
+    fit/              both modes fitted on the training steps (when no model is given)
+    learning-curve/   held-out force RMSE against the number of training frames
+    agents/           per-channel sensitivity of every learned model, held-out force errors
+    sim-NAME/         OpenMM dynamics at the reference's state, resumed from its checkpoint;
+                      velocities.npy: a short recording after it for the spectrum
+    sim-spcfw/        the SPC/Fw baseline (spcfw.py), run the same way
+    report.md, report.html, metrics.json, *.png    validation.validate over all rows
+
+The comparison itself (metrics, thresholds, report) is validation.py; this module
+only decides what to run and feeds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .cp2k import Cp2kRun
+from .fit import FitSettings, file_hashes, fit_modes, force_errors, learning_curve
+from .model import CHANNEL_KEYS, Channel, LossModel, WaterSystem
+from .topology import SPECIES
+from .workflow import default_equilibration_ps, load_water_run, simulation_row, trajectory_of
+
+BASELINE_NAME = "SPC/Fw"
+SPCFW_CITATION = "SPC/Fw: Wu, Tepper & Voth, J. Chem. Phys. 124, 024503 (2006); OpenMM PME, 0.6 nm cutoff"
+STAMP = "stage.json"
+
+
+# --------------------------------------------------------------------------- small helpers
+
+def parse_steps(text) -> tuple[int | None, int | None] | None:
+    """"A:B" -> (A, B): CP2K steps A <= step < B; either end may be left open ("1500:")."""
+    if text is None or isinstance(text, tuple):
+        return text
+    m = re.fullmatch(r"\s*(\d*)\s*:\s*(\d*)\s*", str(text))
+    if not m:
+        raise ValueError(f"--train-steps must look like A:B (CP2K step numbers), not {text!r}")
+    a, b = (int(x) if x else None for x in m.groups())
+    if a is not None and b is not None and b <= a:
+        raise ValueError(f"--train-steps {text}: the end must come after the start")
+    return a, b
+
+
+def _step_mask(steps, span) -> np.ndarray:
+    if span is None:
+        return np.ones(len(steps), bool)
+    a, b = span
+    return (steps >= (a if a is not None else steps.min())) & (steps < (b if b is not None else steps.max() + 1))
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _stage_done(folder: Path, stamp: dict, *files) -> bool:
+    """The stage's files exist and were made from the same inputs."""
+    f = folder / STAMP
+    return f.exists() and json.loads(f.read_text()) == json.loads(json.dumps(stamp)) and \
+        all((folder / x).exists() for x in files)
+
+
+def _write_stamp(folder: Path, stamp: dict):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STAMP).write_text(json.dumps(stamp, indent=1))
+
+
+def _say(progress, text):
+    if progress:
+        tqdm.write(f"[validate] {text}")
+
+
+# --------------------------------------------------------------------------- fit and learning curve
+
+def fit_stage(run: Cp2kRun, system: WaterSystem, out: Path, train_steps=None,
+              settings: FitSettings | None = None, progress=True) -> dict:
+    """Fit both modes on the training steps; write fit/{agent,reciprocal}.json and plots."""
+    from .plots import channel_plot, parity_plot
+
+    settings = settings or FitSettings()
+    mask = _step_mask(run.steps, train_steps)
+    stamp = {"project": run.project, "n_frames": run.n_frames, "train_steps": list(train_steps or (None, None)),
+             "train_frames": int(mask.sum()), "settings": repr(settings)}
+    paths = {m: out / f"{m}.json" for m in ("agent", "reciprocal")}
+    if _stage_done(out, stamp, *[p.name for p in paths.values()]):
+        _say(progress, f"fit: cached in {out}")
+        return paths
+    if run.forces is None:
+        raise ValueError(f"CP2K run {run.project}: no forces file; fitting needs one (or give --model)")
+    idx = np.flatnonzero(mask)
+    _say(progress, f"fit: {len(idx)} frames, steps {run.steps[idx[0]]}-{run.steps[idx[-1]]}")
+    provenance = {"cp2k_project": run.project, "cp2k_files": file_hashes(run.files),
+                  "cp2k_method": run.settings.method if run.settings else None,
+                  "steps": [int(run.steps[idx[0]]), int(run.steps[idx[-1]])], "n_frames": int(len(idx)),
+                  "temperature_K": run.settings.temperature_k if run.settings else None}
+    results = fit_modes(run.positions[idx], run.forces[idx], run.box_nm[idx], system, ("agent", "reciprocal"),
+                        settings, provenance, progress)
+    out.mkdir(parents=True, exist_ok=True)
+    for mode, res in results.items():
+        res.model.save(paths[mode])
+    parity_plot(results, system.species, out / "parity.png")
+    channel_plot({m: r.model for m, r in results.items()}, out / "channels.png")
+    (out / "fit.json").write_text(json.dumps({m: r.model.fit_metrics["held_out"] for m, r in results.items()},
+                                             indent=1))
+    _write_stamp(out, stamp)
+    return paths
+
+
+def learning_curve_stage(run: Cp2kRun, system: WaterSystem, out: Path, train_steps=None, sizes=5,
+                         settings: FitSettings | None = None, progress=True) -> dict:
+    """fit.learning_curve on the training steps; learning_curve.json and .png (cached)."""
+    mask = _step_mask(run.steps, train_steps)
+    stamp = {"project": run.project, "train_steps": list(train_steps or (None, None)),
+             "train_frames": int(mask.sum()), "sizes": sizes if np.isscalar(sizes) else list(sizes),
+             "settings": repr(settings or FitSettings())}
+    if _stage_done(out, stamp, "learning_curve.json", "learning_curve.png"):
+        _say(progress, f"learning curve: cached in {out}")
+        return json.loads((out / "learning_curve.json").read_text())
+    idx = np.flatnonzero(mask)
+    lc = learning_curve(run.positions[idx], run.forces[idx], run.box_nm[idx], system, sizes,
+                        settings=settings, progress=progress)
+    lc["test_steps"] = [int(run.steps[idx[lc["test_frames"][0]]]), int(run.steps[idx[lc["test_frames"][1]]])]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "learning_curve.json").write_text(json.dumps(lc, indent=1))
+    fig, axes = _figure(1, 2, (10, 4))
+    for ax, s in zip(axes, SPECIES):
+        for mode, err in lc["errors"].items():
+            ax.plot(lc["n_frames"], err[s]["rmse"], "o-", label=f"learned {mode}")
+        ax.set_xscale("log")
+        ax.set_xlabel("training frames")
+        ax.set_ylabel(f"held-out force RMSE on {s} (kJ/mol/nm)")
+        ax.set_title(f"{s} agents: held-out steps {lc['test_steps'][0]}-{lc['test_steps'][1]}", fontsize=10)
+        ax.legend(fontsize=8)
+    _save(fig, out / "learning_curve.png")
+    _write_stamp(out, stamp)
+    return lc
+
+
+def _figure(nrows, ncols, size):
+    # Figure on the Agg canvas: no pyplot state, nothing to close.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig, np.atleast_1d(fig.subplots(nrows, ncols))
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# --------------------------------------------------------------------------- agents
+
+def channel_sensitivity(model: LossModel, positions, boxes, system: WaterSystem) -> dict:
+    """How strongly each invariant channel drives the agent forces, per agent species.
+
+    The forces are linear in the spline values, so a channel's contribution is the force
+    of the model with every other channel's values set to zero, minus the walls-only
+    force (all values zero; the walls are fixed, not fitted, and reported apart). For
+    agent species a: RMS over frames, atoms of a and components of each channel's
+    contribution (kJ/mol/nm) and that RMS over the RMS of a's total agent force.
+    """
+    def with_values(keep):
+        chans = [Channel(c.agent, c.neighbour, c.kind, c.x0, c.h, c.values if k in keep else np.zeros_like(c.values))
+                 for k, c in enumerate(model.channels)]
+        return LossModel(model.mode, chans, model.r_cut, model.r_switch, model.k_wall)
+
+    n_ch = len(model.channels)
+    variants = {"all": with_values(range(n_ch)), "walls": with_values(())}
+    variants.update({k: with_values((k,)) for k in range(n_ch)})
+    # Groups: the own-molecule invariants are redundant (H-H follows from the two O-H and
+    # the angle), so single channels can pull against each other; their sum cannot.
+    groups = {"own": [k for k, c in enumerate(model.channels) if c.kind != "inter"],
+              "other": [k for k, c in enumerate(model.channels) if c.kind == "inter"]}
+    variants.update({g: with_values(ks) for g, ks in groups.items()})
+    sq = {k: np.zeros(len(SPECIES)) for k in variants}
+    counts = np.array([3 * np.sum(system.species == s) * len(positions) for s in range(len(SPECIES))], float)
+    for x, box in zip(positions, boxes):
+        f = {k: m.forces(x, box, system.species, system.molecules)[0] for k, m in variants.items()}
+        for k in variants:
+            contrib = f[k] if k in ("all", "walls") else f[k] - f["walls"]
+            for s in range(len(SPECIES)):
+                sq[k][s] += np.sum(contrib[system.species == s] ** 2)
+    rms = {k: np.sqrt(v / counts) for k, v in sq.items()}
+    with np.errstate(invalid="ignore", divide="ignore"):  # a species with no force at all: NaN
+        rel = {k: v / rms["all"] for k, v in rms.items()}
+    out = {"mode": model.mode, "n_frames": int(len(positions)), "agents": {}}
+    for s, name in enumerate(SPECIES):
+        total = float(rms["all"][s])
+        rows = [{"channel": model.channels[k].name, "invariant": _invariant(model.channels[k]),
+                 "rms": float(rms[k][s]), "relative": float(rel[k][s])}
+                for k, (agent, _, _) in enumerate(CHANNEL_KEYS) if agent == name]
+        out["agents"][name] = {"total_rms": total, "walls_rms": float(rms["walls"][s]), "channels": rows,
+                               "own_molecule_relative": float(rel["own"][s]),
+                               "other_molecules_relative": float(rel["other"][s])}
+    return out
+
+
+def _invariant(ch) -> str:
+    if ch.kind == "angle":
+        return "H-O-H angle, own molecule"
+    return f"{ch.agent}-{ch.neighbour} distance, {'other molecules' if ch.kind == 'inter' else 'own molecule'}"
+
+
+def held_out_errors(model: LossModel, run: Cp2kRun, system: WaterSystem, max_frames=100) -> dict | None:
+    """Force RMSE of a model on the reference frames it was not fitted on (a second segment).
+
+    Frames of the same CP2K project inside the model's training steps are excluded;
+    a model fitted on another run is scored on every frame. None when nothing is left.
+    """
+    if run.forces is None:
+        return None
+    prov = model.provenance or {}
+    mask = np.ones(run.n_frames, bool)
+    if prov.get("cp2k_project") == run.project and prov.get("steps"):
+        a, b = prov["steps"]
+        # A gap of 25 steps (CP2K's frames are correlated over ~10 fs) on both sides.
+        mask = (run.steps < a - 25) | (run.steps > b + 25)
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        return None
+    idx = idx[np.unique(np.round(np.linspace(0, len(idx) - 1, min(max_frames, len(idx)))).astype(int))]
+    pred = np.stack([model.forces(run.positions[f], run.box_nm[f], system.species, system.molecules)[0]
+                     for f in idx])
+    errs = force_errors(run.forces[idx], pred, system.species)
+    return {"n_frames": int(len(idx)), "steps": [int(run.steps[idx[0]]), int(run.steps[idx[-1]])], **errs}
+
+
+def agents_stage(models: dict, run: Cp2kRun, system: WaterSystem, out: Path, n_frames=20,
+                 progress=True) -> dict:
+    """Sensitivity table and plot of every learned model, and held-out errors (cached)."""
+    stamp = {"models": {n: _sha256(p) for n, p in models.items()}, "project": run.project,
+             "n_frames": n_frames, "reference_frames": run.n_frames}
+    if _stage_done(out, stamp, "agents.json", "sensitivity.png"):
+        _say(progress, f"agents: cached in {out}")
+        return json.loads((out / "agents.json").read_text())
+    if not models:
+        return {}
+    idx = np.unique(np.round(np.linspace(0, run.n_frames - 1, min(n_frames, run.n_frames))).astype(int))
+    result = {}
+    for name, path in tqdm(models.items(), desc="agent sensitivity", unit="model", disable=not progress):
+        model = LossModel.load(path)
+        result[name] = {"mode": model.mode, "file": Path(path).name,
+                        "fit_held_out": (model.fit_metrics or {}).get("held_out"),
+                        "n_train_frames": (model.fit_metrics or {}).get("n_train_frames"),
+                        "train_steps": (model.provenance or {}).get("steps"),
+                        "sensitivity": channel_sensitivity(model, run.positions[idx], run.box_nm[idx], system),
+                        "held_out_segment": held_out_errors(model, run, system)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "agents.json").write_text(json.dumps(result, indent=1))
+    _sensitivity_plot(result, out / "sensitivity.png")
+    _write_stamp(out, stamp)
+    return result
+
+
+def _sensitivity_plot(result, path):
+    fig, axes = _figure(1, 2, (15, 5))
+    names = list(result)
+    width = 0.8 / max(len(names), 1)
+    for ax, s in zip(axes, SPECIES):
+        for k, name in enumerate(names):
+            ag = result[name]["sensitivity"]["agents"][s]
+            labels = [r["invariant"].replace(", ", "\n") for r in ag["channels"]] + [
+                "all own-\nmolecule", "all other-\nmolecule"]
+            values = [r["relative"] for r in ag["channels"]] + [ag["own_molecule_relative"],
+                                                                ag["other_molecules_relative"]]
+            x = np.arange(len(values))
+            ax.bar(x + (k - (len(names) - 1) / 2) * width, values, width, label=name)
+            ax.set_xticks(x)
+            ax.set_xticklabels(labels, fontsize=7)
+        ax.set_ylabel("RMS channel force / RMS agent force")
+        ax.set_title(f"agent {s}: what drives its force")
+        ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+# --------------------------------------------------------------------------- dynamics
+
+def _integrator(summary: dict, species, temperature_k, timestep_ps):
+    from .openmm_system import LearningIntegrator
+
+    agent = summary.get("mode") == "agent"
+    return LearningIntegrator(temperature_k, timestep_ps, summary.get("collision_time_ps"),
+                              summary.get("chain_length"), agent_species=species if agent else None,
+                              n_atoms=len(species))
+
+
+def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Path, *, ps, platform="CPU",
+                   report_interval=100, progress=True):
+    """OpenMM dynamics of a model (or the SPC/Fw baseline when model_path is None) from
+    the reference's last frame at its state; resumes from the folder's checkpoint."""
+    from .simulate import simulate
+    from .spcfw import spcfw_system
+
+    stamp = {"model_sha256": _sha256(model_path) if model_path else "SPC/Fw", "project": run.project,
+             "start_step": int(run.steps[-1]), "temperature_K": run.settings.temperature_k,
+             "timestep_ps": run.settings.timestep_ps, "report_interval": report_interval}
+    if (out / STAMP).exists() and not _stage_done(out, stamp):
+        _say(progress, f"{name}: {out} was made from other inputs; starting it again")
+        shutil.rmtree(out)
+    _write_stamp(out, stamp)
+    dt = run.settings.timestep_ps
+    model = LossModel.load(model_path) if model_path else None
+    extra = {} if model else {"system": spcfw_system(len(system.molecules), run.box_nm[-1]), "name": name}
+    return simulate(model, run.positions[-1], None if run.velocities is None else run.velocities[-1],
+                    run.box_nm[-1], system.species, system.molecules,
+                    temperature_k=run.settings.temperature_k, timestep_ps=dt, steps=int(round(ps / dt)),
+                    out_dir=out, platform=platform, report_interval=report_interval, progress=progress, **extra)
+
+
+def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSystem, *, ps=2.0, interval=5,
+                      platform="CPU", progress=True) -> Path:
+    """Continue a finished run from its checkpoint for `ps`, saving velocities every
+    `interval` steps to velocities.npy (float32, nm/ps) and velocities.json (spacing).
+
+    Kept apart from the main run so its trajectory stays small; the spectrum needs
+    velocities every few fs (CP2K's: 2.5 fs, Nyquist 6700 cm^-1).
+    """
+    import openmm as mm
+    from openmm import unit
+
+    from .openmm_system import create_system
+    from .spcfw import spcfw_system
+
+    dt = run.settings.timestep_ps
+    n = int(round(ps / (interval * dt)))
+    meta = {"dt_ps": interval * dt, "frames": n, "interval_steps": interval}
+    npy, js = sim_dir / "velocities.npy", sim_dir / "velocities.json"
+    if npy.exists() and js.exists() and json.loads(js.read_text()) == meta:
+        return npy
+    summary = json.loads((sim_dir / "summary.json").read_text())
+    if model_path:
+        system_mm = create_system(LossModel.load(model_path), system.species, system.molecules, run.box_nm[-1])
+    else:
+        system_mm = spcfw_system(len(system.molecules), run.box_nm[-1])
+    integ = _integrator(summary, system.species, run.settings.temperature_k, dt)
+    ctx = mm.Context(system_mm, integ, mm.Platform.getPlatformByName(platform))
+    ctx.loadCheckpoint((sim_dir / "checkpoint.chk").read_bytes())
+    integ.invalidate()
+    v = np.empty((n, len(system.species), 3), np.float32)
+    for k in tqdm(range(n), desc=f"velocities {sim_dir.name}", unit="frame", disable=not progress):
+        integ.step(interval)
+        v[k] = ctx.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(
+            unit.nanometer / unit.picosecond)
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{sim_dir}: the velocity recording went non-finite")
+    tmp = sim_dir / "velocities.tmp.npy"
+    np.save(tmp, v)
+    tmp.replace(npy)  # an interrupt never leaves a half-written file that looks complete
+    js.write_text(json.dumps(meta))
+    return npy
+
+
+def row_of(sim_dir):
+    """validation.Row of a simulation folder, with its velocities, heat and net force when recorded."""
+    row = simulation_row(sim_dir)
+    sim_dir = Path(sim_dir)
+    if (sim_dir / "summary.json").exists():
+        s = json.loads((sim_dir / "summary.json").read_text())
+        row.heat_per_ps, row.net_force = s.get("heat_per_ps"), s.get("mean_net_force")
+    if (sim_dir / "velocities.npy").exists() and (sim_dir / "velocities.json").exists():
+        row.velocities = np.load(sim_dir / "velocities.npy")
+        row.velocity_dt_ps = json.loads((sim_dir / "velocities.json").read_text())["dt_ps"]
+    return row
+
+
+def reference_row(run: Cp2kRun, equilibration_ps: float):
+    """validation.Row of the CP2K run: trajectory, temperature, velocities (when evenly
+    spaced), heat removed by its thermostat and net force after the cut, cost per step."""
+    from .validation import Row
+
+    row = Row(trajectory_of(run))
+    t0 = run.times_ps[0] + equilibration_ps - 1e-9
+    if run.energies is not None:
+        e = run.energies
+        row.temperature, row.temperature_times_ps = e["temperature"], e["time_ps"]
+        row.seconds_per_step = run.seconds_per_step()
+        keep = e["time_ps"] >= t0
+        if keep.sum() > 2:
+            # CP2K's conserved quantity = kinetic + potential + the energy its thermostat took out.
+            bath = e["conserved"] - e["kinetic"] - e["potential"]
+            row.heat_per_ps = float(np.polyfit(e["time_ps"][keep], bath[keep], 1)[0])
+    if run.velocities is not None and run.n_frames > 8:
+        gaps = np.diff(run.times_ps)
+        if np.allclose(gaps, gaps[0], rtol=1e-3):
+            row.velocities, row.velocity_times_ps = run.velocities, run.times_ps
+            row.velocity_dt_ps = float(gaps[0])
+    if run.forces is not None:
+        keep = run.times_ps >= t0
+        row.net_force = float(np.mean(np.linalg.norm(run.forces[keep].sum(axis=1), axis=1)))
+    return row
+
+
+# --------------------------------------------------------------------------- the suite
+
+def run_validation(reference, out_dir, *, models=None, simulations=None, train_steps=None, ps=20.0,
+                   equilibration_ps=None, row_equilibration_ps=None, baseline=None, thresholds=None,
+                   velocity_ps=2.0, velocity_interval=5, report_interval=100, platform="CPU",
+                   learning_curve_sizes=5, sensitivity_frames=20, fit_settings: FitSettings | None = None,
+                   allow_truncated=False, progress=True, extra_info=None, report_dir=None):
+    """Validate learned water against a CP2K run folder; returns validation.ValidationResult.
+
+    Rows: models (MODEL.json paths, or {name: path}) are simulated; without models and
+    simulations, both modes are fitted on train_steps ((A, B) or "A:B" CP2K steps,
+    default every frame: the fit then holds out its own last 20 % after a gap) and
+    simulated; simulations ({name: folder}) are already-run folders. baseline: run SPC/Fw
+    too (default: when this call simulates models). Every OpenMM run starts from the
+    reference's last frame at its temperature, timestep and cell, lasts ps, and drops
+    row_equilibration_ps (default min(2, 0.2 ps)); the reference drops equilibration_ps
+    (default: half the run, at most 5 ps). thresholds: a file or dict (validation.load_thresholds).
+    The report, metrics.json and plots go to report_dir (default out_dir).
+    """
+    from .validation import validate
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_steps = parse_steps(train_steps)
+    run, system = load_water_run(reference, allow_truncated)
+    if run.settings is None:
+        raise FileNotFoundError(f"{reference}: no CP2K input file, so the temperature, timestep and cell "
+                                "of the reference are unknown")
+    if isinstance(models, (str, Path)):
+        models = [models]
+    simulations = dict(simulations or {})
+    fitted = not models and not simulations
+    lc, fit_dir = None, out / "fit"
+    if fitted:
+        paths = fit_stage(run, system, fit_dir, train_steps, fit_settings, progress)
+        models = {f"learned {m}": p for m, p in paths.items()}
+        if learning_curve_sizes:
+            lc = learning_curve_stage(run, system, out / "learning-curve", train_steps, learning_curve_sizes,
+                                      fit_settings, progress)
+    models = _named_models(models)
+    if baseline is None:
+        baseline = bool(models)
+    eq = default_equilibration_ps(run) if equilibration_ps is None else float(equilibration_ps)
+
+    sims = {}  # row name -> (folder, model path or None)
+    for name, path in models.items():
+        sims[name] = (out / f"sim-{_folder_name(name)}", path)
+    if baseline:
+        sims[BASELINE_NAME] = (out / "sim-spcfw", None)
+    for name, (folder, path) in sims.items():
+        _say(progress, f"{name}: {ps:g} ps of dynamics in {folder}")
+        simulate_stage(name, path, run, system, folder, ps=ps, platform=platform,
+                       report_interval=report_interval, progress=progress)
+        if run.velocities is not None and velocity_ps:
+            record_velocities(folder, path, run, system, ps=velocity_ps, interval=velocity_interval,
+                              platform=platform, progress=progress)
+    agents = agents_stage(models, run, system, out / "agents", sensitivity_frames, progress) if models else {}
+
+    folders = {n: f for n, (f, _) in sims.items()}
+    folders.update(simulations)
+    _say(progress, f"comparing {len(folders)} rows with CP2K")
+    rows = {}
+    for n, f in tqdm(folders.items(), desc="loading rows", unit="row", disable=not progress):
+        rows[n] = row_of(f)
+    if row_equilibration_ps is None:
+        shortest = min(float(r.traj.time[-1] - r.traj.time[0]) for r in rows.values())
+        row_equilibration_ps = min(2.0, 0.2 * shortest)
+    info = _provenance(run, eq, row_equilibration_ps, train_steps, fitted, models, folders, baseline, ps,
+                       velocity_ps, velocity_interval, platform) + list(extra_info or [])
+    sections = _sections(out, agents, lc, folders, fitted)
+    report_dir = out if report_dir is None else Path(report_dir)
+    result = validate(reference_row(run, eq), rows, out_dir=report_dir, thresholds=thresholds,
+                      equilibration_ps=eq, row_equilibration_ps=row_equilibration_ps,
+                      baseline=BASELINE_NAME if baseline else None, settings_info=info, sections=sections)
+    (out / "suite.json").write_text(json.dumps({
+        "reference": run.project, "passed": result.passed, "rows": {n: str(Path(f).name) for n, f in folders.items()},
+        "models": {n: str(p) for n, p in models.items()}, "train_steps": list(train_steps or (None, None)),
+        "equilibration_ps": eq, "row_equilibration_ps": row_equilibration_ps, "ps": ps,
+        "report": os.path.relpath(result.html_path, out)}, indent=1))
+    return result
+
+
+def _folder_name(name: str) -> str:
+    name = name.removeprefix("learned ")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "model"
+
+
+def _named_models(models) -> dict:
+    if not models:
+        return {}
+    if isinstance(models, dict):
+        return {n: Path(p) for n, p in models.items()}
+    named = {}
+    for p in map(Path, models):
+        name = f"learned {LossModel.load(p).mode}"
+        if name in named:
+            name = f"{name} ({p.stem})"
+        named[name] = p
+    return named
+
+
+def _provenance(run, eq, row_eq, train_steps, fitted, models, folders, baseline, ps, velocity_ps,
+                velocity_interval, platform) -> list:
+    import openmm
+
+    s = run.settings
+    lines = [f"reference: CP2K project {run.project} ({s.method}), {run.n_frames} frames, "
+             f"steps {run.steps[0]}-{run.steps[-1]} ({run.times_ps[-1] - run.times_ps[0]:.3g} ps)",
+             f"state (from the CP2K input): {s.ensemble} {s.temperature_k:g} K, timestep {s.timestep_ps * 1000:g} fs, "
+             f"thermostat {s.thermostat}; box {' x '.join(f'{b:.4f}' for b in run.box_nm[-1])} nm, "
+             f"{len(run.elements) // 3} molecules",
+             f"reference equilibration cut: {eq:.3g} ps; simulations cut: {row_eq:.3g} ps"]
+    lines += [f"reference file {role}: {h['file']} sha256 {h['sha256'][:16]}"
+              for role, h in file_hashes(run.files).items()]
+    if fitted:
+        a, b = train_steps or (None, None)
+        lines.append(f"fit: both modes on CP2K steps {a if a is not None else run.steps[0]}-"
+                     f"{b if b is not None else 'end'} (the fit holds out its last 20 % after a gap)")
+    for n, p in models.items():
+        lines.append(f"{n}: model {Path(p).name} sha256 {_sha256(p)[:16]}")
+    if folders:
+        lines.append(f"OpenMM {openmm.__version__} on the {platform} platform, {os.cpu_count()} CPU cores; "
+                     f"{ps:g} ps per row from CP2K step {run.steps[-1]} (its positions and velocities)")
+    if velocity_ps and run.velocities is not None:
+        lines.append(f"spectra: CP2K velocities from the vel file; OpenMM velocities recorded for {velocity_ps:g} ps "
+                     f"after each run, every {velocity_interval} steps")
+    if baseline:
+        lines.append(SPCFW_CITATION + "; same box, start frame, temperature, timestep and thermostat as the "
+                     "learned reciprocal row")
+    lines.append("cost: CP2K seconds per step = median UsedTime of the .ener file (the machine that ran "
+                 "CP2K); OpenMM seconds per step measured during each run on this machine")
+    return lines
+
+
+def _fmt_err(e):
+    if not e:
+        return "n/a"
+    return (f"O {e['O']['rmse']:.1f} ({100 * e['O']['relative_rmse']:.1f} %), "
+            f"H {e['H']['rmse']:.1f} ({100 * e['H']['relative_rmse']:.1f} %)")
+
+
+def _sections(out, agents, lc, folders, fitted) -> list:
+    sections = []
+    if agents:
+        rows = []
+        for name, a in agents.items():
+            seg = a.get("held_out_segment")
+            rows.append([name, a["file"], a["n_train_frames"] or "?",
+                         "-".join(map(str, a["train_steps"])) if a.get("train_steps") else "?",
+                         _fmt_err(a.get("fit_held_out")),
+                         (_fmt_err(seg) + f" on {seg['n_frames']} frames, steps {seg['steps'][0]}-{seg['steps'][1]}")
+                         if seg else "none (fitted on every frame of this run)"])
+        sections.append({"title": "Learned models: held-out force errors", "text": [
+            "Force RMSE in kJ/mol/nm (relative to the RMS CP2K force). 'fit held-out': the last 20 % of the "
+            "training steps, after a gap, never used to fit. 'other segment': reference frames outside the "
+            "training steps (another segment or another run)."],
+            "table": {"header": ["row", "model", "train frames", "train steps", "fit held-out",
+                                 "other segment"], "rows": rows}})
+        srows = []
+        for name, a in agents.items():
+            for s, ag in a["sensitivity"]["agents"].items():
+                for ch in ag["channels"]:
+                    srows.append([name, s, ch["invariant"], f"{ch['rms']:.1f}", f"{ch['relative']:.2f}"])
+                srows.append([name, s, "all own-molecule invariants together", "",
+                              f"{ag['own_molecule_relative']:.2f}"])
+                srows.append([name, s, "all other-molecule distances together", "",
+                              f"{ag['other_molecules_relative']:.2f}"])
+                srows.append([name, s, "walls (fixed, not fitted)", f"{ag['walls_rms']:.2g}",
+                              f"{ag['walls_rms'] / ag['total_rms']:.2g}"])
+        n = next(iter(agents.values()))["sensitivity"]["n_frames"]
+        sections.append({"title": "The agents: what drives the O and the H forces", "text": [
+            f"For each agent species and invariant channel: the RMS of the force that channel alone puts on "
+            f"the agents (kJ/mol/nm, over {n} CP2K frames), and that RMS over the RMS of the agents' total force. "
+            "Channels are correlated, so the ratios need not sum to 1; compare O with H to see how the two "
+            "species weigh their invariants."],
+            "table": {"header": ["row", "agent", "invariant", "RMS force", "/ total"], "rows": srows},
+            "plots": [out / "agents" / "sensitivity.png"]})
+    if lc:
+        header = ["training frames"] + [f"{m} {s} RMSE" for m in lc["errors"] for s in SPECIES]
+        rows = [[n] + [f"{lc['errors'][m][s]['rmse'][k]:.1f}" for m in lc["errors"] for s in SPECIES]
+                for k, n in enumerate(lc["n_frames"])]
+        sections.append({"title": "Learning curve", "text": [
+            f"Held-out force RMSE (kJ/mol/nm) on CP2K steps {lc['test_steps'][0]}-{lc['test_steps'][1]} against "
+            f"the number of training frames, spread evenly over the {lc['n_train_available']} training frames."],
+            "table": {"header": header, "rows": rows}, "plots": [out / "learning-curve" / "learning_curve.png"]})
+    if fitted:
+        sections.append({"title": "Fit", "text": ["Parity of held-out forces and every fitted loss channel."],
+                         "plots": [out / "fit" / "parity.png", out / "fit" / "channels.png"]})
+    sim_rows = []
+    for name, folder in folders.items():
+        f = Path(folder) / "summary.json"
+        if f.exists():
+            s = json.loads(f.read_text())
+            sim_rows.append([name, Path(folder).name, s["steps"], f"{s['steps'] * s['timestep_ps']:g}",
+                             f"{s['mean_temperature']:.1f}", f"{1000 * s['collision_time_ps']:g} fs x {s['chain_length']}",
+                             f"{s['heat_per_ps']:.0f}", f"{s['mean_net_force']:.3g}",
+                             f"{1000 * s['seconds_per_step']:.2f}", f"{100 * s['out_of_range_fraction']:.0f} %"])
+    if sim_rows:
+        sections.append({"title": "Simulations", "text": [
+            "Velocity Verlet with a Nose-Hoover thermostat (LearningIntegrator) at the reference's temperature "
+            "and timestep; the mean temperature is over the second half; 'out of range': reports with an "
+            "invariant outside the model's training range."],
+            "table": {"header": ["row", "folder", "steps", "ps", "mean T (K)", "thermostat", "heat (kJ/mol/ps)",
+                                 "|F_net| (kJ/mol/nm)", "ms/step", "out of range"], "rows": sim_rows}})
+    return sections

@@ -1,0 +1,170 @@
+"""The validation suite end to end on the bundled GFN1-xTB run: fit on one segment, score
+on another, short real OpenMM runs of both learned modes and of SPC/Fw, every metric on
+both sides, the HTML report, caching, and a planted bad model that must fail the gate."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import openmm as mm
+import pytest
+from openmm import unit
+
+from openmm_learning.fit import FitSettings, learning_curve
+from openmm_learning.model import Channel, LossModel
+from openmm_learning.spcfw import spcfw_system
+from openmm_learning.validation import METRICS
+from openmm_learning.validation_suite import channel_sensitivity, parse_steps, run_validation
+from openmm_learning.workflow import example_run_dir
+
+ROWS = ("learned agent", "learned reciprocal", "SPC/Fw")
+REPORTED_ONLY = {"thermostat.heat_per_ps", "forces.net_force"}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    """Fit on steps 0-2000 of the 1.55 ps xTB run, 0.6 ps of dynamics per row."""
+    out = tmp_path_factory.mktemp("suite")
+    kw = dict(train_steps="0:2000", ps=0.6, velocity_ps=0.25, report_interval=20,
+              learning_curve_sizes=[10, 40], sensitivity_frames=5, progress=False)
+    res = run_validation(example_run_dir(), out, **kw)
+    return res, out, kw
+
+
+def test_spcfw_system_reproduces_cp2k_spcfw(spcfw):
+    """The baseline's OpenMM System against CP2K's own SPC/Fw forces on its frames."""
+    run, water = spcfw
+    ctx = mm.Context(spcfw_system(64, run.box_nm[0]), mm.VerletIntegrator(0.0005),
+                     mm.Platform.getPlatformByName("Reference"))
+    for f in (0, 120, 250):
+        ctx.setPositions(run.positions[f])
+        force = ctx.getState(getForces=True).getForces(asNumpy=True).value_in_unit(
+            unit.kilojoule_per_mole / unit.nanometer)
+        rel = np.sqrt(np.mean((force - run.forces[f]) ** 2) / np.mean(run.forces[f] ** 2))
+        assert rel < 2e-3, (f, rel)  # PME against CP2K's SPME: what is left is Ewald accuracy
+
+
+def test_learning_curve_on_xtb(xtb):
+    run, water = xtb
+    idx = np.arange(0, run.n_frames, 2)
+    lc = learning_curve(run.positions[idx], run.forces[idx], run.box_nm[idx], water, [5, 20, 60],
+                        modes=("agent",), settings=FitSettings(), progress=False)
+    assert lc["n_frames"] == [5, 20, 60] and lc["test_frames"][1] == len(idx) - 1
+    o, h = lc["errors"]["agent"]["O"]["rmse"], lc["errors"]["agent"]["H"]["rmse"]
+    assert all(80 < x < 250 for x in o) and all(40 < x < 120 for x in h)
+    assert o[-1] < o[0] and h[-1] <= h[0] * 1.01  # more frames never hurt much
+    assert lc["errors"]["agent"]["O"]["relative_rmse"][-1] < 0.2
+
+
+def test_channel_sensitivity(xtb, xtb_models):
+    run, water = xtb
+    model = xtb_models["agent"]
+    s = channel_sensitivity(model, run.positions[::200], run.box_nm[::200], water)
+    for agent in ("O", "H"):
+        a = s["agents"][agent]
+        assert len(a["channels"]) == (4 if agent == "O" else 5)
+        assert 300 < a["total_rms"] < 1500 and a["walls_rms"] == 0.0  # CP2K frames stay inside the grids
+        assert all(c["rms"] > 10 for c in a["channels"])
+        # Own-molecule terms (bond, angle) drive the force more than the other molecules do.
+        assert a["own_molecule_relative"] > a["other_molecules_relative"] > 0.2
+    # A model with one non-zero channel: that channel is the whole force.
+    only = LossModel("agent", [Channel(c.agent, c.neighbour, c.kind, c.x0, c.h,
+                                       c.values if c.key == ("O", "O", "inter") else 0 * c.values)
+                               for c in model.channels], model.r_cut, model.r_switch, model.k_wall)
+    one = channel_sensitivity(only, run.positions[:2], run.box_nm[:2], water)["agents"]["O"]["channels"]
+    assert one[0]["relative"] == pytest.approx(1.0) and all(c["rms"] == 0 for c in one[1:])
+
+
+def test_every_metric_on_both_sides(suite):
+    res, out, _ = suite
+    assert set(res.rows_passed) == set(ROWS)
+    for row in ROWS:
+        recs = {m["metric"]: m for m in res.metrics if m["row"] == row}
+        assert set(recs) == set(METRICS)
+        for key, m in recs.items():
+            assert not m["note"].startswith(("no velocities", "not recorded", "no temperature",
+                                             "no seconds", "too few")), m  # nothing skipped
+            if key in REPORTED_ONLY:
+                assert np.isfinite(m["row_value"]) and m["passed"] is None
+            elif key.startswith("rdf_OH.") and key != "rdf_OH.integrated_abs_diff":
+                assert np.isnan(m["reference_value"])  # xTB's O...H peak is a shoulder
+            elif "row_value" in m and m["row_value"] is not None:
+                assert np.isfinite(m["row_value"]) and np.isfinite(m["reference_value"]), m
+            else:
+                assert np.isfinite(m["value"]), m
+    # The spectra: CP2K's vel file against the OpenMM velocity recordings.
+    for row in ROWS:
+        m = res.metric(row, "vacf.stretch_band")
+        assert 3500 < m["reference_value"] < 3700 and 3300 < m["row_value"] < 3800
+    # Agent mode: non-reciprocal forces, the thermostat removes what they pump in.
+    agent, recip = res.metric("learned agent", "forces.net_force"), res.metric("learned reciprocal", "forces.net_force")
+    assert agent["row_value"] > 100 and recip["row_value"] < 1.0 and agent["reference_value"] < 1.0
+    assert res.metric("learned agent", "thermostat.heat_per_ps")["row_value"] > 500
+    # SPC/Fw is a different water: longer O-H bonds, O-O peak 0.015 nm closer than xTB's.
+    assert res.metric("SPC/Fw", "bond_length.mean")["value"] == pytest.approx(0.006, abs=0.001)
+    assert res.metric("SPC/Fw", "rdf_OO.first_peak_position")["passed"] is False
+    for row in ROWS[:2]:
+        assert res.metric(row, "rdf_OO.integrated_abs_diff")["beats_baseline"]
+        assert res.metric(row, "bond_length.mean")["passed"]
+        assert res.metric(row, "cost.speedup")["value"] > 50
+    assert res.passed == all(res.rows_passed[r] for r in ROWS[:2])  # the baseline does not count
+
+
+def test_held_out_segment_and_report(suite):
+    res, out, _ = suite
+    agents = json.loads((out / "agents" / "agents.json").read_text())
+    for name in ROWS[:2]:
+        seg = agents[name]["held_out_segment"]
+        assert seg["steps"][0] > 2000 and seg["n_frames"] > 50
+        assert 80 < seg["O"]["rmse"] < 150 and 0.05 < seg["H"]["relative_rmse"] < 0.2
+        assert agents[name]["train_steps"][1] < 2000
+    page = res.html_path.read_text()
+    assert page.count("data:image/png;base64,") == 12 and "src='http" not in page
+    for text in ("CP2K reference", "SPC/Fw", "Learning curve", "what drives the O and the H forces",
+                 "Wu, Tepper &amp; Voth", "sha256", "reference equilibration cut"):
+        assert text in page, text
+    summary = json.loads((out / "metrics.json").read_text())["summary"]
+    assert [r[0] for r in summary["rows"]] == ["CP2K reference", *ROWS]
+    assert "## Summary" in res.report_path.read_text()
+
+
+def test_rerun_uses_the_cache(suite):
+    res, out, kw = suite
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "fit" / "agent.json", out / "sim-agent" / "trajectory.dcd",
+                                                out / "sim-spcfw" / "velocities.npy",
+                                                out / "learning-curve" / "learning_curve.json",
+                                                out / "agents" / "agents.json")}
+    again = run_validation(example_run_dir(), out, **kw)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    first = res.metric("learned agent", "rdf_OO.integrated_abs_diff")["value"]
+    assert again.metric("learned agent", "rdf_OO.integrated_abs_diff")["value"] == first
+
+
+def test_planted_bad_model_fails_the_gate(suite, tmp_path):
+    """A model whose molecules ignore each other (no intermolecular loss): the liquid
+    falls apart, its g_OO is visibly wrong, and `validate` exits 1."""
+    _, out, _ = suite
+    good = LossModel.load(out / "fit" / "reciprocal.json")
+    bad = LossModel("reciprocal", [Channel(c.agent, c.neighbour, c.kind, c.x0, c.h,
+                                           0 * c.values if c.kind == "inter" else c.values)
+                                   for c in good.channels], good.r_cut, good.r_switch, good.k_wall)
+    bad.save(tmp_path / "bad.json")
+    r = subprocess.run([sys.executable, "-m", "openmm_learning", "validate", "--reference", example_run_dir(),
+                        "--model", tmp_path / "bad.json", "--ps", "0.5", "--no-baseline", "--velocity-ps", "0",
+                        "--out", tmp_path / "val"], capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert "FAILED" in r.stdout and "rdf_OO.integrated_abs_diff" in r.stdout
+    data = json.loads((tmp_path / "val" / "metrics.json").read_text())
+    m = next(m for m in data["metrics"] if m["metric"] == "rdf_OO.integrated_abs_diff")
+    assert m["passed"] is False and m["value"] > 2 * m["threshold_used"]
+    assert data["passed"] is False and data["rows_passed"] == {"learned reciprocal": False}
+
+
+def test_train_steps_parsing():
+    assert parse_steps("1500:3000") == (1500, 3000)
+    assert parse_steps(":2000") == (None, 2000) and parse_steps("1500:") == (1500, None)
+    with pytest.raises(ValueError, match="A:B"):
+        parse_steps("1500-3000")
+    with pytest.raises(ValueError, match="after the start"):
+        parse_steps("3000:1500")
