@@ -276,14 +276,8 @@ def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "re
     results = {}
     for mode in modes:
         y, chosen, cv = solve_cv(blocks, channels, mode, settings)
-        fitted, o = [], 0
-        for ch in channels:
-            fitted.append(Channel(ch.agent, ch.neighbour, ch.kind, ch.x0, ch.h, y[o:o + ch.n].copy()))
-            o += ch.n
-        model = LossModel(mode, fitted, settings.r_cut, settings.r_switch, settings.k_wall,
-                          provenance=dict(provenance or {}))
-        pred = np.stack([model.forces(positions[f], boxes[f], system.species, system.molecules)[0]
-                         for f in test])
+        model, pred = _model_and_predictions(y, channels, mode, settings, positions, boxes, system, test)
+        model.provenance = dict(provenance or {})
         metrics = force_errors(forces[test], pred, system.species)
         model.fit_metrics = {
             "held_out": metrics,
@@ -297,6 +291,18 @@ def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "re
         }
         results[mode] = FitResult(model, chosen, cv, test, forces[test], pred)
     return results
+
+
+def _model_and_predictions(y, channels, mode, settings, positions, boxes, system, frames):
+    """The model with spline values y on the fit's grids, and its forces on `frames`."""
+    fitted, o = [], 0
+    for ch in channels:
+        fitted.append(Channel(ch.agent, ch.neighbour, ch.kind, ch.x0, ch.h, y[o:o + ch.n].copy()))
+        o += ch.n
+    model = LossModel(mode, fitted, settings.r_cut, settings.r_switch, settings.k_wall)
+    pred = np.stack([model.forces(positions[f], boxes[f], system.species, system.molecules)[0]
+                     for f in frames])
+    return model, pred
 
 
 def force_errors(reference, predicted, species) -> dict:
@@ -345,13 +351,7 @@ def learning_curve(positions, forces, boxes, system: WaterSystem, sizes=5,
                             settings.cv_folds, progress=False)
         for mode in modes:
             y, _, _ = solve_cv(blocks, channels, mode, settings)
-            fitted, o = [], 0
-            for ch in channels:
-                fitted.append(Channel(ch.agent, ch.neighbour, ch.kind, ch.x0, ch.h, y[o:o + ch.n].copy()))
-                o += ch.n
-            model = LossModel(mode, fitted, settings.r_cut, settings.r_switch, settings.k_wall)
-            pred = np.stack([model.forces(positions[f], boxes[f], system.species, system.molecules)[0]
-                             for f in test])
+            _, pred = _model_and_predictions(y, channels, mode, settings, positions, boxes, system, test)
             for s, e in force_errors(forces[test], pred, system.species).items():
                 errors[mode][s]["rmse"].append(e["rmse"])
                 errors[mode][s]["relative_rmse"].append(e["relative_rmse"])
