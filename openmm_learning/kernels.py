@@ -267,29 +267,53 @@ def _terms(pos, box, species, molecules, molecule_id, r_cut, pair_channel, angle
 
 
 @njit(cache=True)
+def _weighted_terms(pos, box, species, molecules, molecule_id, pair_channel, angle_channel,
+                    ch_kind, ch_x0, ch_h, ch_n, ch_off, k_wall, r_switch, r_cut):
+    """Every term that acts, with its channel weights: the common core of forces and design.
+
+    Returns atom (T,), offset o of y_j/z_j (T,), weights of (y_j, y_j+1, z_j, z_j+1) in
+    dE/dx (T, 4) and in E (T, 4), the fixed wall dE/dx and E (T,), and the gradient of
+    the invariant with respect to the agent atom (T, 3).
+    """
+    atom, chan, xs, grad = _terms(pos, box, species, molecules, molecule_id, r_cut,
+                                  pair_channel, angle_channel)
+    n_terms = atom.shape[0]
+    keep = np.empty(n_terms, np.int64)
+    offset = np.empty(n_terms, np.int64)
+    w = np.empty((n_terms, 4))
+    wv = np.empty((n_terms, 4))
+    dfix = np.empty(n_terms)
+    efix = np.empty(n_terms)
+    m = 0
+    for t in range(n_terms):
+        c = chan[t]
+        if c < 0 or (ch_kind[c] == KIND_INTER and xs[t] >= r_cut):
+            continue
+        j, w[m], wv[m], dfix[m], efix[m] = channel_weights(c, xs[t], ch_kind, ch_x0, ch_h, ch_n,
+                                                           k_wall, r_switch, r_cut)
+        offset[m] = ch_off[c] + j
+        keep[m] = t
+        m += 1
+    keep = keep[:m]
+    return atom[keep], offset[:m], w[:m], wv[:m], dfix[:m], efix[:m], grad[keep]
+
+
+@njit(cache=True)
 def model_forces(pos, box, species, molecules, molecule_id, pair_channel, angle_channel,
                  ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut):
     """Agent forces (n, 3) and per-agent losses (n,) of a model: the reference evaluator."""
-    atom, chan, xs, grad = _terms(pos, box, species, molecules, molecule_id, r_cut,
-                                  pair_channel, angle_channel)
+    atom, offset, w, wv, dfix, efix, grad = _weighted_terms(
+        pos, box, species, molecules, molecule_id, pair_channel, angle_channel,
+        ch_kind, ch_x0, ch_h, ch_n, ch_off, k_wall, r_switch, r_cut)
     n = pos.shape[0]
     f = np.zeros((n, 3))
     loss = np.zeros(n)
     for t in range(atom.shape[0]):
-        c = chan[t]
-        if c < 0:
-            continue
-        if ch_kind[c] == KIND_INTER and xs[t] >= r_cut:
-            continue
-        j, w, wv, dfix, efix = channel_weights(c, xs[t], ch_kind, ch_x0, ch_h, ch_n,
-                                               k_wall, r_switch, r_cut)
-        o = ch_off[c] + j
-        de = w[0] * y[o] + w[1] * y[o + 1] + w[2] * z[o] + w[3] * z[o + 1] + dfix
-        e = wv[0] * y[o] + wv[1] * y[o + 1] + wv[2] * z[o] + wv[3] * z[o + 1] + efix
-        u = atom[t]
-        loss[u] += e
+        o = offset[t]
+        de = w[t, 0] * y[o] + w[t, 1] * y[o + 1] + w[t, 2] * z[o] + w[t, 3] * z[o + 1] + dfix[t]
+        loss[atom[t]] += wv[t, 0] * y[o] + wv[t, 1] * y[o + 1] + wv[t, 2] * z[o] + wv[t, 3] * z[o + 1] + efix[t]
         for k in range(3):
-            f[u, k] -= de * grad[t, k]
+            f[atom[t], k] -= de * grad[t, k]
     return f, loss
 
 
@@ -301,29 +325,22 @@ def design_frame(pos, box, species, molecules, molecule_id, pair_channel, angle_
     Returns D (3n, 2 n_par) with F = D[:, :n_par] @ y + D[:, n_par:] @ z + F_fixed,
     and F_fixed (3n,) from the walls.
     """
-    atom, chan, xs, grad = _terms(pos, box, species, molecules, molecule_id, r_cut,
-                                  pair_channel, angle_channel)
+    atom, offset, w, wv, dfix, efix, grad = _weighted_terms(
+        pos, box, species, molecules, molecule_id, pair_channel, angle_channel,
+        ch_kind, ch_x0, ch_h, ch_n, ch_off, k_wall, r_switch, r_cut)
     n = pos.shape[0]
     D = np.zeros((3 * n, 2 * n_par))
     ffix = np.zeros(3 * n)
     for t in range(atom.shape[0]):
-        c = chan[t]
-        if c < 0:
-            continue
-        if ch_kind[c] == KIND_INTER and xs[t] >= r_cut:
-            continue
-        j, w, wv, dfix, efix = channel_weights(c, xs[t], ch_kind, ch_x0, ch_h, ch_n,
-                                               k_wall, r_switch, r_cut)
-        o = ch_off[c] + j
-        u = atom[t]
+        o = offset[t]
         for k in range(3):
             g = grad[t, k]
-            row = 3 * u + k
-            D[row, o] -= w[0] * g
-            D[row, o + 1] -= w[1] * g
-            D[row, n_par + o] -= w[2] * g
-            D[row, n_par + o + 1] -= w[3] * g
-            ffix[row] -= dfix * g
+            row = 3 * atom[t] + k
+            D[row, o] -= w[t, 0] * g
+            D[row, o + 1] -= w[t, 1] * g
+            D[row, n_par + o] -= w[t, 2] * g
+            D[row, n_par + o + 1] -= w[t, 3] * g
+            ffix[row] -= dfix[t] * g
     return D, ffix
 
 
