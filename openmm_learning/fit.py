@@ -248,12 +248,13 @@ def time_split(n_frames, settings: FitSettings):
     return block, test
 
 
+def sha256_of(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def file_hashes(files: dict) -> dict:
-    out = {}
-    for role, path in files.items():
-        h = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        out[role] = {"file": Path(path).name, "sha256": h}
-    return out
+    """{role: {file name, SHA-256}} of a run's files, for a model's provenance."""
+    return {role: {"file": Path(path).name, "sha256": sha256_of(path)} for role, path in files.items()}
 
 
 def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "reciprocal"),

@@ -19,7 +19,6 @@ only decides what to run and feeds it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,10 +29,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .cp2k import Cp2kRun
-from .fit import FitSettings, file_hashes, fit_modes, force_errors, learning_curve
+from .fit import FitSettings, file_hashes, fit_modes, force_errors, learning_curve, sha256_of
 from .model import CHANNEL_KEYS, Channel, LossModel, WaterSystem
 from .topology import SPECIES
-from .workflow import default_equilibration_ps, load_water_run, simulation_row, trajectory_of
+from .workflow import default_equilibration_ps, load_water_run, trajectory_of
 
 BASELINE_NAME = "SPC/Fw"
 SPCFW_CITATION = "SPC/Fw: Wu, Tepper & Voth, J. Chem. Phys. 124, 024503 (2006); OpenMM PME, 0.6 nm cutoff"
@@ -60,10 +59,6 @@ def _step_mask(steps, span) -> np.ndarray:
         return np.ones(len(steps), bool)
     a, b = span
     return (steps >= (a if a is not None else steps.min())) & (steps < (b if b is not None else steps.max() + 1))
-
-
-def _sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _stage_done(folder: Path, stamp: dict, *files) -> bool:
@@ -244,7 +239,7 @@ def held_out_errors(model: LossModel, run: Cp2kRun, system: WaterSystem, max_fra
 def agents_stage(models: dict, run: Cp2kRun, system: WaterSystem, out: Path, n_frames=20,
                  progress=True) -> dict:
     """Sensitivity table and plot of every learned model, and held-out errors (cached)."""
-    stamp = {"models": {n: _sha256(p) for n, p in models.items()}, "project": run.project,
+    stamp = {"models": {n: sha256_of(p) for n, p in models.items()}, "project": run.project,
              "n_frames": n_frames, "reference_frames": run.n_frames}
     if _stage_done(out, stamp, "agents.json", "sensitivity.png"):
         _say(progress, f"agents: cached in {out}")
@@ -307,7 +302,7 @@ def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Pat
     from .simulate import simulate
     from .spcfw import spcfw_system
 
-    stamp = {"model_sha256": _sha256(model_path) if model_path else "SPC/Fw", "project": run.project,
+    stamp = {"model_sha256": sha256_of(model_path) if model_path else "SPC/Fw", "project": run.project,
              "start_step": int(run.steps[-1]), "temperature_K": run.settings.temperature_k,
              "timestep_ps": run.settings.timestep_ps, "report_interval": report_interval}
     if (out / STAMP).exists() and not _stage_done(out, stamp):
@@ -367,12 +362,21 @@ def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSyst
 
 
 def row_of(sim_dir):
-    """validation.Row of a simulation folder, with its velocities, heat and net force when recorded."""
-    row = simulation_row(sim_dir)
+    """validation.Row of a simulation folder: trajectory, state log, and from the summary
+    the cost, heat and net force; velocities when recorded."""
+    import mdtraj
+
+    from .simulate import read_state_log
+    from .validation import Row
+
     sim_dir = Path(sim_dir)
-    if (sim_dir / "summary.json").exists():
-        s = json.loads((sim_dir / "summary.json").read_text())
-        row.heat_per_ps, row.net_force = s.get("heat_per_ps"), s.get("mean_net_force")
+    traj = mdtraj.load(str(sim_dir / "trajectory.dcd"), top=str(sim_dir / "topology.pdb"))
+    log = read_state_log(sim_dir / "state.csv")
+    traj.time = log["time_ps"][: len(traj)]
+    s = json.loads((sim_dir / "summary.json").read_text()) if (sim_dir / "summary.json").exists() else {}
+    row = Row(traj, temperature=log["temperature_K"], temperature_times_ps=log["time_ps"],
+              seconds_per_step=s.get("seconds_per_step"))
+    row.heat_per_ps, row.net_force = s.get("heat_per_ps"), s.get("mean_net_force")
     if (sim_dir / "velocities.npy").exists() and (sim_dir / "velocities.json").exists():
         row.velocities = np.load(sim_dir / "velocities.npy")
         row.velocity_dt_ps = json.loads((sim_dir / "velocities.json").read_text())["dt_ps"]
@@ -525,7 +529,7 @@ def _provenance(run, eq, row_eq, train_steps, fitted, models, folders, baseline,
         lines.append(f"fit: both modes on CP2K steps {a if a is not None else run.steps[0]}-"
                      f"{b if b is not None else 'end'} (the fit holds out its last 20 % after a gap)")
     for n, p in models.items():
-        lines.append(f"{n}: model {Path(p).name} sha256 {_sha256(p)[:16]}")
+        lines.append(f"{n}: model {Path(p).name} sha256 {sha256_of(p)[:16]}")
     if folders:
         lines.append(f"OpenMM {openmm.__version__} on the {platform} platform, {os.cpu_count()} CPU cores; "
                      f"{ps:g} ps per row from CP2K step {run.steps[-1]} (its positions and velocities)")

@@ -111,22 +111,6 @@ def default_equilibration_ps(run: Cp2kRun) -> float:
     return float(min(5.0, 0.5 * (run.times_ps[-1] - run.times_ps[0])))
 
 
-def simulation_row(sim_dir):
-    """A validation Row from a simulation folder (trajectory, state log, summary)."""
-    import mdtraj
-
-    from .simulate import read_state_log
-    from .validation import Row
-
-    sim_dir = Path(sim_dir)
-    traj = mdtraj.load(str(sim_dir / "trajectory.dcd"), top=str(sim_dir / "topology.pdb"))
-    log = read_state_log(sim_dir / "state.csv")
-    traj.time = log["time_ps"][: len(traj)]
-    summary = json.loads((sim_dir / "summary.json").read_text()) if (sim_dir / "summary.json").exists() else {}
-    return Row(traj, temperature=log["temperature_K"], temperature_times_ps=log["time_ps"],
-               seconds_per_step=summary.get("seconds_per_step"))
-
-
 def validate_simulations(reference_dir, simulations: dict, out_dir, *, equilibration_ps=None,
                          row_equilibration_ps=2.0, extra_info=None, allow_truncated=False, thresholds=None):
     """Compare simulation folders {name: folder} with a CP2K run; write the report.
