@@ -203,6 +203,63 @@ def temperature(velocities, masses, dof: int | None = None) -> np.ndarray:
     return kinetic2 / (dof * KB_KJMOL_K)
 
 
+#: Kinds of motion of kinetic_temperatures, in report order.
+KINETIC_KINDS = ("O", "H", "translation", "rotation", "vibration")
+
+
+def kinetic_temperatures(positions, velocities, masses, box) -> dict:
+    """Kinetic temperature (K) per frame of each species and of each kind of molecular motion.
+
+    positions, velocities: (n_frames, 3 n_mol, 3) or one frame, atoms in O H H order per
+    molecule, nm and nm/ps; masses (amu) per atom; box: edges (3,) or (n_frames, 3) nm.
+    Velocities are taken in the frame of the whole box's centre of mass (its 3 degrees of
+    freedom are removed, shared among species by mass). Each molecule's kinetic energy
+    splits exactly into centre-of-mass translation, rigid rotation (1/2 w.L with the
+    instantaneous inertia tensor) and the rest, internal vibration: 3 degrees of freedom
+    each, all at T in equilibrium (the split is an orthogonal projection of the momenta
+    in the mass metric). Returns {"O", "H", "translation", "rotation", "vibration", "total"}
+    -> (n_frames,) arrays. Vectorised over frames and molecules.
+    """
+    x = np.asarray(positions, float)
+    v = np.asarray(velocities, float)
+    if x.ndim == 2:
+        x, v = x[None], v[None]
+    m = np.asarray(masses, float)
+    n_frames, n_atoms = x.shape[:2]
+    if n_atoms % 3 or v.shape != x.shape or m.shape != (n_atoms,):
+        raise ValueError("positions, velocities (n_frames, 3 n_mol, 3) and masses (3 n_mol,) must match")
+    n_mol = n_atoms // 3
+    box = np.broadcast_to(np.asarray(box, float).reshape(-1, 3), (n_frames, 3))[:, None, None, :]
+    v = v - np.einsum("i,fij->fj", m, v)[:, None, :] / m.sum()
+    xm, vm, mm = x.reshape(n_frames, n_mol, 3, 3), v.reshape(n_frames, n_mol, 3, 3), m.reshape(n_mol, 3)
+    # whole molecules: each H at the minimum image of its own O
+    rel = xm - xm[:, :, :1]
+    rel -= box * np.rint(rel / box)
+    mol_mass = mm.sum(axis=1)[None, :, None]
+    com = np.einsum("ma,fmak->fmk", mm, rel) / mol_mass
+    vcom = np.einsum("ma,fmak->fmk", mm, vm) / mol_mass
+    r = rel - com[:, :, None]
+    u = vm - vcom[:, :, None]
+    ang = np.einsum("ma,fmak->fmk", mm, np.cross(r, u))
+    r2 = np.einsum("fmak,fmak->fma", r, r)
+    inertia = (np.einsum("ma,fma->fm", mm, r2)[..., None, None] * np.eye(3)
+               - np.einsum("ma,fmak,fmal->fmkl", mm, r, r))
+    omega = np.linalg.solve(inertia, ang[..., None])[..., 0]
+    kinetic = {  # twice the kinetic energy, kJ/mol
+        "translation": np.einsum("m,fmk->f", mol_mass[0, :, 0], vcom**2),
+        "rotation": np.einsum("fmk,fmk->f", omega, ang),
+        "total": np.einsum("i,fik->f", m, v**2),
+    }
+    kinetic["vibration"] = kinetic["total"] - kinetic["translation"] - kinetic["rotation"]
+    species_dof = {}
+    for name, sel in (("O", slice(0, None, 3)), ("H", np.arange(n_atoms) % 3 != 0)):
+        kinetic[name] = np.einsum("i,fik->f", m[sel], v[:, sel] ** 2)
+        species_dof[name] = 3 * len(m[sel]) - 3 * m[sel].sum() / m.sum()
+    dof = {"translation": 3 * n_mol - 3, "rotation": 3 * n_mol, "vibration": 3 * n_mol,
+           "total": 3 * n_atoms - 3, **species_dof}
+    return {k: kinetic[k] / (dof[k] * KB_KJMOL_K) for k in KINETIC_KINDS + ("total",)}
+
+
 # --------------------------------------------------------------------------- uncertainty
 
 def standard_error(values):
@@ -292,6 +349,33 @@ def diffusion_coefficient(t, msd, fit_range=(0.3, 1.0)) -> float:
     return float(slope / 6.0)
 
 
+#: Lag times (ps) whose MSD slope gives the diffusion coefficient: past the ballistic
+#: start and the cage (~0.5 ps in water), where the MSD of liquid water is linear.
+DIFFUSION_WINDOW_PS = (1.0, 2.5)
+
+
+def diffusion_in_window(traj, window_ps=DIFFUSION_WINDOW_PS) -> float:
+    """O self-diffusion (nm^2/ps) from the MSD slope over lag times window_ps = (lo, hi).
+
+    The run must span at least 2 hi, so that every lag of the window is averaged over
+    as many time origins as it is long; shorter runs raise ValueError (too short for a
+    diffusion coefficient, whatever a fit would print).
+    """
+    lo, hi = window_ps
+    if traj.n_frames < 4:
+        raise ValueError(f"{traj.n_frames} frames are too few for diffusion")
+    dt = float(np.mean(np.diff(traj.time)))
+    span = traj.n_frames * dt  # what the frames cover, as contiguous blocks count it
+    if span < 2 * hi - 1e-9:
+        raise ValueError(f"{span:.3g} ps is too short for diffusion over lags {lo:g}-{hi:g} ps "
+                         f"(needs {2 * hi:g} ps)")
+    t, msd = msd_oxygen(traj, max_lag=int(np.ceil(hi / dt)))
+    sel = (t >= lo - 1e-9) & (t <= hi + 1e-9)
+    if sel.sum() < 3:
+        raise ValueError(f"frames every {dt:g} ps give fewer than 3 lags in {lo:g}-{hi:g} ps")
+    return float(np.polyfit(t[sel], msd[sel], 1)[0] / 6.0)
+
+
 def hbonds_per_molecule(traj, method: str = "wernet_nilsson") -> np.ndarray:
     """Hydrogen bonds each molecule takes part in (donor or acceptor), per frame: 2 N_hb / N_mol."""
     if method == "wernet_nilsson":
@@ -357,13 +441,17 @@ def vibrational_spectrum(t, c, n_points: int = 8192):
 def band_positions(nu, intensity, bands=None) -> dict:
     """Wavenumber (cm^-1) of the spectrum's maximum inside each band window.
 
-    A maximum on the window's edge is no band (NaN).
+    A maximum on the window's edge is no band (NaN), and so is a window the spectrum does
+    not reach (above the Nyquist frequency of the velocities).
     """
     bands = SPECTRAL_BANDS if bands is None else bands
     nu, intensity = np.asarray(nu, float), np.asarray(intensity, float)
     out = {}
     for name, (lo, hi) in bands.items():
         idx = np.flatnonzero((nu >= lo) & (nu <= hi))
+        if len(idx) < 3:  # the window lies above the Nyquist frequency of the series
+            out[name] = float("nan")
+            continue
         k = idx[np.argmax(intensity[idx])]
         out[name] = float(nu[k]) if k not in (idx[0], idx[-1]) else float("nan")
     return out

@@ -154,10 +154,13 @@ class LearningIntegrator(mm.CustomIntegrator):
     Global variables a reporter can read: "heat" (kJ/mol removed by the thermostat,
     cumulative), "fnet_x/y/z" (net force of the last step, kJ/mol/nm), "ke2" (twice the
     kinetic energy). After setting positions by hand call `invalidate()`.
+
+    friction_per_ps: Langevin friction on every degree of freedom instead of the Nose-Hoover
+    chain (a local thermostat for equilibration; seed sets its random numbers).
     """
 
     def __init__(self, temperature_k, timestep_ps, collision_time_ps=None, chain_length=None,
-                 agent_species=None, n_atoms=None):
+                 agent_species=None, n_atoms=None, friction_per_ps=None, seed=0):
         super().__init__(timestep_ps)
         kT = KB_KJMOL_K * temperature_k
         n = len(agent_species) if agent_species is not None else n_atoms
@@ -202,13 +205,19 @@ class LearningIntegrator(mm.CustomIntegrator):
         self.addComputeSum("mtot", "m*ex")
         self.addComputeGlobal("ready", "1")
         self.endBlock()
-        self._thermostat_half(M)
+        thermostat = self._thermostat_half if friction_per_ps is None else self._langevin_half
+        self.friction_per_ps = friction_per_ps
+        if friction_per_ps is not None:
+            self.addGlobalVariable("fric", float(friction_per_ps))
+            self.addGlobalVariable("ke2old", 0.0)
+            self.setRandomNumberSeed(int(seed))
+        thermostat(M)
         self.addComputePerDof("v", "v + 0.5*dt*fa/m")
         self.addComputePerDof("x", "x + dt*v")
         self._compute_force()
         self.addComputePerDof("v", "v + 0.5*dt*fa/m")
         self._remove_com()
-        self._thermostat_half(M)
+        thermostat(M)
         for c in "xyz":
             self.addComputeSum(f"fnet_{c}", f"fa*e{c}")
         units = np.zeros((n, 3))
@@ -260,6 +269,18 @@ class LearningIntegrator(mm.CustomIntegrator):
         self.addComputeGlobal("ke2", "ke2*scale^2")
         for k in range(M):
             update(k)
+
+    def _langevin_half(self, _M):
+        """Half a step of Langevin friction and noise on every degree of freedom (OBABO).
+
+        A local thermostat: unlike a Nose-Hoover variable, which scales every velocity by
+        one factor, it brings each kind of motion to the target temperature by itself.
+        """
+        self.addComputeSum("ke2old", "m*v*v")
+        self.addComputePerDof("v", "v*exp(-0.5*dt*fric) + sqrt(kT*(1 - exp(-dt*fric))/m)*gaussian")
+        self._remove_com()
+        self.addComputeSum("ke2", "m*v*v")
+        self.addComputeGlobal("heat", "heat + 0.5*(ke2old - ke2)")
 
     def invalidate(self):
         """Forces cached in the integrator are stale (positions were set by hand)."""

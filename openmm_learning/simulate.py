@@ -15,6 +15,7 @@ from openmm import app, unit
 from tqdm.auto import tqdm
 
 from . import kernels
+from .analysis import KINETIC_KINDS, kinetic_temperatures
 from .model import LossModel, angle_channel_table, pair_channel_table
 from .openmm_system import LearningIntegrator, create_system
 from .topology import openmm_topology
@@ -47,7 +48,8 @@ class _StateLog:
     """CSV log: step, time, temperature (3N-3 dof), kinetic/potential energy, heat, net force."""
 
     header = ["step", "time_ps", "temperature_K", "kinetic_kJmol", "potential_kJmol",
-              "thermostat_heat_kJmol", "net_force_kJmol_nm", "out_of_range_terms"]
+              "thermostat_heat_kJmol", "net_force_kJmol_nm", "out_of_range_terms"] + [
+              f"T_{kind}_K" for kind in KINETIC_KINDS]
 
     def __init__(self, path: Path, append: bool):
         self.path = path
@@ -82,12 +84,19 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
              report_interval: int = 100, checkpoint_interval: int = 1000,
              collision_time_ps: float | None = None, platform: str = "CPU", seed: int = 1,
              resume: bool = True, progress: bool = True, max_temperature_factor: float = 4.0,
-             system: mm.System | None = None, name: str | None = None) -> SimulationResult:
+             system: mm.System | None = None, name: str | None = None,
+             equilibration_ps: float = 0.0, equilibration_friction_per_ps: float = 5.0) -> SimulationResult:
     """Run `steps` of learning dynamics from one frame (nm, nm/ps) and write to out_dir.
 
     Files: trajectory.dcd (every report_interval steps), state.csv, checkpoint.chk,
     topology.pdb, summary.json; on a blow-up also last_good.pdb. With resume=True an
     existing checkpoint in out_dir is continued up to `steps` in total, appending to the files.
+    velocities None: drawn at temperature_k with `seed`. equilibration_ps: first run that
+    long with Langevin friction on every degree of freedom (same forces, nothing recorded),
+    so that every kind of motion starts at the target temperature: a global thermostat
+    cannot repair a start out of equipartition (e.g. a CP2K frame of a CSVR run).
+    state.csv logs the kinetic temperature of O, H and molecular translation, rotation
+    and vibration (analysis.kinetic_temperatures) at every report.
     Atoms must be in O H H order per molecule (molecules[i] = 3i, 3i+1, 3i+2).
     system: a ready conservative openmm.System to run instead of the model's (e.g. the
     SPC/Fw baseline; model may then be None), with the reciprocal-mode integrator;
@@ -118,11 +127,11 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
         done = int(round(sim.context.getState().getTime().value_in_unit(unit.picosecond) / timestep_ps))
         sim.currentStep = done
     else:
-        sim.context.setPositions(np.asarray(positions, float))
-        if velocities is None:
-            sim.context.setVelocitiesToTemperature(temperature_k * unit.kelvin, seed)
-        else:
-            sim.context.setVelocities(np.asarray(velocities, float))
+        positions, velocities = _start(system, mode, species, positions, velocities, temperature_k,
+                                       timestep_ps, seed, equilibration_ps, equilibration_friction_per_ps,
+                                       platform)
+        sim.context.setPositions(positions)
+        sim.context.setVelocities(velocities)
         with open(paths["pdb"], "w") as fh:
             app.PDBFile.writeFile(topology, np.asarray(positions, float) * 10.0, fh)
         done = 0
@@ -174,8 +183,10 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
                 warned = True
             fnet = np.linalg.norm([integrator.getGlobalVariableByName(f"fnet_{c}") for c in "xyz"])
             pot = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+            kinds = kinetic_temperatures(pos, vel, masses, box_nm)
             log.write([done, done * timestep_ps, temp, ke, pot if mode == "reciprocal" else float("nan"),
-                       integrator.getGlobalVariableByName("heat"), float(fnet), bad])
+                       integrator.getGlobalVariableByName("heat"), float(fnet), bad]
+                      + [float(kinds[k][0]) for k in KINETIC_KINDS])
             if done % checkpoint_interval < report_interval or done == steps:
                 _checkpoint(sim, paths["checkpoint"])
     finally:
@@ -185,9 +196,35 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
     summary.update(mode=mode, name=label, temperature_target_K=temperature_k, timestep_ps=timestep_ps,
                    platform=platform, collision_time_ps=integrator.collision_time_ps,
-                   chain_length=integrator.chain_length)
+                   chain_length=integrator.chain_length, seed=seed, equilibration_ps=equilibration_ps,
+                   equilibration_friction_per_ps=equilibration_friction_per_ps)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return result
+
+
+def _start(system, mode, species, positions, velocities, temperature_k, timestep_ps, seed,
+           equilibration_ps, friction_per_ps, platform):
+    """Start positions and velocities (nm, nm/ps), after the Langevin equilibration if asked."""
+    positions = np.asarray(positions, float)
+    steps = int(round(equilibration_ps / timestep_ps))
+    if velocities is not None and not steps:
+        return positions, np.asarray(velocities, float)
+    integ = LearningIntegrator(temperature_k, timestep_ps, agent_species=species if mode == "agent" else None,
+                               n_atoms=len(species), friction_per_ps=friction_per_ps, seed=seed)
+    ctx = mm.Context(system, integ, mm.Platform.getPlatformByName(platform))
+    ctx.setPositions(positions)
+    if velocities is None:
+        ctx.setVelocitiesToTemperature(temperature_k * unit.kelvin, seed)
+    else:
+        ctx.setVelocities(np.asarray(velocities, float))
+    if steps:
+        integ.step(steps)
+    state = ctx.getState(getPositions=True, getVelocities=True)
+    x = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    v = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(v))):
+        raise SimulationError(f"the {equilibration_ps:g} ps Langevin equilibration blew up; try a shorter timestep")
+    return x, v
 
 
 def _checkpoint(sim, path: Path):

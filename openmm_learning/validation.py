@@ -2,14 +2,23 @@
 
 ``validate(reference, rows, out_dir=...)`` computes, for every row against the
 reference: g_OO, g_OH, g_HH features and integrated |dg|, O-H length and H-O-H angle
-distributions, hydrogen bonds per molecule, O self-diffusion, temperature mean and
-fluctuation, the vibrational bands of the hydrogen velocity autocorrelation, the
-thermostat's heat and the net force (reported), and the cost ratio CP2K / row.
-Every number carries a block-average
-uncertainty and is judged against a threshold from ``validation/thresholds.json``.
-The reference's own noise floor (its first half against its second half) is reported
-next to each metric, and a threshold is raised to ``noise_floor_factor`` times that
-floor when the reference is too short to resolve the threshold (DESIGN.md section 4).
+distributions, hydrogen bonds per molecule, O self-diffusion over a fixed window of lag
+times, temperature mean and fluctuation, the kinetic temperature of O, of H and of
+molecular translation, rotation and vibration (equipartition, against the target and
+against the reference), the vibrational bands of the hydrogen velocity autocorrelation,
+the thermostat's heat and the net force (reported), and the cost ratio CP2K / row.
+
+A row may be several independent runs (seeds): values are their mean and the
+uncertainty comes from contiguous blocks of every run (independent runs and long
+blocks are both nearly independent samples). Every judged metric has one of three
+outcomes against its threshold (``validation/thresholds.json``), with z Student's t
+quantile of the two-sided ``confidence`` for the uncertainty's degrees of freedom:
+pass (the whole interval value +- z sigma is inside), fail (all of it is outside), or
+inconclusive (the data cannot decide). A metric that the data cannot measure (a feature
+absent in row and reference, a band above the Nyquist frequency, a run too short for
+diffusion, different masses for dynamics) is "n/a" with the reason, never a pass.
+The reference's own noise (its first half against its second half) and the reference
+length that would resolve each threshold are reported.
 Writes PNG plots, ``report.md``, a self-contained ``report.html`` (plots embedded)
 and ``metrics.json`` to ``out_dir``. ``validation_suite`` runs the simulations that
 feed it.
@@ -31,8 +40,11 @@ import numpy as np
 from . import analysis
 
 PAIRS = ("OO", "OH", "HH")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_THRESHOLDS = Path(__file__).resolve().parents[1] / "validation" / "thresholds.json"
+KINDS = analysis.KINETIC_KINDS
+KIND_LABELS = {"O": "O atoms", "H": "H atoms", "translation": "molecular translation",
+               "rotation": "molecular rotation", "vibration": "internal vibration"}
 
 #: Metric key -> (label, unit). Difference metrics are row - reference.
 METRICS = {}
@@ -55,6 +67,11 @@ METRICS.update({
     "diffusion.log_ratio": ("O self-diffusion, ln(D_row / D_ref)", ""),
     "temperature.mean": ("temperature mean", "K"),
     "temperature.std": ("temperature fluctuation (std)", "K"),
+})
+for _k in KINDS:
+    METRICS[f"kinetic_vs_target.{_k}"] = (f"kinetic temperature of {KIND_LABELS[_k]} - target", "K")
+    METRICS[f"kinetic_vs_reference.{_k}"] = (f"kinetic temperature of {KIND_LABELS[_k]}", "K")
+METRICS.update({
     "vacf.libration_band": ("H spectrum: libration band position", "cm^-1"),
     "vacf.bend_band": ("H spectrum: H-O-H bend band position", "cm^-1"),
     "vacf.stretch_band": ("H spectrum: O-H stretch band position", "cm^-1"),
@@ -63,7 +80,8 @@ METRICS.update({
     "cost.speedup": ("speed-up, CP2K s/step / row s/step", "x"),
 })
 
-#: Longest lag (ps) of the velocity autocorrelation whose spectrum gives the bands.
+#: Longest lag (ps) of the velocity autocorrelation whose spectrum gives the bands; every
+#: series (and each of its blocks) uses one common lag, shortened to fit the shortest.
 VACF_MAX_LAG_PS = 0.2
 
 #: Columns of the summary table: (header, metric, "row" = the row's own number or
@@ -80,7 +98,9 @@ SUMMARY_COLUMNS = (
     ("H-bonds / mol", "hbonds.per_molecule", "row", 1.0, "{:.2f}"),
     ("D_O (1e-5 cm²/s)", "diffusion.log_ratio", "row", 1000.0, "{:.2f}"),
     ("T (K)", "temperature.mean", "row", 1.0, "{:.1f}"),
-    ("σ_T (K)", "temperature.std", "row", 1.0, "{:.1f}"),
+    ("T_O / T_H (K)", "kinetic_vs_reference.O", "pair:kinetic_vs_reference.H", 1.0, "{:.0f}"),
+    ("T trans / rot / vib (K)", "kinetic_vs_reference.translation",
+     "pair:kinetic_vs_reference.rotation:kinetic_vs_reference.vibration", 1.0, "{:.0f}"),
     ("libration (cm⁻¹)", "vacf.libration_band", "row", 1.0, "{:.0f}"),
     ("bend (cm⁻¹)", "vacf.bend_band", "row", 1.0, "{:.0f}"),
     ("stretch (cm⁻¹)", "vacf.stretch_band", "row", 1.0, "{:.0f}"),
@@ -89,6 +109,8 @@ SUMMARY_COLUMNS = (
     ("ms / step", "cost.speedup", "row", 1000.0, "{:.3g}"),
     ("speed-up", "cost.speedup", "value", 1.0, "{:.0f}"),
 )
+
+OUTCOMES = ("pass", "fail", "inconclusive", "n/a", "reported")
 
 
 @dataclass
@@ -102,7 +124,9 @@ class Row:
     (value, uncertainty)); a ``cost`` entry given to validate() overrides it.
     velocities: (n, n_atoms, 3) nm/ps, evenly spaced by velocity_dt_ps, atoms as in traj;
     with velocity_times_ps the equilibration cut applies to them too, without they are
-    used whole (e.g. a recording made after the run). heat_per_ps: heat the thermostat
+    used whole (e.g. a recording made after the run). kinetic: {kind: (n,) K} for the
+    kinds of analysis.KINETIC_KINDS at kinetic_times_ps. hydrogen_mass_amu: the run's H
+    mass (dynamics compare only between equal masses). heat_per_ps: heat the thermostat
     removes (kJ/mol/ps); net_force: mean |sum of all forces| (kJ/mol/nm).
     """
 
@@ -115,12 +139,16 @@ class Row:
     velocity_times_ps: np.ndarray | None = None
     heat_per_ps: float | None = None
     net_force: float | None = None
+    kinetic: dict | None = None
+    kinetic_times_ps: np.ndarray | None = None
+    hydrogen_mass_amu: float = 1.00794
 
 
 @dataclass
 class ValidationResult:
-    """passed: every judged metric of every non-baseline row passed. metrics: one record
-    (dict) per row and metric, as in metrics.json. report_path: report.md."""
+    """passed: no judged metric of a non-baseline row failed. rows_passed: the same per
+    row; verdicts: "PASS", "FAIL" or "INCONCLUSIVE" per row. metrics: one record (dict)
+    per row and metric, as in metrics.json. report_path: report.md."""
 
     passed: bool
     metrics: list
@@ -130,6 +158,8 @@ class ValidationResult:
     html_path: Path | None = None
     summary: dict = field(default_factory=dict)
     baseline: str | None = None
+    verdicts: dict = field(default_factory=dict)
+    equipartition: dict = field(default_factory=dict)
 
     def metric(self, row: str, key: str) -> dict:
         """The record of one metric of one row."""
@@ -140,7 +170,12 @@ class ValidationResult:
 
     def failed(self, row: str | None = None) -> list:
         """Records that failed (of one row, or of all rows)."""
-        return [m for m in self.metrics if m["passed"] is False and (row is None or m["row"] == row)]
+        return [m for m in self.metrics if m["outcome"] == "fail" and (row is None or m["row"] == row)]
+
+    def outcomes(self, row: str) -> dict:
+        """{outcome: number of metrics} of one row."""
+        recs = [m for m in self.metrics if m["row"] == row]
+        return {o: sum(m["outcome"] == o for m in recs) for o in OUTCOMES}
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -149,7 +184,7 @@ def load_thresholds(thresholds=None) -> dict:
     """The thresholds config: the default file, a path, or a dict merged over the default.
 
     A dict may hold only what it changes, e.g. {"metrics": {"rdf_OO.integrated_abs_diff": {"max": 0.3}}}
-    or {"noise_floor_factor": 0}; a metric set to None is reported but not judged.
+    or {"confidence": 0.99}; a metric set to None is reported but not judged.
     """
     if isinstance(thresholds, (str, Path)):
         cfg = json.loads(Path(thresholds).read_text())
@@ -177,95 +212,199 @@ def load_thresholds(thresholds=None) -> dict:
     return cfg
 
 
-# --------------------------------------------------------------------------- per-trajectory numbers
+# --------------------------------------------------------------------------- runs, blocks and profiles
 
-def _cut(traj, ps):
-    if not ps:
-        return traj
-    keep = traj.time >= traj.time[0] + ps - 1e-9
-    if keep.sum() < 2:
-        raise ValueError(f"cutting {ps} ps leaves fewer than 2 frames")
-    return traj[np.flatnonzero(keep)]
-
-
-def _temperature_series(row: Row, ps):
-    if row.temperature is None:
+def _series(values, times, n, what):
+    if values is None:
         return None
-    temp = np.asarray(row.temperature, float)
-    times = row.temperature_times_ps
+    values = np.asarray(values, float)
     if times is None:
-        if len(temp) != row.traj.n_frames:
-            raise ValueError(f"{len(temp)} temperatures for {row.traj.n_frames} frames: give temperature_times_ps")
-        times = row.traj.time
-    times = np.asarray(times, float)
-    keep = times >= times[0] + (ps or 0.0) - 1e-9
-    return np.column_stack([times[keep], temp[keep]])
-
-
-def _velocity_series(row: Row, ps):
-    """(velocities, dt) after the equilibration cut (only when times are given), or None."""
-    if row.velocities is None:
+        if len(values) != n:
+            raise ValueError(f"{len(values)} {what} values for {n} frames: give their times")
         return None
-    v = np.asarray(row.velocities)
-    dt = row.velocity_dt_ps
-    if row.velocity_times_ps is not None:
-        times = np.asarray(row.velocity_times_ps, float)
-        if len(times) != len(v):
-            raise ValueError(f"{len(times)} velocity times for {len(v)} velocity frames")
-        if dt is None:
-            dt = float(np.median(np.diff(times)))
-        v = v[times >= times[0] + (ps or 0.0) - 1e-9]
-    if dt is None:
-        raise ValueError("velocities need velocity_dt_ps or velocity_times_ps")
-    return v, float(dt)
+    if len(times) != len(values):
+        raise ValueError(f"{len(times)} {what} times for {len(values)} values")
+    return np.asarray(times, float)
+
+
+class _Run:
+    """One run after its equilibration cut: trajectory, temperature series (t, T), kinetic
+    temperatures (t, {kind: T}), velocities (v, dt). Splits into blocks by time."""
+
+    def __init__(self, traj, temperature=None, kinetic=None, velocities=None):
+        self.traj, self.temperature, self.kinetic, self.velocities = traj, temperature, kinetic, velocities
+        self.span_ps = float(traj.time[-1] - traj.time[0])
+
+    @classmethod
+    def of_row(cls, row: Row, cut_ps: float):
+        traj = row.traj
+        t_start = float(traj.time[0]) + (cut_ps or 0.0) - 1e-9
+        keep = np.flatnonzero(traj.time >= t_start)
+        if len(keep) < 2:
+            raise ValueError(f"cutting {cut_ps} ps leaves fewer than 2 frames")
+        temp = kin = vel = None
+        if row.temperature is not None:
+            times = _series(row.temperature, row.temperature_times_ps, traj.n_frames, "temperature")
+            times = traj.time if times is None else times
+            sel = times >= times[0] + (cut_ps or 0.0) - 1e-9
+            temp = np.column_stack([times[sel], np.asarray(row.temperature, float)[sel]])
+        if row.kinetic is not None:
+            first = np.asarray(row.kinetic[KINDS[0]])
+            times = _series(first, row.kinetic_times_ps, traj.n_frames, "kinetic temperature")
+            times = traj.time if times is None else times
+            sel = times >= times[0] + (cut_ps or 0.0) - 1e-9
+            kin = (times[sel], {k: np.asarray(row.kinetic[k], float)[sel] for k in KINDS})
+        if row.velocities is not None:
+            v, dt = np.asarray(row.velocities), row.velocity_dt_ps
+            if row.velocity_times_ps is not None:
+                times = np.asarray(row.velocity_times_ps, float)
+                if len(times) != len(v):
+                    raise ValueError(f"{len(times)} velocity times for {len(v)} velocity frames")
+                dt = float(np.median(np.diff(times))) if dt is None else dt
+                v = v[times >= times[0] + (cut_ps or 0.0) - 1e-9]
+            if dt is None:
+                raise ValueError("velocities need velocity_dt_ps or velocity_times_ps")
+            vel = (v, float(dt))
+        return cls(traj[keep], temp, kin, vel)
+
+    def blocks(self, n: int) -> list:
+        """n contiguous blocks, each field cut at the same fractions of its own series."""
+        def cut(arr, k):
+            edges = np.linspace(0, len(arr), n + 1).astype(int)
+            return arr[edges[k]:edges[k + 1]]
+        out = []
+        for k in range(n):
+            t = cut(np.arange(self.traj.n_frames), k)
+            kin = None if self.kinetic is None else (cut(self.kinetic[0], k),
+                                                     {q: cut(v, k) for q, v in self.kinetic[1].items()})
+            out.append(_Run(self.traj[t], None if self.temperature is None else cut(self.temperature, k), kin,
+                            None if self.velocities is None else (cut(self.velocities[0], k), self.velocities[1])))
+        return out
+
+
+def _sem(values):
+    return analysis.standard_error(values)
 
 
 class _Profile:
-    """Everything computed once per trajectory, with block standard errors."""
+    """Everything computed once per row (or reference): values over all its runs and
+    standard errors over its independent parts (the runs when there are two or more,
+    else contiguous blocks of the one run)."""
 
-    def __init__(self, traj, temperature, n_blocks, r_max, n_bins, velocities=None,
-                 heat_per_ps=None, net_force=None):
-        self.traj, self.temperature, self.n_blocks = traj, temperature, n_blocks
-        self.heat_per_ps, self.net_force = heat_per_ps, net_force
-        self.duration_ps = float(traj.time[-1] - traj.time[0])
-        self.spectrum = None
-        if velocities is not None:
-            v, dt = velocities
-            t, c, nu, spec, bands = analysis.hydrogen_spectrum(v, dt, traj.topology, VACF_MAX_LAG_PS)
-            sem = analysis.standard_error([analysis.hydrogen_spectrum(b, dt, traj.topology, VACF_MAX_LAG_PS)[4]
-                                           for b in analysis.blocks(v, n_blocks)])
-            self.spectrum = {"t": t, "vacf": c, "nu": nu, "intensity": spec, "bands": bands,
-                             "bands_sem": sem, "span_ps": len(v) * dt, "dt_ps": dt}
+    def __init__(self, runs: list, n_blocks, r_max, n_bins, vacf_lag_ps=None, diffusion_window=None,
+                 heat_per_ps=None, net_force=None, hydrogen_mass_amu=None):
+        self.runs, self.n_blocks = runs, n_blocks
+        self.heat_per_ps, self.net_force, self.hydrogen_mass_amu = heat_per_ps, net_force, hydrogen_mass_amu
+        self.seeds = len(runs)
+        # blocks of every run: long blocks of one run are nearly independent, and so are runs
+        self.parts = [b for run in runs for b in run.blocks(n_blocks)]
+        self.dof = len(self.parts) - 1
+        self.part_kind = f"{n_blocks} blocks of each of {len(runs)} run{'s' if len(runs) > 1 else ''}"
+        self.duration_ps = float(sum(r.span_ps for r in runs))
+        self.run_span_ps = min(r.span_ps for r in runs)
+        self.traj = runs[0].traj
         self.rdf = {}
         for p in PAIRS:
-            rho = analysis.partner_density(traj, p)
-            r, g = analysis.rdf(traj, p, r_max, n_bins)
-            g_blocks = [analysis.rdf(b, p, r_max, n_bins)[1] for b in analysis.blocks(traj, n_blocks)]
-            feats_blocks = [analysis.rdf_features(r, gb, rho, p) for gb in g_blocks]
-            self.rdf[p] = {"r": r, "g": g, "g_sem": np.std(g_blocks, axis=0, ddof=1) / math.sqrt(n_blocks),
+            rho = analysis.partner_density(self.traj, p)
+            r, g = self._rdf_mean(runs, p, r_max, n_bins)
+            g_parts = [self._rdf_mean([part], p, r_max, n_bins)[1] for part in self.parts]
+            self.rdf[p] = {"r": r, "g": g, "g_sem": np.std(g_parts, axis=0, ddof=1) / math.sqrt(len(g_parts)),
                            "features": analysis.rdf_features(r, g, rho, p),
-                           "features_sem": analysis.standard_error(feats_blocks)}
-        self.bond = analysis.bond_lengths(traj)
-        self.angle = analysis.hoh_angles(traj)
-        self.hbonds = analysis.hbonds_per_molecule(traj)
+                           "features_sem": _sem([analysis.rdf_features(r, gp, rho, p) for gp in g_parts])}
+        self.bond = [analysis.bond_lengths(part.traj) for part in self.parts]
+        self.angle = [analysis.hoh_angles(part.traj) for part in self.parts]
+        self.hbonds = [analysis.hbonds_per_molecule(part.traj) for part in self.parts]
+        self.temperature = None
+        if all(run.temperature is not None for run in runs):
+            self.temperature = [run.temperature for run in runs]
+        self.kinetic = None
+        if all(run.kinetic is not None for run in runs):
+            self.kinetic = {k: self._mean_sem([part.kinetic[1][k] for part in self.parts], np.mean) for k in KINDS}
+        self.diffusion = self._diffusion(diffusion_window) if diffusion_window else None
+        self.spectrum = None
+        if vacf_lag_ps and all(run.velocities is not None for run in runs):
+            self.spectrum = self._spectrum(vacf_lag_ps)
 
-    def blocks(self, arr):
-        return analysis.blocks(arr, self.n_blocks)
+    @staticmethod
+    def _rdf_mean(runs, p, r_max, n_bins):
+        # frame-weighted mean over runs = the RDF of all their frames together
+        res = [(analysis.rdf(run.traj, p, r_max, n_bins), run.traj.n_frames) for run in runs]
+        w = np.array([n for _, n in res], float)
+        return res[0][0][0], np.average([g for (_, g), _ in res], axis=0, weights=w)
 
-    def series_stat(self, arr, fn):
-        """fn of all frames, and its block standard error."""
-        return float(fn(arr)), analysis.standard_error([float(fn(b)) for b in self.blocks(arr)])
+    @staticmethod
+    def _mean_sem(arrays, fn):
+        vals = [float(fn(a)) for a in arrays]
+        return float(np.mean(vals)), _sem(vals)
+
+    def stat(self, name, fn):
+        """fn over the parts of a per-part list attribute: (mean of the parts, their standard error)."""
+        return self._mean_sem(getattr(self, name), fn)
+
+    def pooled(self, name):
+        return np.concatenate([np.ravel(a) for a in getattr(self, name)])
+
+    def temperature_stat(self, fn):
+        """fn of the temperature series: per run, or per block of the one run."""
+        if len(self.temperature) >= 2:
+            series = [t[:, 1] for t in self.temperature]
+        else:
+            series = [b[:, 1] for b in analysis.blocks(self.temperature[0], self.n_blocks)]
+        return self._mean_sem(series, fn)
+
+    def _diffusion(self, window):
+        """{"value", "sem", "dof", "window", "why"}: D (nm^2/ps) over a fixed window of lag times,
+        its error from the runs (two or more) or from blocks of the one run."""
+        out = {"value": math.nan, "sem": math.nan, "dof": 0, "window": tuple(window), "why": ""}
+        try:
+            values = [analysis.diffusion_in_window(run.traj, window) for run in self.runs]
+        except ValueError as exc:
+            out["why"] = f"too short for a diffusion coefficient: {exc}"
+            return out
+        out["value"] = float(np.mean(values))
+        if len(values) >= 2:
+            out["sem"], out["dof"] = _sem(values), len(values) - 1
+            return out
+        run = self.runs[0]
+        n = int(run.traj.n_frames * (run.span_ps / max(run.traj.n_frames - 1, 1)) // (2 * window[1]) + 1e-9)
+        if n < 2:
+            out["why"] = (f"one run of {self.runs[0].span_ps:.3g} ps: no error bar, which needs 2 blocks of "
+                          f"{2 * window[1]:g} ps ({4 * window[1]:g} ps)")
+            return out
+        out["sem"] = _sem([analysis.diffusion_in_window(b.traj, window) for b in self.runs[0].blocks(min(n, 8))])
+        out["dof"] = min(n, 8) - 1
+        return out
+
+    def _spectrum(self, lag_ps):
+        v0, dt = self.runs[0].velocities
+        per_run = [analysis.hydrogen_spectrum(run.velocities[0], dt, self.traj.topology, lag_ps) for run in self.runs]
+        t, c, nu, _, _ = per_run[0]
+        spec = np.mean([s[3] for s in per_run], axis=0)
+        parts = self.runs if len(self.runs) >= 2 else self.runs[0].blocks(self._spectral_blocks(lag_ps))
+        bands = [analysis.hydrogen_spectrum(p.velocities[0], dt, self.traj.topology, lag_ps)[4] for p in parts]
+        nyquist = analysis.CM1_PER_INV_PS / (2 * dt)
+        return {"t": t, "vacf": np.mean([s[1] for s in per_run], axis=0), "nu": nu, "intensity": spec,
+                "bands": analysis.band_positions(nu, spec), "bands_sem": _sem(bands) if len(bands) >= 2 else
+                {b: math.nan for b in analysis.SPECTRAL_BANDS}, "dof": len(bands) - 1, "span_ps": len(v0) * dt,
+                "dt_ps": dt,
+                "nyquist_cm1": nyquist, "lag_ps": lag_ps}
+
+    def _spectral_blocks(self, lag_ps):
+        v, dt = self.runs[0].velocities
+        return int(max(1, min(self.n_blocks, len(v) * dt // (2 * lag_ps))))
 
 
-def _diffusion(traj, t_hi):
-    """D (nm^2/ps) fitted on lags up to t_hi; NaN when the frames are too sparse for that."""
-    dt = float(np.mean(np.diff(traj.time))) if traj.n_frames > 1 else 1.0
-    t, msd = analysis.msd_oxygen(traj, max_lag=int(t_hi / dt + 1e-9))  # only the lags fitted
-    sel = t <= t_hi + 1e-12
-    try:
-        return analysis.diffusion_coefficient(t[sel], msd[sel])
-    except ValueError:
-        return math.nan
+def vacf_lag(profiles_velocities, max_lag_ps=VACF_MAX_LAG_PS, n_blocks=4):
+    """One lag for every velocity series: at most max_lag_ps, and short enough that each
+    single-run series gives at least 2 (up to n_blocks) blocks of twice the lag."""
+    spans = []
+    for runs in profiles_velocities:
+        if len(runs) == 1:
+            v, dt = runs[0]
+            spans.append(len(v) * dt / (2 * 2))
+        else:
+            spans += [len(v) * dt / 2 for v, dt in runs]
+    return float(min([max_lag_ps] + spans))
 
 
 def _diff_record(key, row_v, row_e, ref_v, ref_e):
@@ -275,67 +414,66 @@ def _diff_record(key, row_v, row_e, ref_v, ref_e):
             "value": value, "uncertainty": math.hypot(row_e, ref_e)}
 
 
-def _compare(row: _Profile, ref: _Profile, seconds=None, cp2k_seconds=None) -> list:
+def _na(key, why):
+    return {"metric": key, "value": math.nan, "uncertainty": math.nan, "skipped": why}
+
+
+def _integrated_rdf_record(p, a, b):
+    """integral |g_row - g_ref|: noise alone adds about sqrt(2/pi) sum(sigma dr) to it (the
+    noise bias, taken off before deciding a failure) and scatters it by sqrt(sum (sigma dr)^2)."""
+    r = a["r"]
+    sd = np.sqrt(a["g_sem"] ** 2 + b["g_sem"] ** 2) * (r[1] - r[0]) * analysis.ANGSTROM_PER_NM
+    sd = sd[r <= 0.6 + 1e-9]
+    return {"metric": f"rdf_{p}.integrated_abs_diff", "row_value": None, "row_uncertainty": None,
+            "reference_value": None, "reference_uncertainty": None,
+            "value": analysis.rdf_difference(r, a["g"], b["g"]),
+            "uncertainty": float(np.sqrt(np.sum(sd**2))), "noise_bias": float(np.sqrt(2 / np.pi) * np.sum(sd))}
+
+
+def _compare(row: _Profile, ref: _Profile, seconds=None, cp2k_seconds=None, target_k=None,
+             reference_equipartition_ok=True) -> list:
     """Raw metric records (no thresholds) of row against ref."""
+    out = _compare_records(row, ref, seconds, cp2k_seconds, target_k, reference_equipartition_ok)
+    special = {"diffusion.log_ratio": (row.diffusion or {}).get("dof", 0), **{
+        f"vacf.{b}_band": (row.spectrum or {}).get("dof", 0) for b in analysis.SPECTRAL_BANDS}}
+    ref_special = {"diffusion.log_ratio": (ref.diffusion or {}).get("dof", 0), **{
+        f"vacf.{b}_band": (ref.spectrum or {}).get("dof", 0) for b in analysis.SPECTRAL_BANDS}}
+    for rec in out:
+        rec["dof"] = _welch_dof(rec, special.get(rec["metric"], row.dof), ref_special.get(rec["metric"], ref.dof))
+    return out
+
+
+def _compare_records(row, ref, seconds, cp2k_seconds, target_k, reference_equipartition_ok):
     out = []
     for p in PAIRS:
         a, b = row.rdf[p], ref.rdf[p]
         for feat in ("first_peak_position", "first_peak_height", "first_min_position", "coordination_number"):
             out.append(_diff_record(f"rdf_{p}.{feat}", a["features"][feat], a["features_sem"][feat],
                                     b["features"][feat], b["features_sem"][feat]))
-        r = a["r"]
-        # Uncertainty: the integrated block error of g_row - g_ref, the size of what noise alone adds.
-        sem = np.sqrt(a["g_sem"] ** 2 + b["g_sem"] ** 2)
-        out.append({"metric": f"rdf_{p}.integrated_abs_diff", "row_value": None, "row_uncertainty": None,
+        out.append(_integrated_rdf_record(p, a, b))
+    for name in ("bond", "angle"):
+        key = {"bond": "bond_length", "angle": "hoh_angle"}[name]
+        out.append(_diff_record(f"{key}.mean", *row.stat(name, np.mean), *ref.stat(name, np.mean)))
+        out.append(_diff_record(f"{key}.width", *row.stat(name, np.std), *ref.stat(name, np.std)))
+        parts = [analysis.overlap_coefficient(u, v) for u in getattr(row, name) for v in getattr(ref, name)]
+        out.append({"metric": f"{key}.overlap", "row_value": None, "row_uncertainty": None,
                     "reference_value": None, "reference_uncertainty": None,
-                    "value": analysis.rdf_difference(r, a["g"], b["g"]),
-                    "uncertainty": float(np.sum(sem) * (r[1] - r[0]) * analysis.ANGSTROM_PER_NM)})
-    for name, x, y in (("bond_length", row.bond, ref.bond), ("hoh_angle", row.angle, ref.angle)):
-        out.append(_diff_record(f"{name}.mean", *row.series_stat(x, np.mean), *ref.series_stat(y, np.mean)))
-        out.append(_diff_record(f"{name}.width", *row.series_stat(x, np.std), *ref.series_stat(y, np.std)))
-        blocks = [analysis.overlap_coefficient(u, v) for u, v in zip(row.blocks(x), ref.blocks(y))]
-        out.append({"metric": f"{name}.overlap", "row_value": None, "row_uncertainty": None,
-                    "reference_value": None, "reference_uncertainty": None,
-                    "value": analysis.overlap_coefficient(x, y), "uncertainty": analysis.standard_error(blocks)})
-    out.append(_diff_record("hbonds.per_molecule", *row.series_stat(row.hbonds, np.mean),
-                            *ref.series_stat(ref.hbonds, np.mean)))
-    box = np.mean(row.traj.unitcell_lengths, axis=0)
-    size_note = (f"{row.traj.n_residues} molecules in a {' x '.join(f'{b:.3f}' for b in box)} nm box, "
-                 "no finite-size correction")
-    # Same MSD fit window (in ps) for both, set by the shorter run, so the slopes compare.
-    t_hi = 0.5 * min(row.duration_ps, ref.duration_ps)
-    d_row, d_ref = _diffusion(row.traj, t_hi), _diffusion(ref.traj, t_hi)
-    e_row = analysis.standard_error([_diffusion(b, t_hi / row.n_blocks) for b in row.blocks(row.traj)])
-    e_ref = analysis.standard_error([_diffusion(b, t_hi / ref.n_blocks) for b in ref.blocks(ref.traj)])
-    if np.isfinite(d_row) and np.isfinite(d_ref) and d_row > 0 and d_ref > 0:
-        # ln of the ratio: symmetric, so "within a factor f" is one threshold, ln f.
-        out.append({"metric": "diffusion.log_ratio", "row_value": d_row, "row_uncertainty": e_row,
-                    "reference_value": d_ref, "reference_uncertainty": e_ref, "value": math.log(d_row / d_ref),
-                    "uncertainty": math.hypot(e_row / d_row, e_ref / d_ref), "unit_values": "nm^2/ps",
-                    "context": size_note})
-    else:
-        out.append({"metric": "diffusion.log_ratio", "value": math.nan, "uncertainty": math.nan,
-                    "skipped": f"too few frames for an MSD fit up to {t_hi:.3g} ps"})
+                    "value": analysis.overlap_coefficient(row.pooled(name), ref.pooled(name)),
+                    "uncertainty": _sem(parts) / math.sqrt(2)})
+    out.append(_diff_record("hbonds.per_molecule", *row.stat("hbonds", np.mean), *ref.stat("hbonds", np.mean)))
+    out.append(_diffusion_record(row, ref))
     if row.temperature is not None and ref.temperature is not None:
-        ta, tb = row.temperature[:, 1], ref.temperature[:, 1]
-        out.append(_diff_record("temperature.mean", *row.series_stat(ta, np.mean), *ref.series_stat(tb, np.mean)))
-        out.append(_diff_record("temperature.std", *row.series_stat(ta, np.std), *ref.series_stat(tb, np.std)))
+        out.append(_diff_record("temperature.mean", *row.temperature_stat(np.mean), *ref.temperature_stat(np.mean)))
+        out.append(_diff_record("temperature.std", *row.temperature_stat(np.std), *ref.temperature_stat(np.std)))
     else:
-        for key in ("temperature.mean", "temperature.std"):
-            out.append({"metric": key, "value": math.nan, "uncertainty": math.nan, "skipped": "no temperature series"})
-    for band in analysis.SPECTRAL_BANDS:
-        key = f"vacf.{band}_band"
-        if row.spectrum is None or ref.spectrum is None:
-            out.append({"metric": key, "value": math.nan, "uncertainty": math.nan,
-                        "skipped": "no velocities" + (" in the reference" if ref.spectrum is None else "")})
-            continue
-        a, b = row.spectrum, ref.spectrum
-        out.append(_diff_record(key, a["bands"][band], a["bands_sem"][band], b["bands"][band], b["bands_sem"][band]))
+        out += [_na(k, "no temperature series") for k in ("temperature.mean", "temperature.std")]
+    out += _kinetic_records(row, ref, target_k, reference_equipartition_ok)
+    out += _spectrum_records(row, ref)
     # Reported, not differences: a conservative run has no net force and no steady heat flow.
     for key, attr in (("thermostat.heat_per_ps", "heat_per_ps"), ("forces.net_force", "net_force")):
         a, b = getattr(row, attr), getattr(ref, attr)
         if a is None:
-            out.append({"metric": key, "value": math.nan, "uncertainty": math.nan, "skipped": "not recorded"})
+            out.append(_na(key, "not recorded"))
         else:
             out.append({"metric": key, "row_value": float(a), "row_uncertainty": math.nan,
                         "reference_value": None if b is None else float(b), "reference_uncertainty": math.nan,
@@ -346,9 +484,98 @@ def _compare(row: _Profile, ref: _Profile, seconds=None, cp2k_seconds=None) -> l
                     "reference_value": c, "reference_uncertainty": ce, "value": c / s,
                     "uncertainty": _ratio_error(c / s, se / s, ce / c), "unit_values": "s/step"})
     else:
-        out.append({"metric": "cost.speedup", "value": math.nan, "uncertainty": math.nan,
-                    "skipped": "no seconds per step"})
+        out.append(_na("cost.speedup", "no seconds per step"))
     return out
+
+
+def _masses_differ(row, ref):
+    a, b = row.hydrogen_mass_amu, ref.hydrogen_mass_amu
+    if a is not None and b is not None and abs(a - b) > 0.01 * b:
+        return f"hydrogen masses differ (row {a:g} amu, reference {b:g} amu): dynamics do not compare"
+    return ""
+
+
+def _diffusion_record(row, ref):
+    key = "diffusion.log_ratio"
+    box_row, box_ref = np.mean(row.traj.unitcell_lengths, axis=0), np.mean(ref.traj.unitcell_lengths, axis=0)
+    if not np.allclose(box_row, box_ref, rtol=1e-3):
+        return _na(key, "boxes differ: diffusion depends on the box size (Yeh-Hummer), compare equal boxes")
+    if _masses_differ(row, ref):
+        return _na(key, _masses_differ(row, ref))
+    a, b = row.diffusion, ref.diffusion
+    if b["why"] and not np.isfinite(b["value"]) or not np.isfinite(b["value"]):
+        return _na(key, f"reference {b['why']}")
+    if not np.isfinite(a["value"]):
+        return _na(key, f"row {a['why']}")
+    if a["value"] <= 0 or b["value"] <= 0:
+        return _na(key, "a non-positive MSD slope: no diffusion in the window")
+    lo, hi = a["window"]
+    note = (f"MSD slope over lags {lo:g}-{hi:g} ps; {row.traj.n_residues} molecules in a "
+            f"{box_row[0]:.3f} nm box, no finite-size (Yeh-Hummer) correction")
+    if b["why"]:
+        note += f"; reference {b['why']}"
+    # ln of the ratio: symmetric, so "within a factor f" is one threshold, ln f.
+    return {"metric": key, "row_value": a["value"], "row_uncertainty": a["sem"], "reference_value": b["value"],
+            "reference_uncertainty": b["sem"], "value": math.log(a["value"] / b["value"]),
+            "uncertainty": math.hypot(a["sem"] / a["value"], b["sem"] / b["value"]), "unit_values": "nm^2/ps",
+            "context": note}
+
+
+def _kinetic_records(row, ref, target_k, reference_ok):
+    out = []
+    for k in KINDS:
+        if row.kinetic is None:
+            out.append(_na(f"kinetic_vs_target.{k}", "no kinetic temperatures recorded for the row"))
+        elif target_k is None:
+            out.append(_na(f"kinetic_vs_target.{k}", "no target temperature given"))
+        else:
+            v, e = row.kinetic[k]
+            out.append({"metric": f"kinetic_vs_target.{k}", "row_value": v, "row_uncertainty": e,
+                        "reference_value": float(target_k), "reference_uncertainty": 0.0,
+                        "value": v - float(target_k), "uncertainty": e, "context": "reference column: the target"})
+    for k in KINDS:
+        key = f"kinetic_vs_reference.{k}"
+        if row.kinetic is None or ref.kinetic is None:
+            out.append(_na(key, "no kinetic temperatures" + (" in the reference" if ref.kinetic is None else "")))
+            continue
+        rec = _diff_record(key, *row.kinetic[k], *ref.kinetic[k])
+        if not reference_ok:
+            rec["skipped"] = "the reference is out of equipartition (see the equipartition table): matching it is no test"
+        out.append(rec)
+    return out
+
+
+def _spectrum_records(row, ref):
+    out = []
+    for band, (lo, hi) in analysis.SPECTRAL_BANDS.items():
+        key = f"vacf.{band}_band"
+        if row.spectrum is None or ref.spectrum is None:
+            out.append(_na(key, "no velocities" + (" in the reference" if ref.spectrum is None else "")))
+            continue
+        low = min(row.spectrum["nyquist_cm1"], ref.spectrum["nyquist_cm1"])
+        if hi > low:
+            which = "reference" if ref.spectrum["nyquist_cm1"] <= row.spectrum["nyquist_cm1"] else "row"
+            dt = (ref if which == "reference" else row).spectrum["dt_ps"]
+            out.append(_na(key, f"{which} velocities every {1000 * dt:g} fs: Nyquist {low:.0f} cm^-1 is below "
+                                f"the band's window {lo:g}-{hi:g} cm^-1"))
+            continue
+        if _masses_differ(row, ref):
+            out.append(_na(key, _masses_differ(row, ref)))
+            continue
+        a, b = row.spectrum, ref.spectrum
+        out.append(_diff_record(key, a["bands"][band], a["bands_sem"][band], b["bands"][band], b["bands_sem"][band]))
+    return out
+
+
+def _welch_dof(rec, row_dof, ref_dof):
+    """Degrees of freedom of a record's uncertainty (Welch-Satterthwaite for a difference)."""
+    a, b = rec.get("row_uncertainty"), rec.get("reference_uncertainty")
+    if a is None or b is None or not (np.isfinite(a) and np.isfinite(b)):
+        return max(min(row_dof, ref_dof), 1)
+    if rec.get("reference_uncertainty") == 0.0:
+        return max(row_dof, 1)
+    den = (a**4 / max(row_dof, 1) if a > 0 else 0.0) + (b**4 / max(ref_dof, 1) if b > 0 else 0.0)
+    return float((a * a + b * b) ** 2 / den) if den > 0 else max(min(row_dof, ref_dof), 1)
 
 
 def _ratio_error(ratio, *relative):
@@ -365,34 +592,55 @@ def _with_error(x):
 
 # --------------------------------------------------------------------------- judging
 
-def _judge(rec, spec, floor, factor):
-    """Fill threshold, threshold_used, passed and note into rec."""
+def _judge(rec, spec, confidence):
+    """Fill threshold, kind, outcome, passed and note into rec.
+
+    outcome: "pass" when value +- z sigma lies inside the threshold, "fail" when it lies
+    outside, "inconclusive" when the interval straddles it; z is Student's t quantile of
+    the two-sided `confidence` for the record's degrees of freedom (few blocks or runs
+    widen the interval). "n/a" when the data cannot measure the metric, "reported" when
+    it has no threshold. passed: True, False or None.
+    """
+    from scipy.stats import t as student_t
+
+    z = float(student_t.ppf(0.5 + 0.5 * confidence, max(rec.get("dof", 1e6), 1)))
     label, unit = METRICS[rec["metric"]]
-    rec.update({"label": label, "unit": unit, "noise_floor": floor, "threshold": None,
-                "threshold_used": None, "kind": None, "passed": None, "note": rec.pop("skipped", "")})
+    rec.update({"label": label, "unit": unit, "threshold": None, "kind": None, "passed": None,
+                "outcome": "n/a", "note": rec.pop("skipped", ""), "interval": None})
     if rec["note"]:
         return rec
+    row_v, ref_v = rec.get("row_value"), rec.get("reference_value")
+    if row_v is not None and ref_v is not None and (np.isnan(row_v) or np.isnan(ref_v)):
+        if np.isnan(row_v) and np.isnan(ref_v):
+            rec["note"] = "absent in row and reference: nothing to compare"
+            return rec
+        if spec is not None:
+            rec.update(outcome="fail", passed=False, threshold=float(spec.get("max", spec.get("min"))),
+                       kind="max" if "max" in spec else "min")
+        rec["note"] = "absent in row, present in reference" if np.isnan(row_v) else \
+            "present in row, absent in reference"
+        return rec
     if spec is None:
-        rec["note"] = "no threshold: reported only"
+        rec.update(outcome="reported", note="no threshold: reported only")
         return rec
     kind = "max" if "max" in spec else "min"
     thr = float(spec[kind])
-    used = thr
-    if floor is not None and np.isfinite(floor):
-        # The reference cannot resolve differences below its own half-vs-half disagreement.
-        used = max(thr, factor * floor) if kind == "max" else min(thr, 1.0 - factor * (1.0 - floor))
-    if used != thr:
-        rec["note"] = f"threshold {'raised' if kind == 'max' else 'lowered'} by the reference noise floor (x{factor:g})"
-    rec.update({"threshold": thr, "threshold_used": used, "kind": kind})
-    v = rec["value"]
-    row_v, ref_v = rec.get("row_value"), rec.get("reference_value")
-    if row_v is not None and ref_v is not None and (np.isnan(row_v) or np.isnan(ref_v)):
-        both = np.isnan(row_v) and np.isnan(ref_v)
-        rec["passed"] = bool(both)
-        rec["note"] = "absent in row and reference" if both else (
-            "absent in row" if np.isnan(row_v) else "absent in reference")
-        return rec
-    rec["passed"] = bool(abs(v) <= used) if kind == "max" else bool(v >= used)
+    v, sigma = float(rec["value"]), rec["uncertainty"]
+    notes = []
+    if sigma is None or not np.isfinite(sigma):
+        sigma = 0.0
+        notes.append("uncertainty unknown: decided on the value alone")
+    if kind == "max":
+        lo, hi = max(abs(v) - rec.get("noise_bias", 0.0) - z * sigma, 0.0), abs(v) + z * sigma
+        outcome = "pass" if hi <= thr else "fail" if lo > thr else "inconclusive"
+        shown = f"|value| ± {z:.2f}σ = [{lo:.3g}, {hi:.3g}] against max {thr:.3g}"
+    else:
+        lo, hi = v - z * sigma, v + z * sigma
+        outcome = "pass" if lo >= thr else "fail" if hi < thr else "inconclusive"
+        shown = f"value ± {z:.2f}σ = [{lo:.3g}, {hi:.3g}] against min {thr:.3g}"
+    rec.update({"threshold": thr, "kind": kind, "outcome": outcome, "interval": [lo, hi], "z": z,
+                "passed": {"pass": True, "fail": False}.get(outcome)})
+    rec["note"] = "; ".join([shown] + notes)
     return rec
 
 
@@ -404,68 +652,113 @@ def _floor_value(rec):
     return float(v) if rec["metric"].endswith(".overlap") else abs(float(v))
 
 
+def _reference_needed_ps(rec, spec, span_ps):
+    """Reference length (ps) at which its own error alone uses half the threshold at z sigma
+    (errors fall as 1/sqrt(length)); None when unknown."""
+    e = rec.get("reference_uncertainty")
+    if spec is None or e is None or not np.isfinite(e) or e <= 0:
+        return None
+    thr = float(spec.get("max", spec.get("min")))
+    margin = thr if "max" in spec else max(1.0 - thr, 1e-9)  # an overlap's distance from 1
+    return float(span_ps * (2 * rec.get("z", 2.0) * e / margin) ** 2)
+
+
+def reference_equipartition(ref: _Profile, target_k, tolerance_k, confidence) -> dict:
+    """The reference's kinetic temperatures against the target: {kind: (T, sem, outcome)}, "ok"."""
+    if ref.kinetic is None or target_k is None:
+        return {"ok": True, "kinds": {}, "why": "no reference velocities or target"}
+    kinds = {}
+    for k in KINDS:
+        v, e = ref.kinetic[k]
+        rec = _judge({"metric": f"kinetic_vs_target.{k}", "value": v - target_k, "uncertainty": e,
+                      "row_value": v, "reference_value": target_k, "dof": ref.dof}, {"max": tolerance_k}, confidence)
+        kinds[k] = {"value": v, "uncertainty": e, "outcome": rec["outcome"]}
+    return {"ok": all(x["outcome"] != "fail" for x in kinds.values()), "kinds": kinds}
+
+
 # --------------------------------------------------------------------------- entry point
+
+def _as_runs(row):
+    if isinstance(row, (list, tuple)):
+        rows = [r if isinstance(r, Row) else Row(r) for r in row]
+    else:
+        rows = [row if isinstance(row, Row) else Row(row)]
+    if not rows:
+        raise ValueError("a row with no runs")
+    return rows
+
 
 def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | None = None,
              equilibration_ps: float = 0.0, row_equilibration_ps: float = 0.0,
              baseline: str | None = None, settings_info=None, sections=None,
-             r_max: float = 0.6, n_bins: int = 120) -> ValidationResult:
+             r_max: float = 0.6, n_bins: int = 120, target_temperature_k: float | None = None) -> ValidationResult:
     """Compare each row with the CP2K reference; write plots, report.md and metrics.json.
 
-    reference, rows[name]: mdtraj.Trajectory or Row. equilibration_ps is cut from the
-    start of the reference (relative to its first frame's time) and row_equilibration_ps
-    from every row; pass 0 for runs the caller already cut. cost: {"cp2k_seconds_per_step":
-    s, name: s} (floats or (value, uncertainty)); it overrides the seconds_per_step of the
-    Row objects, the reference's one being CP2K's. baseline: the name of a row (e.g. the
-    classical SPC/Fw model) that other rows must beat; it is judged and reported but does
-    not count in .passed. settings_info: dict or list of provenance lines for the report.
-    sections: extra report sections, dicts with "title" and any of "text" (lines),
-    "table" ({"header": [...], "rows": [[...]]}) and "plots" (PNG paths, copied here).
+    reference: mdtraj.Trajectory or Row. rows[name]: a Trajectory or Row, or a list of
+    them (independent runs of one model: seeds). equilibration_ps is cut from the start
+    of the reference (relative to its first frame's time) and row_equilibration_ps from
+    every run; pass 0 for runs the caller already cut. cost: {"cp2k_seconds_per_step": s,
+    name: s} (floats or (value, uncertainty)); it overrides the seconds_per_step of the
+    Row objects. baseline: the name of a row (e.g. the classical SPC/Fw model) that other
+    rows must beat; judged and reported but not counted in .passed.
+    target_temperature_k: the thermostat target (kinetic temperatures are judged against
+    it). settings_info: dict or list of provenance lines for the report. sections:
+    extra report sections, dicts with "title" and any of "text" (lines), "table"
+    ({"header": [...], "rows": [[...]]}) and "plots" (PNG paths, copied here).
     """
     cfg = load_thresholds(thresholds)
-    n_blocks, factor = int(cfg.get("n_blocks", 4)), float(cfg.get("noise_floor_factor", 2.0))
+    n_blocks, confidence = int(cfg.get("n_blocks", 4)), float(cfg.get("confidence", 0.95))
+    window = tuple(cfg.get("diffusion_window_ps", analysis.DIFFUSION_WINDOW_PS))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ref_row = reference if isinstance(reference, Row) else Row(reference)
-    rows = {name: (r if isinstance(r, Row) else Row(r)) for name, r in rows.items()}
-    if not rows:
+    groups = {name: _as_runs(r) for name, r in rows.items()}
+    if not groups:
         raise ValueError("no rows to validate")
-    if baseline is not None and baseline not in rows:
-        raise ValueError(f"baseline {baseline!r} is not one of the rows {list(rows)}")
+    if baseline is not None and baseline not in groups:
+        raise ValueError(f"baseline {baseline!r} is not one of the rows {list(groups)}")
     cost = dict(cost or {})
     cp2k_seconds = cost.pop("cp2k_seconds_per_step", ref_row.seconds_per_step)
 
-    ref_traj = _cut(ref_row.traj, equilibration_ps)
-    ref_temp = _temperature_series(ref_row, equilibration_ps)
-    ref_vel = _velocity_series(ref_row, equilibration_ps)
-    ref = _Profile(ref_traj, ref_temp, n_blocks, r_max, n_bins, ref_vel, ref_row.heat_per_ps, ref_row.net_force)
+    ref_run = _Run.of_row(ref_row, equilibration_ps)
+    row_runs = {n: [_Run.of_row(r, row_equilibration_ps) for r in g] for n, g in groups.items()}
+    with_v = [[ref_run.velocities]] if ref_run.velocities is not None else []
+    with_v += [[r.velocities for r in runs] for runs in row_runs.values()
+               if all(r.velocities is not None for r in runs)]
+    lag = vacf_lag(with_v, VACF_MAX_LAG_PS, n_blocks) if with_v else None
 
+    def profile(runs, first: Row):
+        return _Profile(runs, n_blocks, r_max, n_bins, lag, window, first.heat_per_ps, first.net_force,
+                        first.hydrogen_mass_amu)
+
+    ref = profile([ref_run], ref_row)
     # Noise floor: the first half of the reference against its second half.
-    h = ref_traj.n_frames // 2
-    th = None if ref_temp is None else len(ref_temp) // 2
-    vh = None if ref_vel is None else len(ref_vel[0]) // 2
-    half1 = _Profile(ref_traj[:h], None if th is None else ref_temp[:th], n_blocks, r_max, n_bins,
-                     None if vh is None else (ref_vel[0][:vh], ref_vel[1]))
-    half2 = _Profile(ref_traj[h:], None if th is None else ref_temp[th:], n_blocks, r_max, n_bins,
-                     None if vh is None else (ref_vel[0][vh:], ref_vel[1]))
-    floors = {rec["metric"]: _floor_value(rec) for rec in _compare(half1, half2)}
+    half1, half2 = (profile([h], Row(None)) for h in ref_run.blocks(2))
+    floors = {rec["metric"]: _floor_value(rec) for rec in _compare(half1, half2, target_k=target_temperature_k)}
+    tolerance = (cfg["metrics"].get("kinetic_vs_target.O") or {"max": 15.0})["max"]
+    ref_eq = reference_equipartition(ref, target_temperature_k, tolerance, confidence)
 
-    profiles, metrics, rows_passed = {}, [], {}
-    for name, row in rows.items():
-        traj = _cut(row.traj, row_equilibration_ps)
-        prof = _Profile(traj, _temperature_series(row, row_equilibration_ps), n_blocks, r_max, n_bins,
-                        _velocity_series(row, row_equilibration_ps), row.heat_per_ps, row.net_force)
+    profiles, metrics, rows_passed, verdicts = {}, [], {}, {}
+    for name, runs in row_runs.items():
+        first = groups[name][0]
+        prof = profile(runs, first)
         profiles[name] = prof
-        seconds = cost.get(name, row.seconds_per_step)
-        recs = [_judge(rec, cfg["metrics"].get(rec["metric"]), floors.get(rec["metric"]), factor)
-                for rec in _compare(prof, ref, seconds, cp2k_seconds)]
+        seconds = cost.get(name, _mean_seconds(groups[name]))
+        recs = [_judge(rec, cfg["metrics"].get(rec["metric"]), confidence)
+                for rec in _compare(prof, ref, seconds, cp2k_seconds, target_temperature_k, ref_eq["ok"])]
         for rec in recs:
             rec["row"] = name
+            rec["noise_floor"] = floors.get(rec["metric"])
+            rec["reference_needed_ps"] = _reference_needed_ps(rec, cfg["metrics"].get(rec["metric"]),
+                                                              ref.duration_ps)
+            rec["seeds"] = len(runs)
         metrics.extend(recs)
-        rows_passed[name] = all(rec["passed"] is not False for rec in recs)
+        outcomes = {m["outcome"] for m in recs}
+        rows_passed[name] = "fail" not in outcomes
+        verdicts[name] = "FAIL" if "fail" in outcomes else "INCONCLUSIVE" if "inconclusive" in outcomes else "PASS"
     if baseline is not None:
         _mark_beats_baseline(metrics, baseline)
-    judged = [n for n in rows if n != baseline] or list(rows)
+    judged = [n for n in groups if n != baseline] or list(groups)
     passed = all(rows_passed[n] for n in judged)
 
     plots = _plot_all(out_dir, ref, profiles)
@@ -478,15 +771,19 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
                 shutil.copyfile(p, out_dir / p.name)
             names.append(p.name)
         sec["plots"] = names
-    spec_info = {n: (None if p.spectrum is None else {"span_ps": p.spectrum["span_ps"], "dt_ps": p.spectrum["dt_ps"]})
+    equip = equipartition_table(ref, ref_eq, profiles, metrics, target_temperature_k)
+    sections.insert(0, equip["section"])
+    spec_info = {n: (None if p.spectrum is None else {k: p.spectrum[k] for k in ("span_ps", "dt_ps", "nyquist_cm1")})
                  for n, p in [("reference", ref)] + list(profiles.items())}
     settings = {
-        "reference_frames": ref_traj.n_frames, "reference_span_ps": ref.duration_ps,
+        "reference_frames": ref.traj.n_frames, "reference_span_ps": ref.duration_ps,
         "reference_equilibration_cut_ps": equilibration_ps, "row_equilibration_cut_ps": row_equilibration_ps,
-        "rows": {n: {"frames": p.traj.n_frames, "span_ps": p.duration_ps} for n, p in profiles.items()},
-        "velocity_series": spec_info, "vacf_max_lag_ps": VACF_MAX_LAG_PS,
+        "rows": {n: {"runs": p.seeds, "frames": sum(r.traj.n_frames for r in p.runs), "span_ps": p.duration_ps,
+                     "uncertainty_from": p.part_kind} for n, p in profiles.items()},
+        "target_temperature_K": target_temperature_k, "confidence": confidence, "diffusion_window_ps": list(window),
+        "velocity_series": spec_info, "vacf_lag_ps": lag,
         "spectral_band_windows_cm1": analysis.SPECTRAL_BANDS,
-        "n_blocks": n_blocks, "noise_floor_factor": factor, "rdf_r_max_nm": r_max, "rdf_bins": n_bins,
+        "n_blocks": n_blocks, "rdf_r_max_nm": r_max, "rdf_bins": n_bins,
         "thresholds_schema_version": cfg["schema_version"], "thresholds_source": (
             str(thresholds) if isinstance(thresholds, (str, Path)) else
             "validation/thresholds.json" + (" with overrides" if thresholds else "")),
@@ -494,21 +791,75 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
     }
     reference_numbers = {p: {"features": ref.rdf[p]["features"], "uncertainty": ref.rdf[p]["features_sem"]}
                          for p in PAIRS}
-    summary = summary_table(metrics, rows_passed)
+    summary = summary_table(metrics, verdicts)
     report_path = out_dir / "report.md"
-    report_path.write_text(_report_md(passed, rows_passed, metrics, settings, settings_info, plots, floors,
-                                      summary, sections))
+    report_path.write_text(_report_md(passed, verdicts, metrics, settings, settings_info, plots, summary,
+                                      sections))
     html_path = out_dir / "report.html"
-    html_path.write_text(_report_html(out_dir, passed, rows_passed, metrics, settings, settings_info, plots,
+    html_path.write_text(_report_html(out_dir, passed, verdicts, metrics, settings, settings_info, plots,
                                       summary, sections))
     (out_dir / "metrics.json").write_text(json.dumps(_jsonable({
-        "schema_version": SCHEMA_VERSION, "passed": passed, "rows_passed": rows_passed,
+        "schema_version": SCHEMA_VERSION, "passed": passed, "rows_passed": rows_passed, "verdicts": verdicts,
         "settings": settings, "provenance": _provenance_lines(settings_info),
         "reference_rdf_features": reference_numbers, "noise_floor": floors, "summary": summary,
-        "metrics": metrics, "plots": plots + [p for sec in sections for p in sec["plots"]]}), indent=1))
+        "equipartition": equip["data"], "metrics": metrics,
+        "plots": plots + [p for sec in sections for p in sec["plots"]]}), indent=1))
     return ValidationResult(passed=passed, metrics=metrics, report_path=report_path,
                             rows_passed=rows_passed, out_dir=out_dir, html_path=html_path, summary=summary,
-                            baseline=baseline)
+                            baseline=baseline, verdicts=verdicts, equipartition=equip["data"])
+
+
+def _mean_seconds(rows):
+    known = [_with_error(r.seconds_per_step) for r in rows if r.seconds_per_step is not None]
+    if not known:
+        return None
+    vals = [v for v, _ in known]
+    return (float(np.mean(vals)), _sem(vals) if len(vals) > 1 else known[0][1])
+
+
+def equipartition_table(ref, ref_eq, profiles, metrics, target_k) -> dict:
+    """Kinetic temperature of every kind of motion, reference first, with outcomes against the target."""
+    header = ["row"] + [f"T {KIND_LABELS[k]} (K)" for k in KINDS] + ["against target"]
+    rows, data = [], {}
+
+    def cells(kin, outcomes):
+        return [("n/a" if kin is None else f"{kin[k][0]:.0f} ± {kin[k][1]:.0f}") for k in KINDS]
+
+    if ref.kinetic is not None:
+        outs = {k: ref_eq["kinds"].get(k, {}).get("outcome", "n/a") for k in KINDS}
+        rows.append(["CP2K reference"] + cells(ref.kinetic, outs) + [_outcome_summary(outs)])
+        data["CP2K reference"] = {k: {"value": ref.kinetic[k][0], "uncertainty": ref.kinetic[k][1],
+                                      "outcome": outs[k]} for k in KINDS}
+    else:
+        rows.append(["CP2K reference"] + ["n/a"] * len(KINDS) + ["no velocities"])
+    for name, prof in profiles.items():
+        outs = {k: next((m["outcome"] for m in metrics if m["row"] == name
+                         and m["metric"] == f"kinetic_vs_target.{k}"), "n/a") for k in KINDS}
+        rows.append([name] + cells(prof.kinetic, outs) + [_outcome_summary(outs)])
+        if prof.kinetic is not None:
+            data[name] = {k: {"value": prof.kinetic[k][0], "uncertainty": prof.kinetic[k][1], "outcome": outs[k]}
+                          for k in KINDS}
+    text = [f"Kinetic temperature of each species and of each kind of molecular motion (3 degrees of freedom "
+            f"per molecule each), target {target_k if target_k is not None else '?'} K; ± is the standard error "
+            "(runs, or blocks of one run). In equilibrium all are equal to the target. A global thermostat "
+            "(CSVR, one Nose-Hoover variable) scales every velocity by one factor and cannot restore "
+            "equipartition; non-reciprocal (agent) forces break it by themselves."]
+    if not ref_eq["ok"]:
+        text.append("The reference is out of equipartition: the row-against-reference comparisons of kinetic "
+                    "temperatures are not applicable, and the reference's dynamics (diffusion, spectra) are suspect.")
+    return {"section": {"title": "Equipartition", "text": text, "table": {"header": header, "rows": rows},
+                        "plots": []},
+            "data": data}
+
+
+def _outcome_summary(outs: dict) -> str:
+    bad = [k for k, o in outs.items() if o == "fail"]
+    unsure = [k for k, o in outs.items() if o == "inconclusive"]
+    if bad:
+        return "FAIL: " + ", ".join(bad)
+    if unsure:
+        return "INCONCLUSIVE: " + ", ".join(unsure)
+    return "PASS" if any(o == "pass" for o in outs.values()) else "n/a"
 
 
 def _mark_beats_baseline(metrics, baseline):
@@ -557,7 +908,7 @@ def _plot_all(out_dir, ref, profiles) -> list:
     for fname, attr, xlabel in (("bond_length.png", "bond", "O-H length (nm)"),
                                 ("hoh_angle.png", "angle", "H-O-H angle (degrees)")):
         fig, ax = subplots(figsize=(6, 4))
-        data = [getattr(ref, attr).ravel()] + [getattr(pr, attr).ravel() for pr in profiles.values()]
+        data = [ref.pooled(attr)] + [pr.pooled(attr) for pr in profiles.values()]
         edges = np.linspace(min(d.min() for d in data), max(d.max() for d in data), 81)
         ax.hist(data[0], edges, density=True, histtype="stepfilled", color="0.8", label="CP2K reference")
         for name, d in zip(profiles, data[1:]):
@@ -570,11 +921,12 @@ def _plot_all(out_dir, ref, profiles) -> list:
     fig, (ax, axh) = subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
     for name, prof in [("CP2K reference", ref)] + list(profiles.items()):
         if prof.temperature is not None:
-            t = prof.temperature
+            t = prof.temperature[0]  # the first run's series; the histogram pools every run
+            allt = np.concatenate([x[:, 1] for x in prof.temperature])
             style = {"color": "k"} if prof is ref else {}
             line, = ax.plot(t[:, 0] - t[0, 0], t[:, 1], lw=0.8,
-                            label=f"{name} ({t[:, 1].mean():.1f} ± {t[:, 1].std():.1f} K)", **style)
-            axh.hist(t[:, 1], 30, density=True, histtype="step", lw=1.3, color=line.get_color(),
+                            label=f"{name} ({allt.mean():.1f} ± {allt.std():.1f} K)", **style)
+            axh.hist(allt, 30, density=True, histtype="step", lw=1.3, color=line.get_color(),
                      orientation="horizontal")
     if not ax.lines:
         ax.text(0.5, 0.5, "no temperature series given", ha="center", transform=ax.transAxes)
@@ -587,8 +939,13 @@ def _plot_all(out_dir, ref, profiles) -> list:
     save(fig, "temperature.png")
     fig, ax = subplots(figsize=(6, 4))
     for name, prof in [("CP2K reference", ref)] + list(profiles.items()):
-        t, msd = analysis.msd_oxygen(prof.traj)
-        ax.plot(t, msd, label=name, **({"color": "k", "lw": 2} if prof is ref else {}))
+        # the mean MSD of the runs, over the lags the shortest run resolves
+        curves = [analysis.msd_oxygen(run.traj) for run in prof.runs]
+        n = min(len(c[0]) for c in curves)
+        ax.plot(curves[0][0][:n], np.mean([c[1][:n] for c in curves], axis=0), label=name,
+                **({"color": "k", "lw": 2} if prof is ref else {}))
+    lo, hi = ref.diffusion["window"] if ref.diffusion else analysis.DIFFUSION_WINDOW_PS
+    ax.axvspan(lo, hi, color="0.93", zorder=0, label="diffusion fit window")
     ax.set_xlabel("lag time (ps)")
     ax.set_ylabel("O mean-squared displacement (nm$^2$)")
     box = np.mean(ref.traj.unitcell_lengths, axis=0)
@@ -647,17 +1004,17 @@ def _provenance_lines(info):
     return [str(x) for x in info]
 
 
-def summary_table(metrics, rows_passed) -> dict:
+def summary_table(metrics, verdicts) -> dict:
     """{"header": [...], "rows": [[...]]}: the CP2K reference and every row, one line each.
 
     The reference line holds the reference's numbers and, in difference columns, the
     reference's own half-vs-half floor.
     """
-    header = ["row"] + [c[0] for c in SUMMARY_COLUMNS] + ["metrics passed"]
+    header = ["row"] + [c[0] for c in SUMMARY_COLUMNS] + ["pass / fail / inconclusive / n/a"]
     by = {(m["row"], m["metric"]): m for m in metrics}
-    first = next(iter(rows_passed))
+    first = next(iter(verdicts))
 
-    def cell(rec, source, scale, fmt, reference=False):
+    def one(rec, source, scale, fmt, reference):
         if rec is None:
             return "–"
         if source == "value":
@@ -670,14 +1027,19 @@ def summary_table(metrics, rows_passed) -> dict:
             return "–" if reference and source == "value" else "n/a"
         return prefix + fmt.format(v * scale)
 
-    table = [["CP2K reference"] + [cell(by.get((first, key)), src, sc, fmt, True)
+    def cell(name, key, source, scale, fmt, reference=False):
+        if source.startswith("pair:"):  # several row values in one cell, e.g. T_O / T_H
+            keys = [key] + source.split(":")[1:]
+            return " / ".join(one(by.get((name, k)), "row", scale, fmt, reference) for k in keys)
+        return one(by.get((name, key)), source, scale, fmt, reference)
+
+    table = [["CP2K reference"] + [cell(first, key, src, sc, fmt, True)
                                    for _, key, src, sc, fmt in SUMMARY_COLUMNS] + ["–"]]
-    for name, ok in rows_passed.items():
+    for name, verdict in verdicts.items():
         recs = [m for m in metrics if m["row"] == name]
-        n_judged = sum(m["passed"] is not None for m in recs)
-        n_pass = sum(m["passed"] is True for m in recs)
-        table.append([name] + [cell(by.get((name, key)), src, sc, fmt) for _, key, src, sc, fmt in SUMMARY_COLUMNS]
-                     + [f"{n_pass}/{n_judged} {'PASS' if ok else 'FAIL'}"])
+        counts = "/".join(str(sum(m["outcome"] == o for m in recs)) for o in ("pass", "fail", "inconclusive", "n/a"))
+        table.append([name] + [cell(name, key, src, sc, fmt) for _, key, src, sc, fmt in SUMMARY_COLUMNS]
+                     + [f"{counts} {verdict}"])
     return {"header": header, "rows": table}
 
 
@@ -690,29 +1052,37 @@ def _note(m) -> str:
     return note
 
 
-_LEGEND = ("Values are row − reference unless the metric says otherwise; ± is the block-average "
-           "standard error; *floor* is the same number for the reference's first half against its second "
-           "half; a max-threshold passes when |value| ≤ threshold used, a min-threshold when value ≥ it.")
-_METRIC_HEADER = ["metric", "unit", "reference", "row", "value", "floor", "threshold", "used", "pass", "note"]
+_LEGEND = ("Values are row − reference unless the metric says otherwise; ± is the standard error (between "
+           "independent runs of a row, or between blocks of the reference's one run); *floor* is the same "
+           "number for the reference's first half against its second half. Outcomes: PASS when value ± zσ "
+           "lies inside the threshold, FAIL when it lies outside, INCONCLUSIVE when it straddles it (the data "
+           "cannot decide), n/a when the data cannot measure the metric (the note says why); n/a and "
+           "inconclusive never count as passes. 'needs': the reference length (ps) at which its own error "
+           "would use half the threshold.")
+_METRIC_HEADER = ["metric", "unit", "reference", "row", "value", "floor", "threshold", "outcome", "needs (ps)",
+                  "note"]
 
 
 def _metric_cells(m):
     thr = "" if m["threshold"] is None else f"{m['kind']} {_fmt(m['threshold'])}"
-    verdict = {True: "PASS", False: "FAIL", None: "-"}[m["passed"]]
+    needs = m.get("reference_needed_ps")
     return [m["metric"], m["unit"], _fmt(m.get("reference_value"), m.get("reference_uncertainty")),
             _fmt(m.get("row_value"), m.get("row_uncertainty")), _fmt(m["value"], m["uncertainty"]),
-            _fmt(m["noise_floor"]), thr, _fmt(m["threshold_used"]), verdict, _note(m)]
+            _fmt(m.get("noise_floor")), thr, m["outcome"].upper(), "" if needs is None else f"{needs:.3g}",
+            _note(m)]
 
 
-def _verdict_lines(passed, rows_passed, metrics, settings):
+def _verdict_lines(passed, verdicts, metrics, settings):
     head = f"Overall: {'PASS' if passed else 'FAIL'}" + (
         f" (baseline row `{settings['baseline']}` does not count)" if settings["baseline"] else "")
     lines = []
-    for name, ok in rows_passed.items():
+    for name, verdict in verdicts.items():
         recs = [m for m in metrics if m["row"] == name]
-        n_fail = sum(m["passed"] is False for m in recs)
-        n_judged = sum(m["passed"] is not None for m in recs)
-        lines.append(f"`{name}`: {'PASS' if ok else 'FAIL'} ({n_judged - n_fail}/{n_judged} metrics pass)")
+        n = {o: sum(m["outcome"] == o for m in recs) for o in OUTCOMES}
+        seeds = recs[0].get("seeds", 1) if recs else 1
+        lines.append(f"`{name}` ({seeds} run{'s' if seeds != 1 else ''}): {verdict} ({n['pass']} pass, "
+                     f"{n['fail']} fail, {n['inconclusive']} inconclusive, {n['n/a']} n/a, "
+                     f"{n['reported']} reported)")
     return head, lines
 
 
@@ -722,7 +1092,7 @@ def _md_table(header, rows):
             + ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows])
 
 
-def _report_md(passed, rows_passed, metrics, settings, info, plots, floors, summary, sections) -> str:
+def _report_md(passed, rows_passed, metrics, settings, info, plots, summary, sections) -> str:
     head, lines = _verdict_lines(passed, rows_passed, metrics, settings)
     out = ["# Validation against CP2K", "", f"**{head}**", ""] + [f"- {x}" for x in lines]
     out += ["", "## Summary", ""] + _md_table(summary["header"], summary["rows"])
@@ -731,7 +1101,7 @@ def _report_md(passed, rows_passed, metrics, settings, info, plots, floors, summ
         rows = []
         for m in (m for m in metrics if m["row"] == name):
             cells = _metric_cells(m)
-            cells[8] = "**FAIL**" if cells[8] == "FAIL" else cells[8]
+            cells[7] = "**FAIL**" if cells[7] == "FAIL" else cells[7]
             rows.append(cells)
         out += [f"## {name}", ""] + _md_table(_METRIC_HEADER, rows) + [""]
     for sec in sections:
@@ -751,7 +1121,7 @@ def _report_md(passed, rows_passed, metrics, settings, info, plots, floors, summ
 
 _CSS = """body{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
-td:first-child,th:first-child{text-align:left}th{background:#f0f0f0}.PASS{color:#070}.FAIL{color:#b00;font-weight:bold}
+td:first-child,th:first-child{text-align:left}th{background:#f0f0f0}.PASS{color:#070}.FAIL{color:#b00;font-weight:bold}.INCONCLUSIVE{color:#b60}
 img{max-width:100%;margin:0.5em 0}code{background:#f4f4f4}"""
 
 
@@ -767,7 +1137,7 @@ def _report_html(out_dir, passed, rows_passed, metrics, settings, info, plots, s
                 c = str(c)
                 cls = ""
                 if k == verdict_col or (verdict_col == -1 and k == len(r) - 1):
-                    cls = " class='FAIL'" if "FAIL" in c else " class='PASS'" if "PASS" in c else ""
+                    cls = next((f" class='{w}'" for w in ("FAIL", "INCONCLUSIVE", "PASS") if w in c), "")
                 cells.append(f"<td{cls}>{e(c)}</td>")
             out.append("<tr>" + "".join(cells) + "</tr>")
         return "\n".join(out + ["</table>"])
@@ -786,7 +1156,7 @@ def _report_html(out_dir, passed, rows_passed, metrics, settings, info, plots, s
     out += ["<h2>Overlays</h2>"] + [img(p) for p in plots]
     for name in rows_passed:
         out += [f"<h2>{e(name)}</h2>",
-                table(_METRIC_HEADER, [_metric_cells(m) for m in metrics if m["row"] == name], 8)]
+                table(_METRIC_HEADER, [_metric_cells(m) for m in metrics if m["row"] == name], 7)]
     for sec in sections:
         out += [f"<h2>{e(sec['title'])}</h2>"] + [f"<p>{e(t)}</p>" for t in sec.get("text", []) if t]
         if sec.get("table"):
