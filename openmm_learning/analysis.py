@@ -334,21 +334,6 @@ def msd_oxygen(traj, max_lag: int | None = None):
     return m * dt, np.maximum(msd, 0.0)
 
 
-def diffusion_coefficient(t, msd, fit_range=(0.3, 1.0)) -> float:
-    """Self-diffusion (nm^2/ps) = slope / 6 of a straight line through msd(t).
-
-    fit_range is the fraction of the longest lag time fitted, skipping the
-    ballistic start. 1 nm^2/ps = 1e-2 cm^2/s.
-    """
-    t, msd = np.asarray(t, float), np.asarray(msd, float)
-    lo, hi = fit_range[0] * t[-1], fit_range[1] * t[-1]
-    sel = (t >= lo) & (t <= hi)
-    if sel.sum() < 2:
-        raise ValueError("too few lag times in the fit range")
-    slope = np.polyfit(t[sel], msd[sel], 1)[0]
-    return float(slope / 6.0)
-
-
 #: Lag times (ps) whose MSD slope gives the diffusion coefficient: past the ballistic
 #: start and the cage (~0.5 ps in water), where the MSD of liquid water is linear.
 DIFFUSION_WINDOW_PS = (1.0, 2.5)

@@ -40,7 +40,8 @@ def _validate(args):
         sims[name or Path(folder).name] = folder
     try:
         res = run_validation(args.reference, args.out, models=args.model, simulations=sims,
-                             train_steps=args.train_steps, ps=args.ps, equilibration_ps=args.equilibration_ps,
+                             train_steps=args.train_steps, ps=args.ps, seeds=args.seeds,
+                             langevin_ps=args.langevin_ps, equilibration_ps=args.equilibration_ps,
                              row_equilibration_ps=args.row_equilibration_ps, baseline=args.baseline,
                              thresholds=args.thresholds, velocity_ps=args.velocity_ps, platform=args.platform,
                              allow_truncated=args.allow_truncated)
@@ -62,9 +63,13 @@ def _print_validation(res):
         for r in [header] + rows:
             print("  ".join(str(r[k]).rjust(w) if j else str(r[k]).ljust(w) for j, (k, w) in enumerate(zip(keep, widths))))
     print(f"report: {res.report_path}" + (f" and {res.html_path}" if getattr(res, "html_path", None) else ""))
+    for row, verdict in getattr(res, "verdicts", {}).items():
+        n = res.outcomes(row)
+        print(f"  {row}: {verdict} ({n['pass']} pass, {n['fail']} fail, {n['inconclusive']} inconclusive, "
+              f"{n['n/a']} n/a)")
     print("validation " + ("PASSED" if res.passed else f"FAILED ({len(failed)} metrics)"))
     for m in failed:
-        print(f"  {m['row']}: {m['metric']} = {m.get('value'):.4g} (threshold {m.get('threshold_used'):.4g})")
+        print(f"  {m['row']}: {m['metric']} = {m.get('value'):.4g} ({m['note']})")
     if baseline:
         print(f"baseline {baseline}: {len(res.failed(baseline))} metrics fail (reported, not counted)")
 
@@ -72,7 +77,7 @@ def _print_validation(res):
 def _example(args):
     from .workflow import run_example
 
-    res = run_example(args.out, ps=args.ps, platform=args.platform)
+    res = run_example(args.out, ps=args.ps, seeds=args.seeds, platform=args.platform)
     _print_validation(res)
     return 0  # the example reports failures; `validate` is the command that gates
 
@@ -80,10 +85,15 @@ def _example(args):
 def _cp2k_write(args):
     from .cp2k import write_water_input
 
-    path = write_water_input(args.directory, n_molecules=args.molecules, method=args.method,
-                             temperature_k=args.temperature, steps=args.steps,
-                             timestep_fs=args.timestep, seed=args.seed, ensemble=args.ensemble,
-                             project=args.project)
+    try:
+        path = write_water_input(args.directory, n_molecules=args.molecules, method=args.method,
+                                 temperature_k=args.temperature, steps=args.steps,
+                                 timestep_fs=args.timestep, seed=args.seed, ensemble=args.ensemble,
+                                 langevin_gamma_per_fs=args.gamma, thermostat_region=args.thermostat_region,
+                                 thermostat_timecon_fs=args.timecon, hydrogen_mass_amu=args.hydrogen_mass,
+                                 project=args.project)
+    except ValueError as e:  # a bad option value: a message, not a traceback
+        raise SystemExit(f"openmm-learning cp2k write: error: {e}") from None
     print(path)
 
 
@@ -122,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("example", help="fit, simulate and validate on the bundled CP2K water run")
     e.add_argument("--out", default="output", help="output folder (default: output)")
-    e.add_argument("--ps", type=float, default=20.0, help="picoseconds of dynamics per mode")
+    e.add_argument("--ps", type=float, default=10.0, help="picoseconds of dynamics per run")
+    e.add_argument("--seeds", type=int, default=3, help="independent runs per row (default 3)")
     e.add_argument("--platform", default="CPU", help="OpenMM platform (CPU, CUDA, OpenCL, Reference)")
     e.set_defaults(func=_example)
 
@@ -157,11 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--train-steps", default=None, metavar="A:B",
                    help="CP2K steps A <= step < B to fit on (default: every frame; the fit holds out its last 20 %%)")
     v.add_argument("--out", required=True, help="folder for the stages and report.md / report.html")
-    v.add_argument("--ps", type=float, default=20.0, help="picoseconds of OpenMM dynamics per row")
+    v.add_argument("--ps", type=float, default=10.0, help="picoseconds of OpenMM dynamics per run")
+    v.add_argument("--seeds", type=int, default=3,
+                   help="independent runs per row: own start frame and velocities (default 3)")
+    v.add_argument("--langevin-ps", type=float, default=2.0,
+                   help="Langevin equilibration before each run (default 2 ps): a global thermostat "
+                        "cannot repair a start out of equipartition")
     v.add_argument("--equilibration-ps", type=float, default=None,
                    help="cut from the reference (default: half the run, at most 5 ps)")
-    v.add_argument("--row-equilibration-ps", type=float, default=None,
-                   help="cut from each simulation (default: 20 %% of the shortest, at most 2 ps)")
+    v.add_argument("--row-equilibration-ps", type=float, default=0.0,
+                   help="cut from the start of each simulation (default 0: runs start equilibrated)")
     v.add_argument("--thresholds", default=None, help="thresholds JSON (default: validation/thresholds.json)")
     v.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
                    help="run the SPC/Fw baseline row (default: yes when models are simulated)")
@@ -181,7 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--steps", type=int, default=1000)
     w.add_argument("--timestep", type=float, default=0.5, help="fs")
     w.add_argument("--seed", type=int, default=1)
-    w.add_argument("--ensemble", choices=["NVT", "NVE"], default="NVT")
+    w.add_argument("--ensemble", type=str.upper, choices=["LANGEVIN", "NVT", "NVE"], default="LANGEVIN",
+                   help="LANGEVIN (default): a local thermostat; a global one (CSVR/Nose-Hoover, one "
+                        "factor for all velocities) leaves flexible water out of equipartition for tens of ps")
+    w.add_argument("--gamma", type=float, default=0.002, help="LANGEVIN friction, 1/fs (default 0.002)")
+    w.add_argument("--thermostat-region", type=str.upper, choices=["MASSIVE", "MOLECULE", "GLOBAL"],
+                   default="MASSIVE", help="NVT: CSVR per degree of freedom (MASSIVE, default), per "
+                                           "molecule, or GLOBAL (not equipartitioning flexible water)")
+    w.add_argument("--timecon", type=float, default=None,
+                   help="NVT: CSVR time constant, fs (default 100 MASSIVE, else 50)")
+    w.add_argument("--hydrogen-mass", type=float, default=None,
+                   help="H mass, amu (e.g. 2: longer step for structure-only references)")
     w.add_argument("--project", default=None)
     w.set_defaults(func=_cp2k_write)
     r = csub.add_parser("run", help="run cp2k.psmp on an input and read the result")

@@ -17,6 +17,7 @@ import io
 import lzma
 import math
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -85,6 +86,12 @@ class Cp2kSettings:
     temperature_k: float
     steps: int
     cell_nm: np.ndarray
+    #: element -> mass (amu): standard masses, overridden by &SUBSYS/&KIND MASS
+    masses_amu: dict = field(default_factory=lambda: dict(units.MASSES_AMU))
+    #: &THERMOSTAT REGION (GLOBAL, MOLECULE, MASSIVE) when a &THERMOSTAT applies, else None
+    thermostat_region: str | None = None
+    #: friction of ENSEMBLE LANGEVIN (1/ps), else None
+    langevin_gamma_per_ps: float | None = None
 
 
 @dataclass(repr=False)
@@ -130,6 +137,11 @@ class Cp2kRun:
         if used.size == 0:
             raise ValueError(f"run {self.project!r}: the .ener file has no step after the first")
         return float(np.median(used))
+
+    def masses_amu(self) -> np.ndarray:
+        """Mass of every atom (amu): the input's &KIND MASS where it sets one, else the standard mass."""
+        table = self.settings.masses_amu if self.settings is not None else units.MASSES_AMU
+        return np.array([table.get(e, units.MASSES_AMU.get(e, np.nan)) for e in self.elements], float)
 
     def select(self, steps_slice_or_mask) -> "Cp2kRun":
         """Subset of frames (copies of the arrays).
@@ -643,10 +655,16 @@ def read_cp2k_settings(inp_path) -> Cp2kSettings:
         method = fe_method
 
     ensemble = str(_get(tree, "motion", "md", "ensemble", default=_default(md, "ENSEMBLE")[0])).upper()
-    thermostat = None
+    thermostat = region = gamma = None
     if ensemble in _THERMOSTATTED:
-        thermostat = str(_get(tree, "motion", "md", "thermostat", "type",
-                              default=_default(md + ("THERMOSTAT",), "TYPE")[0])).upper()
+        th = md + ("THERMOSTAT",)
+        thermostat, region = (str(_get(tree, "motion", "md", "thermostat", k.lower(),
+                                       default=_default(th, k)[0])).upper() for k in ("TYPE", "REGION"))
+    elif ensemble == "LANGEVIN":
+        thermostat = "LANGEVIN"
+        lv = md + ("LANGEVIN",)
+        gamma = _convert(_get(tree, "motion", "md", "langevin", "gamma", default=_default(lv, "GAMMA")[0]),
+                         lv, "GAMMA", "1/ps")
     timestep = _get(tree, "motion", "md", "timestep", default=_default(md, "TIMESTEP")[0])
     temperature = _get(tree, "motion", "md", "temperature", default=_default(md, "TEMPERATURE")[0])
     steps = _get(tree, "motion", "md", "steps", default=_default(md, "STEPS")[0])
@@ -661,7 +679,41 @@ def read_cp2k_settings(inp_path) -> Cp2kSettings:
         temperature_k=_convert(temperature, md, "TEMPERATURE", "K"),
         steps=int(steps),
         cell_nm=_cell_nm(tree, inp_path),
+        masses_amu=_masses_amu(tree, inp_path),
+        thermostat_region=region,
+        langevin_gamma_per_ps=gamma,
     )
+
+
+def _kind_element(name: str, kind: dict) -> str:
+    """A kind's element: its ELEMENT keyword, else the kind name's leading letters (H1, Ow -> O)."""
+    if kind.get("element"):
+        return str(kind["element"]).capitalize()
+    letters = re.match(r"[A-Za-z]*", name).group()
+    return next((e for e in (letters[:2].capitalize(), letters[:1].upper()) if e in units.MASSES_AMU),
+                letters.capitalize())
+
+
+def _masses_amu(tree: dict, inp_path: Path) -> dict:
+    """Element -> mass (amu): units.MASSES_AMU, overridden by &SUBSYS/&KIND MASS."""
+    kinds = _get(tree, "force_eval", "subsys", "kind") or []
+    # the simplified tree holds repeated &KIND sections as {name: {...}}, or, when a name
+    # clashes with a keyword or repeats, as a list of {"_": name, ...} (one alone: a dict)
+    if isinstance(kinds, dict):
+        kinds = [kinds] if "_" in kinds else [{"_": k, **(v or {})} for k, v in kinds.items()]
+    masses, given = dict(units.MASSES_AMU), {}
+    for kind in kinds:
+        if kind.get("mass") is None:
+            continue
+        name = str(kind.get("_", ""))
+        el = _kind_element(name, kind)
+        mass = _convert(kind["mass"], ("FORCE_EVAL", "SUBSYS", "KIND"), "MASS", "amu")
+        if el in given and given[el][1] != mass:
+            warnings.warn(f"{inp_path}: kinds {given[el][0]} and {name} of element {el} have masses "
+                          f"{given[el][1]:g} and {mass:g} amu; masses_amu keeps {mass:g}", stacklevel=3)
+        given[el] = (name, mass)
+        masses[el] = mass
+    return masses
 
 
 def _cell_nm(tree: dict, inp_path: Path) -> np.ndarray:
@@ -969,8 +1021,34 @@ def _natural_order(tree: dict) -> dict:
     return dict(keywords + sections[::-1])
 
 
+def _choice(name: str, value, allowed: tuple[str, ...]) -> str:
+    """`value` as spelled in `allowed` (case-insensitive), else a ValueError naming them."""
+    for a in allowed:
+        if str(value).upper() == a.upper():
+            return a
+    raise ValueError(f"{name} {value!r}: use one of {', '.join(repr(a) for a in allowed)}")
+
+
+_ENSEMBLES = ("LANGEVIN", "NVT", "NVE")
+_REGIONS = ("MASSIVE", "MOLECULE", "GLOBAL")
+#: CSVR time constant (fs): a global thermostat acts on the total kinetic energy only; a
+#: massive one kicks every velocity component, so a longer time keeps the dynamics
+#: (O-H stretch ~9 fs, librations ~50 fs) less disturbed, still equilibrating in < 1 ps
+_TIMECON_FS = {"GLOBAL": 50.0, "MOLECULE": 50.0, "MASSIVE": 100.0}
+
+
+def _md_thermostat(ensemble, gamma_per_fs, region, timecon_fs) -> tuple[dict, str]:
+    """The thermostat part of &MD and its description for the header comment."""
+    if ensemble == "LANGEVIN":
+        return {"langevin": {"gamma": float(gamma_per_fs)}}, f"LANGEVIN gamma {gamma_per_fs:g}/fs"
+    if ensemble == "NVT":
+        return ({"thermostat": {"type": "CSVR", "region": region, "csvr": {"timecon": float(timecon_fs)}}},
+                f"NVT CSVR {region} {timecon_fs:g} fs")
+    return {}, "NVE"
+
+
 def _water_tree(*, project, coord_file, edge_a, method, temperature_k, steps, timestep_fs, seed,
-                ensemble, print_every) -> dict:
+                ensemble, thermostat, hydrogen_mass_amu, print_every) -> dict:
     # GMAX ~2 per Angstrom of edge, odd (an even grid count is not allowed)
     gmax = int(round(2 * edge_a))
     gmax += 1 - gmax % 2
@@ -1022,12 +1100,13 @@ def _water_tree(*, project, coord_file, edge_a, method, temperature_k, steps, ti
         "cell": {"abc": [edge_a] * 3, "periodic": "XYZ"},
         "topology": {"coord_file_name": coord_file, "coord_file_format": "XYZ"},
     }
+    if hydrogen_mass_amu is not None:
+        kinds = kinds or {}
+        kinds.setdefault("H", {}).update(element="H", mass=float(hydrogen_mass_amu))
     if kinds:
         subsys["kind"] = kinds
     md = {"ensemble": ensemble, "steps": int(steps), "timestep": float(timestep_fs),
-          "temperature": float(temperature_k)}
-    if ensemble == "NVT":
-        md["thermostat"] = {"type": "CSVR", "csvr": {"timecon": 50.0}}
+          "temperature": float(temperature_k), **thermostat}
     each = {"each": {"md": int(print_every)}}
     return {
         "global": {"project_name": project, "run_type": "MD", "print_level": "LOW", "seed": int(seed)},
@@ -1045,8 +1124,9 @@ def _water_tree(*, project, coord_file, edge_a, method, temperature_k, steps, ti
 
 
 def write_water_input(directory, *, n_molecules=8, density_g_cm3=0.997, method="xtb",
-                      temperature_k=300.0, steps=10, timestep_fs=0.5, seed=1, ensemble="NVT",
-                      project=None, print_every=1, threads=None) -> Path:
+                      temperature_k=300.0, steps=10, timestep_fs=0.5, seed=1, ensemble="LANGEVIN",
+                      langevin_gamma_per_fs=0.002, thermostat_region="massive", thermostat_timecon_fs=None,
+                      hydrogen_mass_amu=None, project=None, print_every=1, threads=None) -> Path:
     """Write a CP2K MD input for a cubic box of water, and its start coordinates.
 
     Parameters
@@ -1054,7 +1134,15 @@ def write_water_input(directory, *, n_molecules=8, density_g_cm3=0.997, method="
     directory : where the input and ``<project>-start.xyz`` go (created if needed)
     method : "xtb" (GFN1-xTB, SPME Ewald alpha 0.35/A) or "dft" (BLYP-D3,
         DZVP-MOLOPT-SR-GTH, GTH pseudopotentials, 400 Ry)
-    ensemble : "NVT" (CSVR thermostat, 50 fs) or "NVE"
+    ensemble : "LANGEVIN" (default; friction `langevin_gamma_per_fs`, 1/fs), "NVT" (CSVR
+        thermostat) or "NVE". A thermostat must be local (LANGEVIN, or NVT with region
+        "massive"): a global one scales all velocities by one factor, so flexible water
+        keeps translation, rotation and vibration at different temperatures for tens of ps.
+    thermostat_region : NVT only: "massive" (one thermostat per degree of freedom, default),
+        "molecule" or "global"
+    thermostat_timecon_fs : NVT only: CSVR time constant; default 100 fs massive, else 50 fs
+    hydrogen_mass_amu : when given, &KIND H gets this MASS (e.g. 2 for a longer step in a
+        structure-only reference: classical structure does not depend on the masses)
     seed : drives the start orientations and CP2K's initial velocities (&GLOBAL SEED)
     threads : OMP threads named in the input's header comment (the command to run it)
 
@@ -1062,14 +1150,17 @@ def write_water_input(directory, *, n_molecules=8, density_g_cm3=0.997, method="
     -------
     Path of the ``.inp`` file.
     """
-    method = str(method).lower()
-    ensemble = str(ensemble).upper()
-    if ensemble not in ("NVT", "NVE"):
-        raise ValueError(f"ensemble {ensemble!r}: use 'NVT' or 'NVE'")
-    if method not in ("xtb", "dft"):
-        raise ValueError(f"method {method!r}: use 'xtb' or 'dft'")
+    method = _choice("method", method, ("xtb", "dft"))
+    ensemble = _choice("ensemble", ensemble, _ENSEMBLES)
+    region = _choice("thermostat_region", thermostat_region, _REGIONS)
+    timecon_fs = _TIMECON_FS[region] if thermostat_timecon_fs is None else thermostat_timecon_fs
     if n_molecules < 1 or steps < 1 or print_every < 1 or timestep_fs <= 0 or density_g_cm3 <= 0:
         raise ValueError("n_molecules, steps, print_every, timestep_fs and density_g_cm3 must be positive")
+    if min(langevin_gamma_per_fs, timecon_fs, 1 if hydrogen_mass_amu is None else hydrogen_mass_amu) <= 0:
+        raise ValueError("langevin_gamma_per_fs, thermostat_timecon_fs and hydrogen_mass_amu must be positive")
+    thermostat, described = _md_thermostat(ensemble, langevin_gamma_per_fs, region, timecon_fs)
+    if hydrogen_mass_amu is not None:
+        described += f", H mass {hydrogen_mass_amu:g} amu"
     if project is None:
         project = f"water{n_molecules}-{method}-{ensemble.lower()}-{temperature_k:g}K"
     directory = Path(directory)
@@ -1087,10 +1178,11 @@ def write_water_input(directory, *, n_molecules=8, density_g_cm3=0.997, method="
 
     tree = _water_tree(project=project, coord_file=coord_file, edge_a=edge_a, method=method,
                        temperature_k=temperature_k, steps=steps, timestep_fs=timestep_fs,
-                       seed=seed, ensemble=ensemble, print_every=print_every)
+                       seed=seed, ensemble=ensemble, thermostat=thermostat,
+                       hydrogen_mass_amu=hydrogen_mass_amu, print_every=print_every)
     inp = directory / f"{project}.inp"
     header = [
-        f"# {n_molecules} water molecules, {method}, {ensemble} {temperature_k:g} K, "
+        f"# {n_molecules} water molecules, {method}, {described}, {temperature_k:g} K, "
         f"{steps} steps of {timestep_fs:g} fs; written by openmm_learning.cp2k.write_water_input",
         f"# run: OMP_NUM_THREADS={threads or 2} cp2k.psmp -i {inp.name} -o {project}.out",
     ]

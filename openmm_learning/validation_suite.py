@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import analysis
+from .analysis import KINETIC_KINDS
 from .cp2k import Cp2kRun
 from .fit import FitSettings, file_hashes, fit_modes, force_errors, learning_curve, sha256_of
 from .model import CHANNEL_KEYS, Channel, LossModel, WaterSystem
@@ -295,27 +297,39 @@ def _integrator(summary: dict, species, temperature_k, timestep_ps):
                               n_atoms=len(species))
 
 
+def start_frames(run: Cp2kRun, equilibration_ps: float, seeds: int) -> list:
+    """Frame indices for independent runs: spread evenly over the reference after its
+    equilibration cut, the last frame first."""
+    first = int(np.searchsorted(run.times_ps, run.times_ps[0] + equilibration_ps - 1e-9))
+    first = min(first, run.n_frames - 1)
+    return [int(i) for i in np.round(np.linspace(run.n_frames - 1, first, seeds)).astype(int)]
+
+
 def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Path, *, ps, platform="CPU",
-                   report_interval=100, progress=True):
-    """OpenMM dynamics of a model (or the SPC/Fw baseline when model_path is None) from
-    the reference's last frame at its state; resumes from the folder's checkpoint."""
+                   report_interval=100, progress=True, frame=-1, seed=1, equilibration_ps=2.0):
+    """OpenMM dynamics of a model (or the SPC/Fw baseline when model_path is None) from a
+    frame of the reference at its state, with velocities drawn at its temperature (seed)
+    and `equilibration_ps` of Langevin equilibration first (a CP2K frame of a global
+    thermostat's run is out of equipartition); resumes from the folder's checkpoint."""
     from .simulate import simulate
     from .spcfw import spcfw_system
 
+    frame = frame % run.n_frames
     stamp = {"model_sha256": sha256_of(model_path) if model_path else "SPC/Fw", "project": run.project,
-             "start_step": int(run.steps[-1]), "temperature_K": run.settings.temperature_k,
-             "timestep_ps": run.settings.timestep_ps, "report_interval": report_interval}
+             "start_step": int(run.steps[frame]), "temperature_K": run.settings.temperature_k,
+             "timestep_ps": run.settings.timestep_ps, "report_interval": report_interval, "seed": seed,
+             "equilibration_ps": equilibration_ps}
     if (out / STAMP).exists() and not _stage_done(out, stamp):
         _say(progress, f"{name}: {out} was made from other inputs; starting it again")
         shutil.rmtree(out)
     _write_stamp(out, stamp)
     dt = run.settings.timestep_ps
     model = LossModel.load(model_path) if model_path else None
-    extra = {} if model else {"system": spcfw_system(len(system.molecules), run.box_nm[-1]), "name": name}
-    return simulate(model, run.positions[-1], None if run.velocities is None else run.velocities[-1],
-                    run.box_nm[-1], system.species, system.molecules,
+    extra = {} if model else {"system": spcfw_system(len(system.molecules), run.box_nm[frame]), "name": name}
+    return simulate(model, run.positions[frame], None, run.box_nm[frame], system.species, system.molecules,
                     temperature_k=run.settings.temperature_k, timestep_ps=dt, steps=int(round(ps / dt)),
-                    out_dir=out, platform=platform, report_interval=report_interval, progress=progress, **extra)
+                    out_dir=out, platform=platform, report_interval=report_interval, progress=progress,
+                    seed=seed, equilibration_ps=equilibration_ps, **extra)
 
 
 def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSystem, *, ps=2.0, interval=5,
@@ -340,9 +354,9 @@ def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSyst
         return npy
     summary = json.loads((sim_dir / "summary.json").read_text())
     if model_path:
-        system_mm = create_system(LossModel.load(model_path), system.species, system.molecules, run.box_nm[-1])
+        system_mm = create_system(LossModel.load(model_path), system.species, system.molecules, run.box_nm[0])
     else:
-        system_mm = spcfw_system(len(system.molecules), run.box_nm[-1])
+        system_mm = spcfw_system(len(system.molecules), run.box_nm[0])
     integ = _integrator(summary, system.species, run.settings.temperature_k, dt)
     ctx = mm.Context(system_mm, integ, mm.Platform.getPlatformByName(platform))
     ctx.loadCheckpoint((sim_dir / "checkpoint.chk").read_bytes())
@@ -376,6 +390,8 @@ def row_of(sim_dir):
     s = json.loads((sim_dir / "summary.json").read_text()) if (sim_dir / "summary.json").exists() else {}
     row = Row(traj, temperature=log["temperature_K"], temperature_times_ps=log["time_ps"],
               seconds_per_step=s.get("seconds_per_step"))
+    if all(f"T_{k}_K" in log for k in KINETIC_KINDS):
+        row.kinetic, row.kinetic_times_ps = {k: log[f"T_{k}_K"] for k in KINETIC_KINDS}, log["time_ps"]
     row.heat_per_ps, row.net_force = s.get("heat_per_ps"), s.get("mean_net_force")
     if (sim_dir / "velocities.npy").exists() and (sim_dir / "velocities.json").exists():
         row.velocities = np.load(sim_dir / "velocities.npy")
@@ -388,7 +404,8 @@ def reference_row(run: Cp2kRun, equilibration_ps: float):
     spaced), heat removed by its thermostat and net force after the cut, cost per step."""
     from .validation import Row
 
-    row = Row(trajectory_of(run))
+    masses = run.masses_amu()
+    row = Row(trajectory_of(run), hydrogen_mass_amu=float(masses[np.array(run.elements) == "H"][0]))
     t0 = run.times_ps[0] + equilibration_ps - 1e-9
     if run.energies is not None:
         e = run.energies
@@ -404,6 +421,10 @@ def reference_row(run: Cp2kRun, equilibration_ps: float):
         if np.allclose(gaps, gaps[0], rtol=1e-3):
             row.velocities, row.velocity_times_ps = run.velocities, run.times_ps
             row.velocity_dt_ps = float(gaps[0])
+    if run.velocities is not None:
+        row.kinetic = analysis.kinetic_temperatures(run.positions, run.velocities, masses, run.box_nm)
+        row.kinetic.pop("total")
+        row.kinetic_times_ps = run.times_ps
     if run.forces is not None:
         keep = run.times_ps >= t0
         row.net_force = float(np.mean(np.linalg.norm(run.forces[keep].sum(axis=1), axis=1)))
@@ -412,9 +433,9 @@ def reference_row(run: Cp2kRun, equilibration_ps: float):
 
 # --------------------------------------------------------------------------- the suite
 
-def run_validation(reference, out_dir, *, models=None, simulations=None, train_steps=None, ps=20.0,
-                   equilibration_ps=None, row_equilibration_ps=None, baseline=None, thresholds=None,
-                   velocity_ps=2.0, velocity_interval=5, report_interval=100, platform="CPU",
+def run_validation(reference, out_dir, *, models=None, simulations=None, train_steps=None, ps=10.0,
+                   seeds=3, langevin_ps=2.0, equilibration_ps=None, row_equilibration_ps=0.0, baseline=None,
+                   thresholds=None, velocity_ps=2.0, velocity_interval=5, report_interval=100, platform="CPU",
                    learning_curve_sizes=5, sensitivity_frames=20, fit_settings: FitSettings | None = None,
                    allow_truncated=False, progress=True, extra_info=None, report_dir=None):
     """Validate learned water against a CP2K run folder; returns validation.ValidationResult.
@@ -422,11 +443,15 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     Rows: models (MODEL.json paths, or {name: path}) are simulated; without models and
     simulations, both modes are fitted on train_steps ((A, B) or "A:B" CP2K steps,
     default every frame: the fit then holds out its own last 20 % after a gap) and
-    simulated; simulations ({name: folder}) are already-run folders. baseline: run SPC/Fw
-    too (default: when this call simulates models). Every OpenMM run starts from the
-    reference's last frame at its temperature, timestep and cell, lasts ps, and drops
-    row_equilibration_ps (default min(2, 0.2 ps)); the reference drops equilibration_ps
-    (default: half the run, at most 5 ps). thresholds: a file or dict (validation.load_thresholds).
+    simulated; simulations ({name: folder}) are already-run folders (a folder of seed-*
+    folders is one row of several runs). baseline: run SPC/Fw too (default: when this call
+    simulates models). Each simulated row is `seeds` independent runs: run k starts from
+    its own frame of the reference after the equilibration cut (start_frames) with
+    velocities drawn at the reference's temperature (seed k), equilibrates for langevin_ps
+    under Langevin friction, then runs ps of learning dynamics at the reference's
+    temperature, timestep and cell; row_equilibration_ps is cut from each (default 0).
+    The reference drops equilibration_ps (default: half the run, at most 5 ps).
+    thresholds: a file or dict (validation.load_thresholds).
     The report, metrics.json and plots go to report_dir (default out_dir).
     """
     from .validation import validate
@@ -459,13 +484,16 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
         sims[name] = (out / f"sim-{_folder_name(name)}", path)
     if baseline:
         sims[BASELINE_NAME] = (out / "sim-spcfw", None)
+    frames = start_frames(run, eq, seeds)
     for name, (folder, path) in sims.items():
-        _say(progress, f"{name}: {ps:g} ps of dynamics in {folder}")
-        simulate_stage(name, path, run, system, folder, ps=ps, platform=platform,
-                       report_interval=report_interval, progress=progress)
-        if run.velocities is not None and velocity_ps:
-            record_velocities(folder, path, run, system, ps=velocity_ps, interval=velocity_interval,
-                              platform=platform, progress=progress)
+        _say(progress, f"{name}: {seeds} x ({langevin_ps:g} ps Langevin + {ps:g} ps) of dynamics in {folder}")
+        for k, frame in enumerate(frames):
+            simulate_stage(name, path, run, system, folder / f"seed-{k}", ps=ps, platform=platform,
+                           report_interval=report_interval, progress=progress, frame=frame, seed=k + 1,
+                           equilibration_ps=langevin_ps)
+            if velocity_ps:
+                record_velocities(folder / f"seed-{k}", path, run, system, ps=velocity_ps,
+                                  interval=velocity_interval, platform=platform, progress=progress)
     agents = agents_stage(models, run, system, out / "agents", sensitivity_frames, progress) if models else {}
 
     folders = {n: f for n, (f, _) in sims.items()}
@@ -473,23 +501,34 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     _say(progress, f"comparing {len(folders)} rows with CP2K")
     rows = {}
     for n, f in tqdm(folders.items(), desc="loading rows", unit="row", disable=not progress):
-        rows[n] = row_of(f)
-    if row_equilibration_ps is None:
-        shortest = min(float(r.traj.time[-1] - r.traj.time[0]) for r in rows.values())
-        row_equilibration_ps = min(2.0, 0.2 * shortest)
+        rows[n] = [row_of(x) for x in run_folders(f)]
     info = _provenance(run, eq, row_equilibration_ps, train_steps, fitted, models, folders, baseline, ps,
-                       velocity_ps, velocity_interval, platform) + list(extra_info or [])
+                       velocity_ps, velocity_interval, platform, frames, langevin_ps) + list(extra_info or [])
     sections = _sections(out, agents, lc, folders, fitted)
     report_dir = out if report_dir is None else Path(report_dir)
     result = validate(reference_row(run, eq), rows, out_dir=report_dir, thresholds=thresholds,
                       equilibration_ps=eq, row_equilibration_ps=row_equilibration_ps,
-                      baseline=BASELINE_NAME if baseline else None, settings_info=info, sections=sections)
+                      baseline=BASELINE_NAME if baseline else None, settings_info=info, sections=sections,
+                      target_temperature_k=run.settings.temperature_k)
     (out / "suite.json").write_text(json.dumps({
-        "reference": run.project, "passed": result.passed, "rows": {n: str(Path(f).name) for n, f in folders.items()},
+        "reference": run.project, "passed": result.passed, "verdicts": result.verdicts,
+        "rows": {n: str(Path(f).name) for n, f in folders.items()}, "seeds": seeds, "start_frames": frames,
         "models": {n: str(p) for n, p in models.items()}, "train_steps": list(train_steps or (None, None)),
         "equilibration_ps": eq, "row_equilibration_ps": row_equilibration_ps, "ps": ps,
         "report": os.path.relpath(result.html_path, out)}, indent=1))
     return result
+
+
+def run_folders(folder) -> list:
+    """The simulation folders of one row: FOLDER itself, or its seed-* folders in order."""
+    folder = Path(folder)
+    if (folder / "summary.json").exists() or (folder / "state.csv").exists():
+        return [folder]
+    seeds = sorted(folder.glob("seed-*"), key=lambda p: int(p.name.split("-")[1]) if p.name[5:].isdigit() else 0)
+    if not seeds:
+        raise FileNotFoundError(f"{folder}: neither a simulation folder (summary.json, state.csv) "
+                                "nor a folder of seed-* simulation folders")
+    return seeds
 
 
 def _folder_name(name: str) -> str:
@@ -512,7 +551,7 @@ def _named_models(models) -> dict:
 
 
 def _provenance(run, eq, row_eq, train_steps, fitted, models, folders, baseline, ps, velocity_ps,
-                velocity_interval, platform) -> list:
+                velocity_interval, platform, frames, langevin_ps) -> list:
     import openmm
 
     s = run.settings
@@ -532,7 +571,10 @@ def _provenance(run, eq, row_eq, train_steps, fitted, models, folders, baseline,
         lines.append(f"{n}: model {Path(p).name} sha256 {sha256_of(p)[:16]}")
     if folders:
         lines.append(f"OpenMM {openmm.__version__} on the {platform} platform, {os.cpu_count()} CPU cores; "
-                     f"{ps:g} ps per row from CP2K step {run.steps[-1]} (its positions and velocities)")
+                     f"each row {len(frames)} runs (seeds 1-{len(frames)}) from CP2K steps "
+                     f"{', '.join(str(int(run.steps[f])) for f in frames)}: velocities drawn at "
+                     f"{run.settings.temperature_k:g} K, {langevin_ps:g} ps of Langevin (5/ps) equilibration, "
+                     f"then {ps:g} ps of learning dynamics (Nose-Hoover)")
     if velocity_ps and run.velocities is not None:
         lines.append(f"spectra: CP2K velocities from the vel file; OpenMM velocities recorded for {velocity_ps:g} ps "
                      f"after each run, every {velocity_interval} steps")
@@ -600,18 +642,23 @@ def _sections(out, agents, lc, folders, fitted) -> list:
                          "plots": [out / "fit" / "parity.png", out / "fit" / "channels.png"]})
     sim_rows = []
     for name, folder in folders.items():
-        f = Path(folder) / "summary.json"
-        if f.exists():
+        for run_dir in run_folders(folder):
+            f = run_dir / "summary.json"
+            if not f.exists():
+                continue
             s = json.loads(f.read_text())
-            sim_rows.append([name, Path(folder).name, s["steps"], f"{s['steps'] * s['timestep_ps']:g}",
-                             f"{s['mean_temperature']:.1f}", f"{1000 * s['collision_time_ps']:g} fs x {s['chain_length']}",
+            sim_rows.append([name, os.path.relpath(run_dir, Path(folder).parent), s["steps"],
+                             f"{s['steps'] * s['timestep_ps']:g}", s.get("seed", "?"),
+                             f"{s.get('equilibration_ps', 0):g}", f"{s['mean_temperature']:.1f}",
+                             f"{1000 * s['collision_time_ps']:g} fs x {s['chain_length']}",
                              f"{s['heat_per_ps']:.0f}", f"{s['mean_net_force']:.3g}",
                              f"{1000 * s['seconds_per_step']:.2f}", f"{100 * s['out_of_range_fraction']:.0f} %"])
     if sim_rows:
         sections.append({"title": "Simulations", "text": [
-            "Velocity Verlet with a Nose-Hoover thermostat (LearningIntegrator) at the reference's temperature "
-            "and timestep; the mean temperature is over the second half; 'out of range': reports with an "
-            "invariant outside the model's training range."],
-            "table": {"header": ["row", "folder", "steps", "ps", "mean T (K)", "thermostat", "heat (kJ/mol/ps)",
+            "Each run: Langevin equilibration (not recorded), then velocity Verlet with a Nose-Hoover thermostat "
+            "(LearningIntegrator) at the reference's temperature and timestep; the mean temperature is over "
+            "the second half; 'out of range': reports with an invariant outside the model's training range."],
+            "table": {"header": ["row", "folder", "steps", "ps", "seed", "Langevin ps", "mean T (K)", "thermostat",
+                                 "heat (kJ/mol/ps)",
                                  "|F_net| (kJ/mol/nm)", "ms/step", "out of range"], "rows": sim_rows}})
     return sections

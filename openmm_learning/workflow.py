@@ -125,16 +125,17 @@ def validate_simulations(reference_dir, simulations: dict, out_dir, *, equilibra
                           extra_info=extra_info, allow_truncated=allow_truncated, thresholds=thresholds)
 
 
-def run_example(out_dir="output", *, ps=20.0, platform="CPU", run_dir=None, progress=True):
+def run_example(out_dir="output", *, ps=10.0, seeds=3, platform="CPU", run_dir=None, progress=True):
     """The main job on a CP2K run (default: the bundled xTB water): the validation suite.
 
-    Fit both modes on every frame, learning curve, agent sensitivity, ps of OpenMM dynamics
-    per learned mode and for the SPC/Fw baseline, velocity recordings, comparison with CP2K.
+    Fit both modes on every frame, learning curve, agent sensitivity, `seeds` runs of ps of
+    OpenMM dynamics per learned mode and for the SPC/Fw baseline (each after 2 ps of
+    Langevin equilibration), velocity recordings, comparison with CP2K.
     Layout: OUT/fit/, OUT/learning-curve/, OUT/agents/, OUT/sim-{agent,reciprocal,spcfw}/,
     OUT/validation/ (report.html, report.md, metrics.json, plots). Finished stages are not redone.
     """
     from .validation_suite import run_validation
 
     run_dir = Path(run_dir) if run_dir else example_run_dir()
-    return run_validation(run_dir, out_dir, ps=ps, platform=platform, progress=progress,
-                          row_equilibration_ps=min(2.0, 0.2 * ps), report_dir=Path(out_dir) / "validation")
+    return run_validation(run_dir, out_dir, ps=ps, seeds=seeds, platform=platform, progress=progress,
+                          report_dir=Path(out_dir) / "validation")

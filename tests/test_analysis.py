@@ -212,15 +212,36 @@ def test_unwrap_and_diffusion_of_a_random_walk():
     x = unwrapped - unwrapped.mean(axis=1, keepdims=True)
     direct = [np.mean(np.sum((x[m:] - x[:len(x) - m]) ** 2, axis=-1)) for m in (1, 7, 200)]
     np.testing.assert_allclose(msd[[1, 7, 200]], direct, rtol=1e-9)
-    assert analysis.diffusion_coefficient(t, msd) == pytest.approx(0.01, rel=0.25)
+    # the window of the report, 1-2.5 ps: 30 walkers x 20 ps
+    assert analysis.diffusion_in_window(traj) == pytest.approx(0.01 * (1 - 1 / 30), rel=0.15)
+    with pytest.raises(ValueError, match="too short for diffusion"):
+        analysis.diffusion_in_window(traj[:90])  # 4.5 ps < 2 x 2.5 ps
+
+
+def test_diffusion_in_the_report_recovers_a_known_ratio(tmp_path):
+    """Random walks with D = 0.01 and 0.02 nm^2/ps through validate(): the report's window
+    and error bars give ln 2, three runs against one, within their uncertainty."""
+    from openmm_learning.validation import Row, validate
+
+    ref = _random_walk_traj(0.01, n_frames=800, seed=3)[0]
+    runs = [Row(_random_walk_traj(0.02, n_frames=400, seed=s)[0]) for s in (4, 5, 6)]
+    res = validate(ref, {"twice as fast": runs}, out_dir=tmp_path)
+    m = res.metric("twice as fast", "diffusion.log_ratio")
+    assert m["reference_value"] == pytest.approx(0.01, rel=0.2) and m["row_value"] == pytest.approx(0.02, rel=0.2)
+    assert abs(m["value"] - np.log(2)) < 3 * m["uncertainty"] and 0 < m["uncertainty"] < 0.3
+    assert "lags 1-2.5 ps" in m["context"]
+    # factor 2 against a threshold of a factor 2: the data cannot decide, and say so
+    assert m["outcome"] == "inconclusive"
 
 
 def test_diffusion_of_water(spcfw, xtb):
-    t, msd = analysis.msd_oxygen(spcfw)
-    d = analysis.diffusion_coefficient(t, msd)
+    d = analysis.diffusion_in_window(spcfw)
     # SPC/Fw: 2.3e-5 cm^2/s = 2.3e-3 nm^2/ps (64 molecules, 20 ps: +-50 %).
     assert 1.2e-3 < d < 4.5e-3
+    t, msd = analysis.msd_oxygen(spcfw)
     assert np.all(np.diff(msd[1:]) > -2e-3)  # grows, up to noise
+    with pytest.raises(ValueError, match="too short"):
+        analysis.diffusion_in_window(xtb)  # 0.8 ps of xTB: no diffusion coefficient
 
 
 def test_hbonds_per_molecule(spcfw, xtb):
@@ -271,3 +292,74 @@ def test_hydrogen_spectrum_of_cp2k_xtb_water(xtb):
     halves = [analysis.hydrogen_spectrum(p, 0.0025, xtb.topology)[4] for p in (v[:h], v[h:])]
     for band in bands:
         assert abs(halves[0][band] - halves[1][band]) < 20  # the noise floor of the band positions
+
+
+# --------------------------------------------------------------------------- equipartition
+
+def _water_frames(n_frames, n_mol=64, box=1.24, seed=0):
+    """Rigid-ish SPC-like molecules at random places and orientations."""
+    rng = np.random.default_rng(seed)
+    mol = np.array([[0.0, 0.0, 0.0], [0.0957, 0.0, 0.0], [-0.024, 0.0927, 0.0]])
+    x = np.empty((n_frames, n_mol, 3, 3))
+    for f in range(n_frames):
+        q, _ = np.linalg.qr(rng.normal(size=(n_mol, 3, 3)))
+        x[f] = np.einsum("mkl,al->mak", q, mol) + rng.random((n_mol, 1, 3)) * box
+    return x.reshape(n_frames, -1, 3) % box
+
+
+def test_kinetic_temperatures_of_maxwell_boltzmann_velocities():
+    """Velocities drawn at 300 K: every species and kind of motion reads 300 K (3 degrees of
+    freedom each per molecule, the box's centre of mass removed)."""
+    rng = np.random.default_rng(1)
+    masses = np.tile([MASSES_AMU["O"], MASSES_AMU["H"], MASSES_AMU["H"]], 64)
+    x = _water_frames(400)
+    v = rng.normal(size=x.shape) * np.sqrt(analysis.KB_KJMOL_K * 300.0 / masses)[None, :, None]
+    kt = analysis.kinetic_temperatures(x, v, masses, np.full(3, 1.24))
+    for kind in analysis.KINETIC_KINDS + ("total",):
+        assert kt[kind].shape == (400,)
+        assert kt[kind].mean() == pytest.approx(300.0, abs=4.0), kind  # 400 frames x 192 dof: +-1.5 K
+    # one frame, and the total is the temperature CP2K and OpenMM print (3N - 3)
+    one = analysis.kinetic_temperatures(x[0], v[0], masses, np.full(3, 1.24))
+    assert one["total"][0] == pytest.approx(analysis.temperature(v[0] - (masses[:, None] * v[0]).sum(0) / masses.sum(),
+                                                                 masses)[0])
+
+
+def test_kinetic_temperatures_see_a_planted_split():
+    """Internal velocities only (no translation, no rotation): vibration carries it all, and
+    a rigid rotation only is rotation; the split is exact, frame by frame."""
+    masses = np.tile([MASSES_AMU["O"], MASSES_AMU["H"], MASSES_AMU["H"]], 64)
+    x = _water_frames(3, seed=2)
+    xm = x.reshape(3, 64, 3, 3)
+    rel = xm - xm[:, :, :1]
+    rel -= 1.24 * np.rint(rel / 1.24)
+    m = masses.reshape(64, 3)
+    com = np.einsum("ma,fmak->fmk", m, rel) / m.sum(1)[None, :, None]
+    r = rel - com[:, :, None]
+    spin = np.cross(np.array([0.0, 0.0, 3.0]), r)  # rigid rotation about z, 3 / ps
+    kt = analysis.kinetic_temperatures(x, spin.reshape(3, -1, 3), masses, np.full(3, 1.24))
+    assert np.all(kt["rotation"] > 0) and np.allclose(kt["vibration"], 0, atol=1e-9)
+    assert np.allclose(kt["translation"], 0, atol=1e-9)
+    # stretch both O-H bonds along themselves, momentum-free: vibration only
+    stretch = np.zeros_like(r)
+    stretch[:, :, 1:] = r[:, :, 1:] - r[:, :, :1]
+    stretch[:, :, 0] = -(m[None, :, 1:, None] * stretch[:, :, 1:]).sum(2) / m[None, :, :1]
+    kt = analysis.kinetic_temperatures(x, stretch.reshape(3, -1, 3), masses, np.full(3, 1.24))
+    assert np.all(kt["vibration"] > 0)
+    assert np.allclose(kt["translation"], 0, atol=1e-9) and np.allclose(kt["rotation"], 0, atol=1e-6)
+
+
+def test_bundled_xtb_run_is_out_of_equipartition(xtb):
+    """The bundled GFN1-xTB run (global CSVR) splits: hot translation and rotation, cold
+    internal vibration; FIST SPC/Fw (global CSVR, 25 ps) has a cold vibration too."""
+    out = {}
+    for name in ("water64-xtb-300K", "water64-spcfw-300K"):
+        traj, _, run = load(name)
+        masses = np.array([MASSES_AMU[e] for e in run.elements])
+        keep = run.times_ps >= run.times_ps[0] + EQUILIBRATION_PS[name] - 1e-9
+        kt = analysis.kinetic_temperatures(run.positions[keep], run.velocities[keep], masses, run.box_nm[keep])
+        out[name] = {k: float(v.mean()) for k, v in kt.items()}
+    x = out["water64-xtb-300K"]
+    assert x["translation"] > 330 and x["rotation"] > 330 and x["vibration"] < 220
+    assert abs(x["total"] - 300) < 15
+    s = out["water64-spcfw-300K"]
+    assert s["vibration"] < 275 and abs(s["total"] - 300) < 5

@@ -131,7 +131,8 @@ def test_spcfw_run(spcfw):
 def test_settings(name, method, steps):
     s = read_cp2k_settings(DATA / name / f"{name}.inp")
     assert s.project == name and s.run_type == "MD" and s.method == method
-    assert s.ensemble == "NVT" and s.thermostat == "CSVR"
+    assert s.ensemble == "NVT" and s.thermostat == "CSVR" and s.thermostat_region == "GLOBAL"
+    assert s.langevin_gamma_per_ps is None and s.masses_amu == units.MASSES_AMU
     assert s.timestep_ps == pytest.approx(0.0005)
     assert s.temperature_k == pytest.approx(300.0)
     assert s.steps == steps
@@ -361,6 +362,16 @@ def test_input_units_and_defaults(tmp_path, old, new, field, value):
     np.testing.assert_allclose(getattr(s, field), value)
 
 
+def test_kind_mass(tmp_path):
+    # kinds named by element or not (ELEMENT), a name clashing with a keyword, a unit
+    kinds = ("&KIND Hd\n ELEMENT H\n MASS [amu] 2.014\n &END KIND\n"
+             "&KIND mass\n ELEMENT O\n MASS 17\n &END KIND\n")
+    s = read_cp2k_settings(edited_input(tmp_path, "  &END SUBSYS", kinds + "  &END SUBSYS"))
+    assert s.masses_amu == pytest.approx({"H": 2.014, "O": 17.0})
+    s = read_cp2k_settings(edited_input(tmp_path, "  &END SUBSYS", "&KIND H1\n MASS 3\n &END KIND\n&END SUBSYS"))
+    assert s.masses_amu == pytest.approx({"H": 3.0, "O": units.MASSES_AMU["O"]})
+
+
 def test_invalid_input(tmp_path):
     path = edited_input(tmp_path, "TIMESTEP 0.5", "TIMESTEP fast")
     with pytest.raises(Cp2kFormatError, match="edited.inp, line 59: invalid value .*'fast'.*TIMESTEP fast"):
@@ -399,9 +410,11 @@ def test_box_edge_from_density():
 
 
 def test_write_xtb_input(tmp_path):
-    inp = write_water_input(tmp_path, n_molecules=8, steps=20, seed=5, print_every=2)
+    inp = write_water_input(tmp_path, n_molecules=8, steps=20, seed=5, print_every=2, ensemble="NVT",
+                            thermostat_region="global")
     s = read_cp2k_settings(inp)
     assert (s.method, s.ensemble, s.thermostat, s.steps) == ("QS/xTB", "NVT", "CSVR", 20)
+    assert s.thermostat_region == "GLOBAL" and s.masses_amu == units.MASSES_AMU
     assert s.timestep_ps == pytest.approx(0.0005) and s.temperature_k == 300.0
     np.testing.assert_allclose(s.cell_nm, [water_box_edge_nm(8, 0.997)] * 3, atol=1e-6)
     tree = cp2k._parse_input(inp)
@@ -420,6 +433,37 @@ def test_write_xtb_input(tmp_path):
     assert lines[0] == "24" and [ln.split()[0] for ln in lines[2:5]] == ["O", "H", "H"]
 
 
+@pytest.mark.parametrize("kwargs, ensemble, thermostat, region, gamma_ps, timecon, header", [
+    ({}, "LANGEVIN", "LANGEVIN", None, 2.0, None, "LANGEVIN gamma 0.002/fs"),  # the default
+    ({"langevin_gamma_per_fs": 0.01}, "LANGEVIN", "LANGEVIN", None, 10.0, None, "gamma 0.01/fs"),
+    ({"ensemble": "nvt"}, "NVT", "CSVR", "MASSIVE", None, 100.0, "NVT CSVR MASSIVE 100 fs"),
+    ({"ensemble": "NVT", "thermostat_region": "molecule", "thermostat_timecon_fs": 30},
+     "NVT", "CSVR", "MOLECULE", None, 30.0, "NVT CSVR MOLECULE 30 fs"),
+    ({"ensemble": "NVE"}, "NVE", None, None, None, None, "xtb, NVE, 300 K"),
+])
+def test_write_thermostats(tmp_path, kwargs, ensemble, thermostat, region, gamma_ps, timecon, header):
+    inp = write_water_input(tmp_path, n_molecules=2, **kwargs)
+    s = read_cp2k_settings(inp)
+    assert (s.ensemble, s.thermostat, s.thermostat_region) == (ensemble, thermostat, region)
+    assert s.langevin_gamma_per_ps == (None if gamma_ps is None else pytest.approx(gamma_ps))
+    md = cp2k._parse_input(inp)["motion"]["md"]
+    assert ("thermostat" in md) == (timecon is not None) and ("langevin" in md) == (gamma_ps is not None)
+    if timecon is not None:
+        assert md["thermostat"]["csvr"]["timecon"] == pytest.approx(timecon)
+    assert header in inp.read_text().split("\n")[0]
+
+
+@pytest.mark.parametrize("method", ["xtb", "dft"])
+def test_write_hydrogen_mass(tmp_path, method):
+    inp = write_water_input(tmp_path, n_molecules=2, method=method, hydrogen_mass_amu=2.0)
+    s = read_cp2k_settings(inp)
+    assert s.masses_amu == {"H": 2.0, "O": units.MASSES_AMU["O"]}
+    kind_h = cp2k._parse_input(inp)["force_eval"]["subsys"]["kind"]["H"]
+    assert kind_h["element"] == "H" and kind_h["mass"] == 2.0
+    assert ("basis_set" in kind_h) == (method == "dft")  # merged into the DFT kind
+    assert "H mass 2 amu" in inp.read_text().split("\n")[0]
+
+
 def test_write_dft_input(tmp_path):
     inp = write_water_input(tmp_path, n_molecules=8, method="dft", ensemble="NVE", project="w8dft")
     assert inp.name == "w8dft.inp"
@@ -434,10 +478,15 @@ def test_write_dft_input(tmp_path):
 
 
 def test_write_rejects_bad_arguments(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ensemble 'NPT_I': use one of 'LANGEVIN', 'NVT', 'NVE'"):
         write_water_input(tmp_path, ensemble="NPT_I")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="method 'mp2': use one of 'xtb', 'dft'"):
         write_water_input(tmp_path, method="mp2")
+    with pytest.raises(ValueError, match="region 'local': use one of 'MASSIVE', 'MOLECULE', 'GLOBAL'"):
+        write_water_input(tmp_path, ensemble="NVT", thermostat_region="local")
+    for bad in ({"langevin_gamma_per_fs": 0}, {"thermostat_timecon_fs": -1}, {"hydrogen_mass_amu": 0}):
+        with pytest.raises(ValueError, match="must be positive"):
+            write_water_input(tmp_path, **bad)
     with pytest.raises(ValueError, match="density"):
         write_water_input(tmp_path, n_molecules=8, density_g_cm3=5.0)
 
@@ -469,6 +518,21 @@ def test_run_cp2k_xtb_nve(tmp_path):
     drift_ha = np.ptp(e["conserved"]) / units.HARTREE_KJMOL
     assert drift_ha / n < 5e-5, f"conserved quantity moved {drift_ha:.2e} Ha over {steps} steps"
     assert run.seconds_per_step() > 0
+
+
+@pytest.mark.skipif(find_cp2k_executable() is None, reason="CP2K is not installed (apt-get install cp2k)")
+def test_run_cp2k_xtb_langevin_heavy_hydrogen(tmp_path):
+    steps = 4
+    inp = write_water_input(tmp_path, n_molecules=8, steps=steps, seed=3, hydrogen_mass_amu=2.0)
+    run = run_cp2k(inp, threads=1, timeout=300)
+    s = run.settings
+    assert (s.ensemble, s.thermostat) == ("LANGEVIN", "LANGEVIN")
+    assert s.langevin_gamma_per_ps == pytest.approx(2.0) and s.masses_amu["H"] == 2.0
+    np.testing.assert_array_equal(run.steps, np.arange(steps + 1))
+    # CP2K used the masses read back: its kinetic energy is 1/2 m v^2 with them
+    m = np.array([s.masses_amu[e] for e in run.elements])[None, :, None]
+    kinetic = 0.5 * (m * run.velocities**2).sum(axis=(1, 2))
+    np.testing.assert_allclose(kinetic, run.energies["kinetic"], rtol=1e-6)
 
 
 @pytest.mark.skipif(find_cp2k_executable() is None, reason="CP2K is not installed (apt-get install cp2k)")
