@@ -9,8 +9,9 @@ against the reference), the vibrational bands of the hydrogen velocity autocorre
 the thermostat's heat and the net force (reported), and the cost ratio CP2K / row.
 
 A row may be several independent runs (seeds): values are their mean and the
-uncertainty comes from contiguous blocks of every run (independent runs and long
-blocks are both nearly independent samples). Every judged metric has one of three
+uncertainty is the spread between them; a single run (the reference) gets its
+uncertainty from contiguous blocks, which slow processes correlate (say so when
+judging a short reference). Every judged metric has one of three
 outcomes against its threshold (``validation/thresholds.json``), with z Student's t
 quantile of the two-sided ``confidence`` for the uncertainty's degrees of freedom:
 pass (the whole interval value +- z sigma is inside), fail (all of it is outside), or
@@ -296,10 +297,11 @@ class _Profile:
         self.runs, self.n_blocks = runs, n_blocks
         self.heat_per_ps, self.net_force, self.hydrogen_mass_amu = heat_per_ps, net_force, hydrogen_mass_amu
         self.seeds = len(runs)
-        # blocks of every run: long blocks of one run are nearly independent, and so are runs
-        self.parts = [b for run in runs for b in run.blocks(n_blocks)]
+        # Independent runs when there are several: blocks of one run are correlated over the
+        # slow exchange between kinds of motion (tens of ps in flexible water), runs are not.
+        self.parts = runs if len(runs) >= 2 else runs[0].blocks(n_blocks)
         self.dof = len(self.parts) - 1
-        self.part_kind = f"{n_blocks} blocks of each of {len(runs)} run{'s' if len(runs) > 1 else ''}"
+        self.part_kind = f"{len(runs)} independent runs" if len(runs) >= 2 else f"{n_blocks} blocks of one run"
         self.duration_ps = float(sum(r.span_ps for r in runs))
         self.run_span_ps = min(r.span_ps for r in runs)
         self.traj = runs[0].traj
