@@ -207,18 +207,16 @@ def temperature(velocities, masses, dof: int | None = None) -> np.ndarray:
 KINETIC_KINDS = ("O", "H", "translation", "rotation", "vibration")
 
 
-def kinetic_temperatures(positions, velocities, masses, box) -> dict:
-    """Kinetic temperature (K) per frame of each species and of each kind of molecular motion.
+def motion_parts(positions, velocities, masses, box) -> dict:
+    """Velocities split into molecular translation, rigid rotation and internal vibration.
 
     positions, velocities: (n_frames, 3 n_mol, 3) or one frame, atoms in O H H order per
     molecule, nm and nm/ps; masses (amu) per atom; box: edges (3,) or (n_frames, 3) nm.
-    Velocities are taken in the frame of the whole box's centre of mass (its 3 degrees of
-    freedom are removed, shared among species by mass). Each molecule's kinetic energy
-    splits exactly into centre-of-mass translation, rigid rotation (1/2 w.L with the
-    instantaneous inertia tensor) and the rest, internal vibration: 3 degrees of freedom
-    each, all at T in equilibrium (the split is an orthogonal projection of the momenta
-    in the mass metric). Returns {"O", "H", "translation", "rotation", "vibration", "total"}
-    -> (n_frames,) arrays. Vectorised over frames and molecules.
+    The whole box's centre-of-mass velocity is removed first. Each molecule's velocities
+    are its centre-of-mass velocity, plus w x r with w from its angular momentum and its
+    instantaneous inertia tensor, plus the rest: an orthogonal split in the mass metric,
+    so the kinetic energies add up. Returns {"translation", "rotation", "vibration"} ->
+    arrays shaped like velocities (always with a frame axis). Vectorised, no loops.
     """
     x = np.asarray(positions, float)
     v = np.asarray(velocities, float)
@@ -232,31 +230,41 @@ def kinetic_temperatures(positions, velocities, masses, box) -> dict:
     box = np.broadcast_to(np.asarray(box, float).reshape(-1, 3), (n_frames, 3))[:, None, None, :]
     v = v - np.einsum("i,fij->fj", m, v)[:, None, :] / m.sum()
     xm, vm, mm = x.reshape(n_frames, n_mol, 3, 3), v.reshape(n_frames, n_mol, 3, 3), m.reshape(n_mol, 3)
-    # whole molecules: each H at the minimum image of its own O
-    rel = xm - xm[:, :, :1]
+    rel = xm - xm[:, :, :1]  # whole molecules: each H at the minimum image of its own O
     rel -= box * np.rint(rel / box)
     mol_mass = mm.sum(axis=1)[None, :, None]
-    com = np.einsum("ma,fmak->fmk", mm, rel) / mol_mass
+    r = rel - (np.einsum("ma,fmak->fmk", mm, rel) / mol_mass)[:, :, None]
     vcom = np.einsum("ma,fmak->fmk", mm, vm) / mol_mass
-    r = rel - com[:, :, None]
     u = vm - vcom[:, :, None]
     ang = np.einsum("ma,fmak->fmk", mm, np.cross(r, u))
-    r2 = np.einsum("fmak,fmak->fma", r, r)
-    inertia = (np.einsum("ma,fma->fm", mm, r2)[..., None, None] * np.eye(3)
+    inertia = (np.einsum("ma,fmak,fmak->fm", mm, r, r)[..., None, None] * np.eye(3)
                - np.einsum("ma,fmak,fmal->fmkl", mm, r, r))
     omega = np.linalg.solve(inertia, ang[..., None])[..., 0]
-    kinetic = {  # twice the kinetic energy, kJ/mol
-        "translation": np.einsum("m,fmk->f", mol_mass[0, :, 0], vcom**2),
-        "rotation": np.einsum("fmk,fmk->f", omega, ang),
-        "total": np.einsum("i,fik->f", m, v**2),
-    }
-    kinetic["vibration"] = kinetic["total"] - kinetic["translation"] - kinetic["rotation"]
-    species_dof = {}
-    for name, sel in (("O", slice(0, None, 3)), ("H", np.arange(n_atoms) % 3 != 0)):
+    rot = np.cross(omega[:, :, None], r)
+    shape = (n_frames, n_atoms, 3)
+    return {"translation": np.broadcast_to(vcom[:, :, None], vm.shape).reshape(shape),
+            "rotation": rot.reshape(shape), "vibration": (u - rot).reshape(shape)}
+
+
+def kinetic_temperatures(positions, velocities, masses, box) -> dict:
+    """Kinetic temperature (K) per frame of each species and of each kind of molecular motion.
+
+    Arguments as motion_parts. Velocities are taken in the frame of the whole box's
+    centre of mass (its 3 degrees of freedom are removed, shared among species by
+    mass); translation, rotation and vibration have 3 degrees of freedom per molecule
+    each and all sit at T in equilibrium. Returns {"O", "H", "translation", "rotation",
+    "vibration", "total"} -> (n_frames,) arrays.
+    """
+    parts = motion_parts(positions, velocities, masses, box)
+    m = np.asarray(masses, float)
+    n_atoms = len(m)
+    v = sum(parts.values())
+    kinetic = {k: np.einsum("i,fik->f", m, p**2) for k, p in parts.items()}  # twice the energy
+    kinetic["total"] = np.einsum("i,fik->f", m, v**2)
+    dof = {"translation": n_atoms - 3, "rotation": n_atoms, "vibration": n_atoms, "total": 3 * n_atoms - 3}
+    for name, sel in (("O", np.arange(n_atoms) % 3 == 0), ("H", np.arange(n_atoms) % 3 != 0)):
         kinetic[name] = np.einsum("i,fik->f", m[sel], v[:, sel] ** 2)
-        species_dof[name] = 3 * len(m[sel]) - 3 * m[sel].sum() / m.sum()
-    dof = {"translation": 3 * n_mol - 3, "rotation": 3 * n_mol, "vibration": 3 * n_mol,
-           "total": 3 * n_atoms - 3, **species_dof}
+        dof[name] = 3 * sel.sum() - 3 * m[sel].sum() / m.sum()
     return {k: kinetic[k] / (dof[k] * KB_KJMOL_K) for k in KINETIC_KINDS + ("total",)}
 
 

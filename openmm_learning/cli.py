@@ -58,7 +58,10 @@ def _print_validation(res):
     summary = getattr(res, "summary", None)
     if summary:
         header, rows = summary["header"], summary["rows"]
-        keep = [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 18, 19, len(header) - 1]
+        wanted = ("row", "g_OO peak (nm)", "g_OO height", "∫|Δg_OO| (Å)", "∫|Δg_OH| (Å)", "∫|Δg_HH| (Å)",
+                  "O-H (nm)", "H-O-H (°)", "H-bonds / mol", "D_O (1e-5 cm²/s)", "T (K)", "T_O / T_H (K)",
+                  "T trans / rot / vib (K)", "heat (kJ/mol/ps)", "ms / step", "speed-up")
+        keep = [header.index(w) for w in wanted if w in header] + [len(header) - 1]
         widths = [max(len(str(r[k])) for r in [header] + rows) for k in keep]
         for r in [header] + rows:
             print("  ".join(str(r[k]).rjust(w) if j else str(r[k]).ljust(w) for j, (k, w) in enumerate(zip(keep, widths))))

@@ -513,6 +513,7 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     (out / "suite.json").write_text(json.dumps({
         "reference": run.project, "passed": result.passed, "verdicts": result.verdicts,
         "rows": {n: str(Path(f).name) for n, f in folders.items()}, "seeds": seeds, "start_frames": frames,
+        "langevin_ps": langevin_ps,
         "models": {n: str(p) for n, p in models.items()}, "train_steps": list(train_steps or (None, None)),
         "equilibration_ps": eq, "row_equilibration_ps": row_equilibration_ps, "ps": ps,
         "report": os.path.relpath(result.html_path, out)}, indent=1))

@@ -44,23 +44,9 @@ def _state(ctx):
 
 def plant_split(x, v, masses, box, target: dict) -> np.ndarray:
     """Velocities whose translation / rotation / vibration temperatures are scaled to target."""
-    n_mol = len(masses) // 3
-    xm, vm, mm_ = x.reshape(n_mol, 3, 3), v.reshape(n_mol, 3, 3), masses.reshape(n_mol, 3)
-    rel = xm - xm[:, :1]
-    rel -= box * np.rint(rel / box)
-    mol_mass = mm_.sum(1)[:, None]
-    vcom = np.einsum("ma,mak->mk", mm_, vm) / mol_mass
-    r = rel - (np.einsum("ma,mak->mk", mm_, rel) / mol_mass)[:, None]
-    u = vm - vcom[:, None]
-    ang = np.einsum("ma,mak->mk", mm_, np.cross(r, u))
-    inertia = (np.einsum("ma,ma->m", mm_, np.einsum("mak,mak->ma", r, r))[:, None, None] * np.eye(3)
-               - np.einsum("ma,mak,mal->mkl", mm_, r, r))
-    omega = np.linalg.solve(inertia, ang[..., None])[..., 0]
-    rot = np.cross(omega[:, None], r)
-    parts = {"translation": np.broadcast_to(vcom[:, None], vm.shape), "rotation": rot, "vibration": u - rot}
+    parts = analysis.motion_parts(x, v, masses, box)
     now = analysis.kinetic_temperatures(x, v, masses, box)
-    out = sum(parts[k] * np.sqrt(target[k] / now[k][0]) for k in parts)
-    return out.reshape(-1, 3)
+    return sum(parts[k][0] * np.sqrt(target[k] / now[k][0]) for k in parts)
 
 
 def run(ctx, integ, masses, box, ps, window_ps=1.0):
