@@ -26,7 +26,7 @@ def _simulate(args):
     r = simulate_run(args.model, args.cp2k, args.out, ps=args.ps, frame=args.frame,
                      platform=args.platform,
                      collision_time_ps=args.collision_time / 1000.0 if args.collision_time else None,
-                     allow_truncated=args.allow_truncated)
+                     allow_truncated=args.allow_truncated, langevin_ps=args.langevin_ps, seed=args.seed)
     print(f"{r.steps} steps, {1e3 * r.seconds_per_step:.3f} ms/step, mean T {r.mean_temperature:.1f} K, "
           f"thermostat heat {r.heat_per_ps:.1f} kJ/mol/ps -> {r.out_dir}")
 
@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--ps", type=float, default=20.0)
     s.add_argument("--frame", type=int, default=-1, help="which CP2K frame to start from (default last)")
+    s.add_argument("--langevin-ps", type=float, default=2.0,
+                   help="Langevin equilibration first (default 2 ps; 0: none): a CP2K frame of a global "
+                        "thermostat's run is out of equipartition")
+    s.add_argument("--seed", type=int, default=1, help="random seed of the Langevin equilibration")
     s.add_argument("--platform", default="CPU")
     s.add_argument("--collision-time", type=float, default=None,
                    help="Nose-Hoover time constant (fs); default 10 in agent mode, 50 in reciprocal")

@@ -88,8 +88,10 @@ def fit_run(run_dir, out_dir, modes=("agent", "reciprocal"), settings: FitSettin
 
 
 def simulate_run(model_path, run_dir, out_dir, *, ps: float, frame: int = -1, platform="CPU",
-                 collision_time_ps=None, progress=True, allow_truncated=False):
-    """Learning dynamics of a model from one frame of a CP2K run, at the run's state."""
+                 collision_time_ps=None, progress=True, allow_truncated=False, langevin_ps=2.0, seed=1):
+    """Learning dynamics of a model from one frame of a CP2K run, at the run's state, after
+    langevin_ps of Langevin equilibration (CP2K frames of global-thermostat runs are out of
+    equipartition, which the Nose-Hoover dynamics would keep)."""
     from .simulate import simulate
 
     model = LossModel.load(model_path)
@@ -103,7 +105,7 @@ def simulate_run(model_path, run_dir, out_dir, *, ps: float, frame: int = -1, pl
                     run.box_nm[frame], system.species, system.molecules,
                     temperature_k=run.settings.temperature_k, timestep_ps=dt, steps=steps,
                     out_dir=out_dir, platform=platform, collision_time_ps=collision_time_ps,
-                    progress=progress)
+                    progress=progress, equilibration_ps=langevin_ps, seed=seed)
 
 
 def default_equilibration_ps(run: Cp2kRun) -> float:

@@ -28,10 +28,10 @@ def test_fit_simulate_validate(tmp_path):
     assert json.loads((tmp_path / "fit" / "fit.json").read_text())["agent"]["O"]["rmse"] > 0
 
     r = cli("simulate", tmp_path / "fit" / "reciprocal.json", "--cp2k", run, "--out", tmp_path / "sim",
-            "--ps", 0.5)
+            "--ps", 0.5, "--langevin-ps", 0.2)
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "sim" / "summary.json").read_text())
-    assert summary["steps"] == 1000 and summary["timestep_ps"] == 0.0005
+    assert summary["steps"] == 1000 and summary["timestep_ps"] == 0.0005 and summary["equilibration_ps"] == 0.2
     assert 250 < summary["mean_temperature"] < 350
 
     r = cli("validate", "--reference", run, "--simulation", f"learned={tmp_path / 'sim'}",
