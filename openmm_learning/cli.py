@@ -40,7 +40,7 @@ def _validate(args):
         sims[name or Path(folder).name] = folder
     try:
         res = run_validation(args.reference, args.out, models=args.model, simulations=sims,
-                             train_steps=args.train_steps, ps=args.ps, seeds=args.seeds,
+                             train_steps=args.train_steps, ps=args.ps, seeds=args.seeds, first_seed=args.seed,
                              langevin_ps=args.langevin_ps, equilibration_ps=args.equilibration_ps,
                              row_equilibration_ps=args.row_equilibration_ps, baseline=args.baseline,
                              thresholds=args.thresholds, velocity_ps=args.velocity_ps, platform=args.platform,
@@ -80,7 +80,7 @@ def _print_validation(res):
 def _example(args):
     from .workflow import run_example
 
-    res = run_example(args.out, ps=args.ps, seeds=args.seeds, platform=args.platform)
+    res = run_example(args.out, ps=args.ps, seeds=args.seeds, first_seed=args.seed, platform=args.platform)
     _print_validation(res)
     return 0  # the example reports failures; `validate` is the command that gates
 
@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="output", help="output folder (default: output)")
     e.add_argument("--ps", type=float, default=10.0, help="picoseconds of dynamics per run")
     e.add_argument("--seeds", type=int, default=3, help="independent runs per row (default 3)")
+    e.add_argument("--seed", type=int, default=1, help="random seed of the first run (default 1)")
     e.add_argument("--platform", default="CPU", help="OpenMM platform (CPU, CUDA, OpenCL, Reference)")
     e.set_defaults(func=_example)
 
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--ps", type=float, default=10.0, help="picoseconds of OpenMM dynamics per run")
     v.add_argument("--seeds", type=int, default=3,
                    help="independent runs per row: own start frame and velocities (default 3)")
+    v.add_argument("--seed", type=int, default=1, help="random seed of the first run (default 1)")
     v.add_argument("--langevin-ps", type=float, default=2.0,
                    help="Langevin equilibration before each run (default 2 ps): a global thermostat "
                         "cannot repair a start out of equipartition")

@@ -434,7 +434,8 @@ def reference_row(run: Cp2kRun, equilibration_ps: float):
 # --------------------------------------------------------------------------- the suite
 
 def run_validation(reference, out_dir, *, models=None, simulations=None, train_steps=None, ps=10.0,
-                   seeds=3, langevin_ps=2.0, equilibration_ps=None, row_equilibration_ps=0.0, baseline=None,
+                   seeds=3, first_seed=1, langevin_ps=2.0, equilibration_ps=None, row_equilibration_ps=0.0,
+                   baseline=None,
                    thresholds=None, velocity_ps=2.0, velocity_interval=5, report_interval=100, platform="CPU",
                    learning_curve_sizes=5, sensitivity_frames=20, fit_settings: FitSettings | None = None,
                    allow_truncated=False, progress=True, extra_info=None, report_dir=None):
@@ -447,7 +448,7 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     folders is one row of several runs). baseline: run SPC/Fw too (default: when this call
     simulates models). Each simulated row is `seeds` independent runs: run k starts from
     its own frame of the reference after the equilibration cut (start_frames) with
-    velocities drawn at the reference's temperature (seed k), equilibrates for langevin_ps
+    velocities drawn at the reference's temperature (seed first_seed + k), equilibrates for langevin_ps
     under Langevin friction, then runs ps of learning dynamics at the reference's
     temperature, timestep and cell; row_equilibration_ps is cut from each (default 0).
     The reference drops equilibration_ps (default: half the run, at most 5 ps).
@@ -489,7 +490,7 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
         _say(progress, f"{name}: {seeds} x ({langevin_ps:g} ps Langevin + {ps:g} ps) of dynamics in {folder}")
         for k, frame in enumerate(frames):
             simulate_stage(name, path, run, system, folder / f"seed-{k}", ps=ps, platform=platform,
-                           report_interval=report_interval, progress=progress, frame=frame, seed=k + 1,
+                           report_interval=report_interval, progress=progress, frame=frame, seed=first_seed + k,
                            equilibration_ps=langevin_ps)
             if velocity_ps:
                 record_velocities(folder / f"seed-{k}", path, run, system, ps=velocity_ps,
@@ -503,7 +504,7 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     for n, f in tqdm(folders.items(), desc="loading rows", unit="row", disable=not progress):
         rows[n] = [row_of(x) for x in run_folders(f)]
     info = _provenance(run, eq, row_equilibration_ps, train_steps, fitted, models, folders, baseline, ps,
-                       velocity_ps, velocity_interval, platform, frames, langevin_ps) + list(extra_info or [])
+                       velocity_ps, velocity_interval, platform, frames, langevin_ps, first_seed) + list(extra_info or [])
     sections = _sections(out, agents, lc, folders, fitted)
     report_dir = out if report_dir is None else Path(report_dir)
     result = validate(reference_row(run, eq), rows, out_dir=report_dir, thresholds=thresholds,
@@ -513,7 +514,7 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     (out / "suite.json").write_text(json.dumps({
         "reference": run.project, "passed": result.passed, "verdicts": result.verdicts,
         "rows": {n: str(Path(f).name) for n, f in folders.items()}, "seeds": seeds, "start_frames": frames,
-        "langevin_ps": langevin_ps,
+        "langevin_ps": langevin_ps, "first_seed": first_seed,
         "models": {n: str(p) for n, p in models.items()}, "train_steps": list(train_steps or (None, None)),
         "equilibration_ps": eq, "row_equilibration_ps": row_equilibration_ps, "ps": ps,
         "report": os.path.relpath(result.html_path, out)}, indent=1))
@@ -552,7 +553,7 @@ def _named_models(models) -> dict:
 
 
 def _provenance(run, eq, row_eq, train_steps, fitted, models, folders, baseline, ps, velocity_ps,
-                velocity_interval, platform, frames, langevin_ps) -> list:
+                velocity_interval, platform, frames, langevin_ps, first_seed) -> list:
     import openmm
 
     s = run.settings
@@ -572,7 +573,7 @@ def _provenance(run, eq, row_eq, train_steps, fitted, models, folders, baseline,
         lines.append(f"{n}: model {Path(p).name} sha256 {sha256_of(p)[:16]}")
     if folders:
         lines.append(f"OpenMM {openmm.__version__} on the {platform} platform, {os.cpu_count()} CPU cores; "
-                     f"each row {len(frames)} runs (seeds 1-{len(frames)}) from CP2K steps "
+                     f"each row {len(frames)} runs (seeds {first_seed}-{first_seed + len(frames) - 1}) from CP2K steps "
                      f"{', '.join(str(int(run.steps[f])) for f in frames)}: velocities drawn at "
                      f"{run.settings.temperature_k:g} K, {langevin_ps:g} ps of Langevin (5/ps) equilibration, "
                      f"then {ps:g} ps of learning dynamics (Nose-Hoover)")

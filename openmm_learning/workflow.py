@@ -127,7 +127,7 @@ def validate_simulations(reference_dir, simulations: dict, out_dir, *, equilibra
                           extra_info=extra_info, allow_truncated=allow_truncated, thresholds=thresholds)
 
 
-def run_example(out_dir="output", *, ps=10.0, seeds=3, platform="CPU", run_dir=None, progress=True):
+def run_example(out_dir="output", *, ps=10.0, seeds=3, first_seed=1, platform="CPU", run_dir=None, progress=True):
     """The main job on a CP2K run (default: the bundled xTB water): the validation suite.
 
     Fit both modes on every frame, learning curve, agent sensitivity, `seeds` runs of ps of
@@ -139,5 +139,6 @@ def run_example(out_dir="output", *, ps=10.0, seeds=3, platform="CPU", run_dir=N
     from .validation_suite import run_validation
 
     run_dir = Path(run_dir) if run_dir else example_run_dir()
-    return run_validation(run_dir, out_dir, ps=ps, seeds=seeds, platform=platform, progress=progress,
+    return run_validation(run_dir, out_dir, ps=ps, seeds=seeds, first_seed=first_seed, platform=platform,
+                          progress=progress,
                           report_dir=Path(out_dir) / "validation")
