@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--gamma", type=float, default=0.002, help="LANGEVIN friction, 1/fs (default 0.002)")
     w.add_argument("--thermostat-region", type=str.upper, choices=["MASSIVE", "MOLECULE", "GLOBAL"],
                    default="MASSIVE", help="NVT: CSVR per degree of freedom (MASSIVE, default), per "
-                                           "molecule, or GLOBAL (not equipartitioning flexible water)")
+                                           "molecule (from an XYZ start CP2K made one thermostat per "
+                                           "atom here), or GLOBAL (not equipartitioning flexible water)")
     w.add_argument("--timecon", type=float, default=None,
                    help="NVT: CSVR time constant, fs (default 100 MASSIVE, else 50)")
     w.add_argument("--hydrogen-mass", type=float, default=None,

@@ -303,7 +303,6 @@ class _Profile:
         self.dof = len(self.parts) - 1
         self.part_kind = f"{len(runs)} independent runs" if len(runs) >= 2 else f"{n_blocks} blocks of one run"
         self.duration_ps = float(sum(r.span_ps for r in runs))
-        self.run_span_ps = min(r.span_ps for r in runs)
         self.traj = runs[0].traj
         self.rdf = {}
         for p in PAIRS:
@@ -505,7 +504,7 @@ def _diffusion_record(row, ref):
     if _masses_differ(row, ref):
         return _na(key, _masses_differ(row, ref))
     a, b = row.diffusion, ref.diffusion
-    if b["why"] and not np.isfinite(b["value"]) or not np.isfinite(b["value"]):
+    if not np.isfinite(b["value"]):
         return _na(key, f"reference {b['why']}")
     if not np.isfinite(a["value"]):
         return _na(key, f"row {a['why']}")

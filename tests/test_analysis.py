@@ -363,3 +363,20 @@ def test_bundled_xtb_run_is_out_of_equipartition(xtb):
     assert abs(x["total"] - 300) < 15
     s = out["water64-spcfw-300K"]
     assert s["vibration"] < 275 and abs(s["total"] - 300) < 5
+
+
+def test_langevin_reference_is_in_equipartition():
+    """The bundled Langevin structure reference (data/cp2k/water64-xtb-langevin-300K): read
+    with its hydrogen mass of 4 amu from the input; after its 1 ps cut every kind of motion
+    is within 25 K of 300 K, where the CSVR run of the same box and method is 120 K cold in
+    internal vibration (test above)."""
+    from openmm_learning.workflow import load_water_run
+
+    run, _ = load_water_run(DATA / "water64-xtb-langevin-300K")
+    assert run.settings.ensemble == "LANGEVIN" and run.settings.masses_amu["H"] == 4.0
+    assert run.times_ps[-1] > 1.5 and run.steps[1] - run.steps[0] == 2
+    keep = run.times_ps >= 1.0
+    kt = analysis.kinetic_temperatures(run.positions[keep], run.velocities[keep], run.masses_amu(),
+                                       run.box_nm[keep])
+    for kind in analysis.KINETIC_KINDS:
+        assert abs(kt[kind].mean() - 300.0) < 25, (kind, kt[kind].mean())

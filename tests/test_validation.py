@@ -197,7 +197,6 @@ def test_equipartition_split_fails_and_a_split_reference_is_not_a_target(tmp_pat
     name = "water64-spcfw-300K"
     traj, _, _, kinetic = load(name)
     keep = np.flatnonzero(traj.time >= 5.0 - 1e-9)
-    split = dict(kinetic)
     split = {k: v.copy() for k, v in kinetic.items()}
     split["O"] = split["O"] + 60.0
     split["H"] = split["H"] - 30.0
@@ -208,7 +207,7 @@ def test_equipartition_split_fails_and_a_split_reference_is_not_a_target(tmp_pat
         assert m["outcome"] == "fail" and sign * m["value"] > 15, m
     assert res.verdicts["split"] == "FAIL"
 
-    x_traj, _, x_run, x_kin = load("water64-xtb-300K")
+    x_traj = load("water64-xtb-300K")[0]
     after = np.flatnonzero(x_traj.time >= 0.75 - 1e-9)
     res = validate(row("water64-xtb-300K", after), {"fist": row(name, keep)}, out_dir=tmp_path / "xtb",
                    target_temperature_k=300.0)
