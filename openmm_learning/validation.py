@@ -483,7 +483,8 @@ def _compare_records(row, ref, seconds, cp2k_seconds, target_k, reference_equipa
         (s, se), (c, ce) = _with_error(seconds), _with_error(cp2k_seconds)
         out.append({"metric": "cost.speedup", "row_value": s, "row_uncertainty": se,
                     "reference_value": c, "reference_uncertainty": ce, "value": c / s,
-                    "uncertainty": _ratio_error(c / s, se / s, ce / c), "unit_values": "s/step"})
+                    "uncertainty": _ratio_error(c / s, se / s, ce / c), "unit_values": "s/step",
+                    "error_components": (se / s, ce / c)})
     else:
         out.append(_na("cost.speedup", "no seconds per step"))
     return out
@@ -519,7 +520,7 @@ def _diffusion_record(row, ref):
     return {"metric": key, "row_value": a["value"], "row_uncertainty": a["sem"], "reference_value": b["value"],
             "reference_uncertainty": b["sem"], "value": math.log(a["value"] / b["value"]),
             "uncertainty": math.hypot(a["sem"] / a["value"], b["sem"] / b["value"]), "unit_values": "nm^2/ps",
-            "context": note}
+            "error_components": (a["sem"] / a["value"], b["sem"] / b["value"]), "context": note}
 
 
 def _kinetic_records(row, ref, target_k, reference_ok):
@@ -570,10 +571,11 @@ def _spectrum_records(row, ref):
 
 def _welch_dof(rec, row_dof, ref_dof):
     """Degrees of freedom of a record's uncertainty (Welch-Satterthwaite for a difference)."""
-    a, b = rec.get("row_uncertainty"), rec.get("reference_uncertainty")
+    # a ratio's uncertainty adds relative errors: those are the components
+    a, b = rec.get("error_components", (rec.get("row_uncertainty"), rec.get("reference_uncertainty")))
     if a is None or b is None or not (np.isfinite(a) and np.isfinite(b)):
         return max(min(row_dof, ref_dof), 1)
-    if rec.get("reference_uncertainty") == 0.0:
+    if b == 0.0:
         return max(row_dof, 1)
     den = (a**4 / max(row_dof, 1) if a > 0 else 0.0) + (b**4 / max(ref_dof, 1) if b > 0 else 0.0)
     return float((a * a + b * b) ** 2 / den) if den > 0 else max(min(row_dof, ref_dof), 1)
@@ -1053,8 +1055,9 @@ def _note(m) -> str:
     return note
 
 
-_LEGEND = ("Values are row − reference unless the metric says otherwise; ± is the standard error (between "
-           "independent runs of a row, or between blocks of the reference's one run); *floor* is the same "
+_LEGEND = ("Values are row − reference unless the metric says otherwise; a row's value is the mean of its "
+           "independent runs and ± is the standard error (between those runs: their spread is √n times it; "
+           "between blocks for the reference's one run); *floor* is the same "
            "number for the reference's first half against its second half. Outcomes: PASS when value ± zσ "
            "lies inside the threshold, FAIL when it lies outside, INCONCLUSIVE when it straddles it (the data "
            "cannot decide), n/a when the data cannot measure the metric (the note says why); n/a and "
