@@ -307,8 +307,10 @@ class _Profile:
         self.rdf = {}
         for p in PAIRS:
             rho = analysis.partner_density(self.traj, p)
-            r, g = self._rdf_mean(runs, p, r_max, n_bins)
-            g_parts = [self._rdf_mean([part], p, r_max, n_bins)[1] for part in self.parts]
+            r, _ = analysis.rdf(self.parts[0].traj, p, r_max, n_bins)
+            g_parts = [analysis.rdf(part.traj, p, r_max, n_bins)[1] for part in self.parts]
+            # frame-weighted mean of the parts = the RDF of all frames together
+            g = np.average(g_parts, axis=0, weights=[part.traj.n_frames for part in self.parts])
             self.rdf[p] = {"r": r, "g": g, "g_sem": np.std(g_parts, axis=0, ddof=1) / math.sqrt(len(g_parts)),
                            "features": analysis.rdf_features(r, g, rho, p),
                            "features_sem": _sem([analysis.rdf_features(r, gp, rho, p) for gp in g_parts])}
@@ -325,13 +327,6 @@ class _Profile:
         self.spectrum = None
         if vacf_lag_ps and all(run.velocities is not None for run in runs):
             self.spectrum = self._spectrum(vacf_lag_ps)
-
-    @staticmethod
-    def _rdf_mean(runs, p, r_max, n_bins):
-        # frame-weighted mean over runs = the RDF of all their frames together
-        res = [(analysis.rdf(run.traj, p, r_max, n_bins), run.traj.n_frames) for run in runs]
-        w = np.array([n for _, n in res], float)
-        return res[0][0][0], np.average([g for (_, g), _ in res], axis=0, weights=w)
 
     @staticmethod
     def _mean_sem(arrays, fn):
@@ -381,8 +376,11 @@ class _Profile:
         per_run = [analysis.hydrogen_spectrum(run.velocities[0], dt, self.traj.topology, lag_ps) for run in self.runs]
         t, c, nu, _, _ = per_run[0]
         spec = np.mean([s[3] for s in per_run], axis=0)
-        parts = self.runs if len(self.runs) >= 2 else self.runs[0].blocks(self._spectral_blocks(lag_ps))
-        bands = [analysis.hydrogen_spectrum(p.velocities[0], dt, self.traj.topology, lag_ps)[4] for p in parts]
+        if len(self.runs) >= 2:
+            bands = [s[4] for s in per_run]
+        else:
+            bands = [analysis.hydrogen_spectrum(p.velocities[0], dt, self.traj.topology, lag_ps)[4]
+                     for p in self.runs[0].blocks(self._spectral_blocks(lag_ps))]
         nyquist = analysis.CM1_PER_INV_PS / (2 * dt)
         return {"t": t, "vacf": np.mean([s[1] for s in per_run], axis=0), "nu": nu, "intensity": spec,
                 "bands": analysis.band_positions(nu, spec), "bands_sem": _sem(bands) if len(bands) >= 2 else
@@ -395,7 +393,7 @@ class _Profile:
         return int(max(1, min(self.n_blocks, len(v) * dt // (2 * lag_ps))))
 
 
-def vacf_lag(profiles_velocities, max_lag_ps=VACF_MAX_LAG_PS, n_blocks=4):
+def vacf_lag(profiles_velocities, max_lag_ps=VACF_MAX_LAG_PS):
     """One lag for every velocity series: at most max_lag_ps, and short enough that each
     single-run series gives at least 2 (up to n_blocks) blocks of twice the lag."""
     spans = []
@@ -728,7 +726,7 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
     with_v = [[ref_run.velocities]] if ref_run.velocities is not None else []
     with_v += [[r.velocities for r in runs] for runs in row_runs.values()
                if all(r.velocities is not None for r in runs)]
-    lag = vacf_lag(with_v, VACF_MAX_LAG_PS, n_blocks) if with_v else None
+    lag = vacf_lag(with_v, VACF_MAX_LAG_PS) if with_v else None
 
     def profile(runs, first: Row):
         return _Profile(runs, n_blocks, r_max, n_bins, lag, window, first.heat_per_ps, first.net_force,
@@ -825,12 +823,12 @@ def equipartition_table(ref, ref_eq, profiles, metrics, target_k) -> dict:
     header = ["row"] + [f"T {KIND_LABELS[k]} (K)" for k in KINDS] + ["against target"]
     rows, data = [], {}
 
-    def cells(kin, outcomes):
+    def cells(kin):
         return [("n/a" if kin is None else f"{kin[k][0]:.0f} ± {kin[k][1]:.0f}") for k in KINDS]
 
     if ref.kinetic is not None:
         outs = {k: ref_eq["kinds"].get(k, {}).get("outcome", "n/a") for k in KINDS}
-        rows.append(["CP2K reference"] + cells(ref.kinetic, outs) + [_outcome_summary(outs)])
+        rows.append(["CP2K reference"] + cells(ref.kinetic) + [_outcome_summary(outs)])
         data["CP2K reference"] = {k: {"value": ref.kinetic[k][0], "uncertainty": ref.kinetic[k][1],
                                       "outcome": outs[k]} for k in KINDS}
     else:
@@ -838,7 +836,7 @@ def equipartition_table(ref, ref_eq, profiles, metrics, target_k) -> dict:
     for name, prof in profiles.items():
         outs = {k: next((m["outcome"] for m in metrics if m["row"] == name
                          and m["metric"] == f"kinetic_vs_target.{k}"), "n/a") for k in KINDS}
-        rows.append([name] + cells(prof.kinetic, outs) + [_outcome_summary(outs)])
+        rows.append([name] + cells(prof.kinetic) + [_outcome_summary(outs)])
         if prof.kinetic is not None:
             data[name] = {k: {"value": prof.kinetic[k][0], "uncertainty": prof.kinetic[k][1], "outcome": outs[k]}
                           for k in KINDS}

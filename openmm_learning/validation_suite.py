@@ -492,7 +492,7 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
             simulate_stage(name, path, run, system, folder / f"seed-{k}", ps=ps, platform=platform,
                            report_interval=report_interval, progress=progress, frame=frame, seed=first_seed + k,
                            equilibration_ps=langevin_ps)
-            if velocity_ps:
+            if run.velocities is not None and velocity_ps:  # spectra compare with the reference's
                 record_velocities(folder / f"seed-{k}", path, run, system, ps=velocity_ps,
                                   interval=velocity_interval, platform=platform, progress=progress)
     agents = agents_stage(models, run, system, out / "agents", sensitivity_frames, progress) if models else {}
