@@ -13,8 +13,8 @@ import numpy as np
 
 from lammps_plugin.run import run_lammps
 from lammps_plugin.writer import write_deck
-from openmm_learning.fit import fit_modes
-from openmm_learning.workflow import example_run_dir, load_water_run
+from openmm_learning.io.water_run import example_run_dir, load_water_run
+from openmm_learning.losses.fit import fit_modes
 
 
 def loop_seconds(log: Path) -> tuple[float, int]:

@@ -13,10 +13,11 @@ import time
 import numpy as np
 import openmm as mm
 
-from openmm_learning.fit import fit_modes
-from openmm_learning.openmm_system import LearningIntegrator, create_system
-from openmm_learning.spcfw import spcfw_system
-from openmm_learning.workflow import example_run_dir, load_water_run
+from openmm_learning.io.water_run import example_run_dir, load_water_run
+from openmm_learning.losses.fit import fit_modes
+from openmm_learning.openmm.forces import create_system
+from openmm_learning.openmm.integrator import LearningIntegrator
+from openmm_learning.openmm.spcfw import spcfw_system
 
 
 def time_steps(system, integrator, positions, velocities, platform, steps):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openmm_learning.model import Channel, LossModel
+from openmm_learning.losses.model import Channel, LossModel
 
 from .writer import lammps_units
 
@@ -90,32 +90,31 @@ class AgentRemainder:
 def run_deck(deck, cmdargs=("-log", "log.lammps"), model_path=None):
     """Run a deck written by lammps_plugin.writer line by line in the LAMMPS module.
 
-    The `fix external` callback is registered as soon as the deck defines it, before
-    any `run`. Returns the lammps instance (close it when done).
+    The deck names its files as ${dir}/NAME; dir is set to the deck's folder here (a
+    relative -log file goes there too), so the working directory is left alone. The `fix
+    external` callback is registered as soon as the deck defines it, before any `run`.
+    Returns the lammps instance (close it when done).
     """
-    import os
-
     lammps = import_lammps()
     deck = Path(deck).resolve()
-    cwd = os.getcwd()
-    os.chdir(deck.parent)  # decks name their files relative to their folder
-    try:
-        lmp = lammps(cmdargs=list(cmdargs))
-        units = "real"
-        model = LossModel.load(model_path or "model.json")
-        for raw in deck.read_text().splitlines():
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            if line.startswith("units "):
-                units = line.split()[1]
-            lmp.command(line)
-            words = line.split()
-            if words[0] == "fix" and words[3] == "external":
-                callback = AgentRemainder(lmp, model, units)
-                lmp.set_fix_external_callback(words[1], callback, None)
-    finally:
-        os.chdir(cwd)
+    args = list(cmdargs)
+    for k, word in enumerate(args[:-1]):
+        if word == "-log" and args[k + 1] != "none" and not Path(args[k + 1]).is_absolute():
+            args[k + 1] = str(deck.parent / args[k + 1])
+    lmp = lammps(cmdargs=args + ["-var", "dir", str(deck.parent)])
+    units = "real"
+    model = LossModel.load(model_path or deck.parent / "model.json")
+    for raw in deck.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("units "):
+            units = line.split()[1]
+        lmp.command(line)
+        words = line.split()
+        if words[0] == "fix" and words[3] == "external":
+            callback = AgentRemainder(lmp, model, units)
+            lmp.set_fix_external_callback(words[1], callback, None)
     return lmp
 
 

@@ -1,58 +1,37 @@
 """An openmm-learning model as a LAMMPS `pair_style python` class.
 
 Standalone on purpose: LAMMPS embeds its own Python interpreter, which may lack numpy,
-numba and this package, so this file uses the standard library only. The deck writer
-copies it next to the model file; in the deck:
+numba and this package, so this file uses the standard library only. It fits and derives
+nothing: the deck writer (lammps_plugin.writer.write_pair_coefficients) writes the pair
+terms of the model's symmetric part as `pair_coefficients.json` beside this module,
+with the spline's second derivatives and end slope already computed by the package.
+In the deck:
 
     pair_style python 6.0
     pair_coeff * * learned_pair.LearnedPair O H      # LAMMPS type 1 is O, type 2 is H
 
-and run LAMMPS with that folder on PYTHONPATH. The model file is `model.json` beside
-this module (or the file named by the environment variable OPENMM_LEARNING_MODEL).
-
-It evaluates the intermolecular pair channels of the model: in reciprocal mode the
-model's own, in agent mode their symmetric part (the mean of the O and H agents' views
-of O-H); the antisymmetric remainder of an agent model is applied by `fix external`
-(see lammps_plugin.agent). Intramolecular pairs must be excluded (special_bonds 0 0 0).
+and run LAMMPS with that folder on PYTHONPATH (or name the coefficients file with the
+environment variable OPENMM_LEARNING_PAIR_COEFFICIENTS). In agent mode the
+antisymmetric remainder is applied by `fix external` (see lammps_plugin.agent).
+Intramolecular pairs must be excluded (special_bonds 0 0 0).
 """
 
 import json
 import math
 import os
 
+FORMAT = "openmm-learning-pair-coefficients"
+VERSION = 1
 #: kJ/mol -> the energy unit of each supported LAMMPS unit style (distances in A).
 ENERGY_FROM_KJMOL = {"real": 1.0 / 4.184, "metal": 1.0 / 96.48533212331}
 
 
-def natural_spline_second_derivatives(values, h):
-    """Second derivatives of the natural cubic spline through equally spaced values.
+class PairTerm:
+    """One pair term: spline table, its linear extension and wall below, the switch."""
 
-    The same interpolation as OpenMM's Continuous1DFunction and the package's numba
-    kernels (Thomas algorithm; pure Python so it runs in any embedded interpreter).
-    """
-    n = len(values)
-    z = [0.0] * n
-    if n < 3:
-        return z
-    c = [0.0] * n  # modified super-diagonal
-    d = [0.0] * n  # modified right-hand side
-    for i in range(1, n - 1):
-        rhs = 6.0 * (values[i + 1] - 2.0 * values[i] + values[i - 1]) / (h * h)
-        denom = 4.0 - c[i - 1]
-        c[i] = 1.0 / denom
-        d[i] = (rhs - d[i - 1]) / denom
-    for i in range(n - 2, 0, -1):
-        z[i] = d[i] - c[i] * z[i + 1]
-    return z
-
-
-class PairChannel:
-    """One intermolecular channel: switched, clamped spline plus the wall below its grid."""
-
-    def __init__(self, x0, h, values, r_switch, r_cut, k_wall):
-        self.x0, self.h, self.y = x0, h, list(values)
-        self.z = natural_spline_second_derivatives(self.y, h)
-        self.n = len(self.y)
+    def __init__(self, x0, h, y, z, slope_lo, r_switch, r_cut, k_wall):
+        self.x0, self.h, self.y, self.z, self.slope_lo = x0, h, y, z, slope_lo
+        self.n = len(y)
         self.r_switch, self.r_cut, self.k_wall = r_switch, r_cut, k_wall
 
     def energy_and_derivative(self, r):
@@ -63,15 +42,12 @@ class PairChannel:
         j = min(int((x - self.x0) / self.h), self.n - 2)
         b = (x - (self.x0 + j * self.h)) / self.h
         a = 1.0 - b
-        h = self.h
-        y, z = self.y, self.z
+        h, y, z = self.h, self.y, self.z
         e = a * y[j] + b * y[j + 1] + ((a**3 - a) * z[j] + (b**3 - b) * z[j + 1]) * h * h / 6.0
-        de = 0.0
-        if r >= self.x0:
-            de = (y[j + 1] - y[j]) / h + (-(3 * a * a - 1) * z[j] + (3 * b * b - 1) * z[j + 1]) * h / 6.0
-        else:
-            e += self.k_wall * (self.x0 - r) ** 2
-            de = -2.0 * self.k_wall * (self.x0 - r)
+        de = (y[j + 1] - y[j]) / h + (-(3 * a * a - 1) * z[j] + (3 * b * b - 1) * z[j + 1]) * h / 6.0
+        if r < self.x0:  # linear extension with the end slope, plus the wall
+            e += self.slope_lo * (r - self.x0) + self.k_wall * (self.x0 - r) ** 2
+            de = self.slope_lo - 2.0 * self.k_wall * (self.x0 - r)
         if r <= self.r_switch:
             return e, de
         w = self.r_cut - self.r_switch
@@ -81,35 +57,33 @@ class PairChannel:
         return s * e, ds * e + s * de
 
 
-def symmetric_pair_channels(model: dict) -> dict:
-    """{(species, species): PairChannel} of a model file's intermolecular channels."""
-    chans = {(c["agent"], c["neighbour"]): c for c in model["channels"] if c["kind"] == "inter"}
-    out = {}
+def read_pair_terms(path) -> dict:
+    """{(species, species): PairTerm} from a coefficients file; says what is wrong and where."""
+    with open(path) as fh:
+        doc = json.load(fh)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        raise ValueError(f"{path}: not an {FORMAT} file of version {VERSION}; "
+                         "write it with lammps_plugin.writer.write_pair_coefficients")
+    terms = {}
     for a, b in (("O", "O"), ("O", "H"), ("H", "H")):
-        ab, ba = chans[(a, b)], chans[(b, a)]
-        if (ab["x0"], ab["h"], len(ab["values"])) != (ba["x0"], ba["h"], len(ba["values"])):
-            raise ValueError(f"channels {a}-{b} and {b}-{a} have different grids")
-        values = [0.5 * (u + v) for u, v in zip(ab["values"], ba["values"])]
-        ch = PairChannel(ab["x0"], ab["h"], values, model["r_switch"], model["r_cut"], model["k_wall"])
-        out[(a, b)] = out[(b, a)] = ch
-    return out
+        c = doc["pairs"][a + b]
+        if len(c["y"]) != len(c["z"]) or len(c["y"]) < 4:
+            raise ValueError(f"{path}: pair {a + b} needs equal y and z lists of >= 4 numbers")
+        term = PairTerm(c["x0"], c["h"], c["y"], c["z"], c["slope_lo"], doc["r_switch"], doc["r_cut"],
+                        doc["k_wall"])
+        terms[(a, b)] = terms[(b, a)] = term
+    return terms
 
 
 class LearnedPair:
     """The interface `pair_style python` calls: map_coeff, check_units, compute_force/energy."""
 
-    model_file = "model.json"
+    coefficients_file = "pair_coefficients.json"
 
     def __init__(self):
-        path = os.environ.get("OPENMM_LEARNING_MODEL") or os.path.join(
-            os.path.dirname(os.path.abspath(__file__)), self.model_file)
-        with open(path) as fh:
-            model = json.load(fh)
-        if model.get("format") != "openmm-learning-model":
-            raise ValueError(f"{path} is not an openmm-learning model file")
-        self.mode = model["mode"]
-        self.r_cut_angstrom = 10.0 * model["r_cut"]
-        self.channels = symmetric_pair_channels(model)
+        path = os.environ.get("OPENMM_LEARNING_PAIR_COEFFICIENTS") or os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), self.coefficients_file)
+        self.terms = read_pair_terms(path)
         self.pmap = {}
         self.units = None
         self.scale = None
@@ -125,15 +99,15 @@ class LearnedPair:
         self.units = units
         self.scale = ENERGY_FROM_KJMOL[units]
 
-    def _channel(self, itype, jtype):
-        return self.channels[(self.pmap[itype], self.pmap[jtype])]
+    def _term(self, itype, jtype):
+        return self.terms[(self.pmap[itype], self.pmap[jtype])]
 
     def compute_force(self, rsq, itype, jtype):
         """Force divided by r (energy/A^2), as pair_style python expects."""
         r = math.sqrt(rsq)
-        _, de = self._channel(itype, jtype).energy_and_derivative(0.1 * r)
+        _, de = self._term(itype, jtype).energy_and_derivative(0.1 * r)
         return -de * 0.1 * self.scale / r
 
     def compute_energy(self, rsq, itype, jtype):
-        e, _ = self._channel(itype, jtype).energy_and_derivative(0.1 * math.sqrt(rsq))
+        e, _ = self._term(itype, jtype).energy_and_derivative(0.1 * math.sqrt(rsq))
         return e * self.scale

@@ -15,13 +15,14 @@ An agent-mode model adds its antisymmetric remainder through `fix external`
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from openmm_learning.model import LossModel
+from openmm_learning.losses.model import NOSE_HOOVER, LossModel
 from openmm_learning.units import MASSES_AMU
 
 PAIR_MODULE = Path(__file__).with_name("pair_learning.py")
@@ -113,41 +114,50 @@ ANGLE_POINTS = 18001
 PAIR_INNER_NM = 0.05
 
 
+def _symmetric_terms(model: LossModel) -> dict:
+    """{(invariant, species): term} of the model's symmetric part (every term a potential)."""
+    return {(t.invariant, t.species): t for t in model.symmetric_part().terms()}
+
+
 def write_pair_tables(path, model: LossModel, units="real", points=PAIR_POINTS):
     """pair_style table file, sections OO, OH, HH: r (A), E, F = -dE/dr, from r_inner to r_cut.
 
-    The symmetric part of the model (its reciprocal channels). The inner end sits far
-    below any pair seen in training; below a channel's grid the model's wall applies.
+    The symmetric part of the model (its reciprocal terms). The inner end sits far below
+    any pair seen in training; below a term's table its extension and wall apply.
     """
     u = lammps_units(units)
-    sym = model.symmetric_part()
-    r = np.linspace(PAIR_INNER_NM, sym.r_cut, points)
+    terms = _symmetric_terms(model)
+    r = np.linspace(PAIR_INNER_NM, model.r_cut, points)
     lines = [f"# openmm-learning pair tables ({model.mode} model, symmetric part), units {units}", ""]
-    for a, b in (("O", "O"), ("O", "H"), ("H", "H")):
-        e, de = sym.channel(a, b, "inter").energy(r, sym.k_wall, sym.r_switch, sym.r_cut)
+    for a, b in PAIR_SPECIES:
+        e, de = terms[("pair", (a, b))].energy(r)
         lines += _table_section(a + b, f"N {points} R {_f(r[0] * u.length)} {_f(r[-1] * u.length)}",
                                 r * u.length, e * u.energy, -de * u.force)
     Path(path).write_text("\n".join(lines))
     return Path(path)
 
 
+#: species pairs of the pair terms and the bond terms, in LAMMPS type order (O = 1, H = 2)
+PAIR_SPECIES = (("O", "O"), ("O", "H"), ("H", "H"))
+BOND_SPECIES = (("O", "H"), ("H", "H"))
+
+
 def bond_ranges(model: LossModel):
     """Table ranges (nm) of the O-H and H-H bonds: the model's grid, widened generously
     (LAMMPS stops with an error when a bond leaves its table)."""
-    oh = model.channel("O", "H", "intra")
-    hh = model.channel("H", "H", "intra")
-    return {"OH": (max(oh.x0 - 0.04, 0.02), oh.x1 + 0.06), "HH": (max(hh.x0 - 0.06, 0.02), hh.x1 + 0.08)}
+    terms = _symmetric_terms(model)
+    oh, hh = terms[("bond", ("O", "H"))], terms[("bond", ("H", "H"))]
+    return {"OH": (max(oh.lower - 0.04, 0.02), oh.upper + 0.06), "HH": (max(hh.lower - 0.06, 0.02), hh.upper + 0.08)}
 
 
 def write_bond_tables(path, model: LossModel, units="real", points=BOND_POINTS):
     """bond_style table file, sections OH and HH: r (A), E, F = -dE/dr."""
     u = lammps_units(units)
-    sym = model.symmetric_part()
+    terms = _symmetric_terms(model)
     lines = [f"# openmm-learning bond tables ({model.mode} model, symmetric part), units {units}", ""]
-    for key, (lo, hi) in bond_ranges(sym).items():
-        ch = sym.channel("O", "H", "intra") if key == "OH" else sym.channel("H", "H", "intra")
+    for species, (key, (lo, hi)) in zip(BOND_SPECIES, bond_ranges(model).items()):
         r = np.linspace(lo, hi, points)
-        e, de = ch.energy(r, sym.k_wall)
+        e, de = terms[("bond", species)].energy(r)
         lines += _table_section(key, f"N {points}", r * u.length, e * u.energy, -de * u.force)
     Path(path).write_text("\n".join(lines))
     return Path(path)
@@ -156,12 +166,29 @@ def write_bond_tables(path, model: LossModel, units="real", points=BOND_POINTS):
 def write_angle_table(path, model: LossModel, units="real", points=ANGLE_POINTS):
     """angle_style table file, section HOH: angle (deg), E, -dE/dtheta (energy per degree)."""
     u = lammps_units(units)
-    sym = model.symmetric_part()
     theta = np.linspace(0.0, 180.0, points)
-    e, de = sym.channel("O", None, "angle").energy(np.radians(theta), sym.k_wall)
+    e, de = _symmetric_terms(model)[("angle", ("H", "O", "H"))].energy(np.radians(theta))
     lines = [f"# openmm-learning angle table ({model.mode} model, symmetric part), units {units}", ""]
     lines += _table_section("HOH", f"N {points}", theta, e * u.energy, -de * u.energy * np.pi / 180.0)
     Path(path).write_text("\n".join(lines))
+    return Path(path)
+
+
+def write_pair_coefficients(path, model: LossModel):
+    """The pair terms of the model's symmetric part as the coefficients that
+    lammps_plugin/pair_learning.py evaluates (it reads no model file and fits nothing):
+    spline values and second derivatives, the lower end slope, wall, switch (nm, kJ/mol)."""
+    terms = _symmetric_terms(model)
+    pairs = {}
+    for a, b in PAIR_SPECIES:
+        t = terms[("pair", (a, b))]
+        f = t.function
+        pairs[a + b] = {"x0": f.x0, "h": f.h, "y": [float(v) for v in f.values],
+                        "z": [float(v) for v in f.second_derivatives()], "slope_lo": float(t.end_slopes()[0])}
+    doc = {"format": "openmm-learning-pair-coefficients", "version": 1, "mode_of_model": model.mode,
+           "units": {"length": "nm", "energy": "kJ/mol"}, "r_switch": model.r_switch, "r_cut": model.r_cut,
+           "k_wall": model.k_wall, "pairs": pairs}
+    Path(path).write_text(json.dumps(doc, indent=1))
     return Path(path)
 
 
@@ -200,38 +227,40 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
              f"# model: model.json; start frame: {source}",
              f"# run:   {'python -m lammps_plugin.agent in.lammps' if agent else 'lmp -in in.lammps'}"
              + ("   (pair_style python: PYTHONPATH=. so LAMMPS finds learned_pair.py)" if pair == "python" else ""),
-             "", f"units {units}", "atom_style full", "boundary p p p", "read_data water.data"]
+             "", "variable dir index .   # folder of this deck's files (lammps_plugin.agent sets it)",
+             f"units {units}", "atom_style full", "boundary p p p", "read_data ${dir}/water.data"]
     if tuple(replicate) != (1, 1, 1):
         lines.append("replicate {} {} {}".format(*replicate))
     lines += ["", "special_bonds lj 0.0 0.0 0.0   # own-molecule pairs belong to the bond and angle tables"]
     if pair == "python":
         shutil.copyfile(PAIR_MODULE, out / "learned_pair.py")
+        write_pair_coefficients(out / "pair_coefficients.json", model)
         lines += [f"pair_style python {_f(r_cut)}", "pair_coeff * * learned_pair.LearnedPair O H"]
     else:
         write_pair_tables(out / "pair.table", model, units)
         lines += [f"pair_style table linear {PAIR_POINTS}"]
-        lines += [f"pair_coeff {i} {j} pair.table {key} {_f(r_cut)}"
+        lines += [f"pair_coeff {i} {j} ${{dir}}/pair.table {key} {_f(r_cut)}"
                   for i, j, key in ((1, 1, "OO"), (1, 2, "OH"), (2, 2, "HH"))]
-    lines += [f"bond_style table linear {BOND_POINTS}", "bond_coeff 1 bonds.table OH", "bond_coeff 2 bonds.table HH",
-              f"angle_style table linear {ANGLE_POINTS}", "angle_coeff 1 angles.table HOH", "",
+    lines += [f"bond_style table linear {BOND_POINTS}", "bond_coeff 1 ${dir}/bonds.table OH", "bond_coeff 2 ${dir}/bonds.table HH",
+              f"angle_style table linear {ANGLE_POINTS}", "angle_coeff 1 ${dir}/angles.table HOH", "",
               "neighbor 2.0 bin", "neigh_modify every 1 delay 0 check yes", "",
               f"timestep {_f(timestep_ps * u.time)}"]
-    # the same thermostat as the OpenMM integrator (see LearningIntegrator)
-    damp = (collision_time_ps or (0.01 if agent else 0.05)) * u.time
+    # the same thermostat as the OpenMM integrator (openmm_learning.losses.model.NOSE_HOOVER)
+    chain, default_time = NOSE_HOOVER[model.mode]
+    damp = (collision_time_ps or default_time) * u.time
+    thermostat = f"fix thermostat all nvt temp {_f(temperature_k)} {_f(temperature_k)} {_f(damp)} tchain {chain}"
     if agent:
-        # agent forces pump heat in; one Nose-Hoover variable (tchain 1) holds the mean
-        # temperature, as in the OpenMM integrator
-        lines += [f"fix thermostat all nvt temp {_f(temperature_k)} {_f(temperature_k)} {_f(damp)} tchain 1",
+        lines += [thermostat,
                   "fix com all momentum 1 linear 1 1 1",
                   "fix agent all external pf/callback 1 1   # non-reciprocal remainder, set by lammps_plugin.agent"]
     else:
-        lines += [f"fix thermostat all nvt temp {_f(temperature_k)} {_f(temperature_k)} {_f(damp)}"]
+        lines += [thermostat]
     lines += ["", "thermo_style custom step time temp pe ke etotal press",
               "thermo_modify format float %22.15g norm no", f"thermo {thermo_every}",
-              f"dump trajectory all custom {dump_every} trajectory.lammpstrj id mol type x y z vx vy vz",
+              f"dump trajectory all custom {dump_every} ${{dir}}/trajectory.lammpstrj id mol type x y z vx vy vz",
               "dump_modify trajectory sort id"]
     if dump_forces:
-        lines += ["dump forces all custom 1 forces.dump id fx fy fz", "dump_modify forces sort id format float %22.15g"]
+        lines += ["dump forces all custom 1 ${dir}/forces.dump id fx fy fz", "dump_modify forces sort id format float %22.15g"]
     lines += ["", f"run {steps}"]
     deck = out / "in.lammps"
     deck.write_text("\n".join(lines) + "\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _fit(args):
-    from .fit import FitSettings
+    from .losses.fit import FitSettings
     from .workflow import fit_run
 
     settings = FitSettings(r_cut=args.cutoff, r_switch=args.switch)
@@ -32,7 +32,7 @@ def _simulate(args):
 
 
 def _validate(args):
-    from .validation_suite import run_validation
+    from .validation.suite import run_validation
 
     sims = {}
     for item in args.simulation or []:
@@ -86,7 +86,7 @@ def _example(args):
 
 
 def _cp2k_write(args):
-    from .cp2k import write_water_input
+    from .io import write_water_input
 
     try:
         path = write_water_input(args.directory, n_molecules=args.molecules, method=args.method,
@@ -101,7 +101,7 @@ def _cp2k_write(args):
 
 
 def _cp2k_run(args):
-    from .cp2k import run_cp2k
+    from .io import run_cp2k
 
     run = run_cp2k(args.input, threads=args.threads)
     print(run)
@@ -110,7 +110,7 @@ def _cp2k_run(args):
 def _lammps(args):
     from lammps_plugin.writer import write_deck
 
-    from .workflow import load_water_run
+    from .io.water_run import load_water_run
 
     run, water = load_water_run(args.cp2k, args.allow_truncated)
     if run.settings is None:
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut from the reference (default: half the run, at most 5 ps)")
     v.add_argument("--row-equilibration-ps", type=float, default=0.0,
                    help="cut from the start of each simulation (default 0: runs start equilibrated)")
-    v.add_argument("--thresholds", default=None, help="thresholds JSON (default: validation/thresholds.json)")
+    v.add_argument("--thresholds", default=None, help="thresholds JSON (default: the package's openmm_learning/validation/thresholds.json)")
     v.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
                    help="run the SPC/Fw baseline row (default: yes when models are simulated)")
     v.add_argument("--velocity-ps", type=float, default=2.0,
@@ -240,10 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .cp2k import Cp2kFormatError, Cp2kRunError
-    from .model import ModelFileError
-    from .simulate import SimulationError
-    from .topology import TopologyError
+    from .io import Cp2kFormatError, Cp2kRunError
+    from .io.topology import TopologyError
+    from .losses.model import ModelFileError
+    from .openmm.simulate import SimulationError
 
     args = build_parser().parse_args(argv)
     try:

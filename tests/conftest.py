@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from openmm_learning.fit import FitSettings, fit_modes
-from openmm_learning.workflow import example_run_dir, load_water_run
+from openmm_learning.io.water_run import example_run_dir, load_water_run
+from openmm_learning.losses.fit import FitSettings, fit_modes
 
 
 @pytest.fixture(scope="session")

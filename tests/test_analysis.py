@@ -8,10 +8,10 @@ import mdtraj
 import numpy as np
 import pytest
 
-from openmm_learning import analysis
-from openmm_learning.cp2k import read_cp2k_run
-from openmm_learning.topology import mdtraj_topology
-from openmm_learning.units import MASSES_AMU
+from openmm_learning.io import read_cp2k_run
+from openmm_learning.io.topology import mdtraj_topology
+from openmm_learning.units import KB_KJMOL_K, MASSES_AMU
+from openmm_learning.validation import analysis
 
 DATA = files("openmm_learning") / "data" / "cp2k"
 EQUILIBRATION_PS = {"water64-spcfw-300K": 5.0, "water64-xtb-300K": 0.75}  # data/cp2k/README.md
@@ -221,7 +221,7 @@ def test_unwrap_and_diffusion_of_a_random_walk():
 def test_diffusion_in_the_report_recovers_a_known_ratio(tmp_path):
     """Random walks with D = 0.01 and 0.02 nm^2/ps through validate(): the report's window
     and error bars give ln 2, three runs against one, within their uncertainty."""
-    from openmm_learning.validation import Row, validate
+    from openmm_learning.validation.judge import Row, validate
 
     ref = _random_walk_traj(0.01, n_frames=800, seed=3)[0]
     runs = [Row(_random_walk_traj(0.02, n_frames=400, seed=s)[0]) for s in (4, 5, 6)]
@@ -313,7 +313,7 @@ def test_kinetic_temperatures_of_maxwell_boltzmann_velocities():
     rng = np.random.default_rng(1)
     masses = np.tile([MASSES_AMU["O"], MASSES_AMU["H"], MASSES_AMU["H"]], 64)
     x = _water_frames(400)
-    v = rng.normal(size=x.shape) * np.sqrt(analysis.KB_KJMOL_K * 300.0 / masses)[None, :, None]
+    v = rng.normal(size=x.shape) * np.sqrt(KB_KJMOL_K * 300.0 / masses)[None, :, None]
     kt = analysis.kinetic_temperatures(x, v, masses, np.full(3, 1.24))
     for kind in analysis.KINETIC_KINDS + ("total",):
         assert kt[kind].shape == (400,)
@@ -370,7 +370,7 @@ def test_langevin_reference_is_in_equipartition():
     with its hydrogen mass of 4 amu from the input; after its 1 ps cut every kind of motion
     is within 25 K of 300 K, where the CSVR run of the same box and method is 120 K cold in
     internal vibration (test above)."""
-    from openmm_learning.workflow import load_water_run
+    from openmm_learning.io.water_run import load_water_run
 
     run, _ = load_water_run(DATA / "water64-xtb-langevin-300K")
     assert run.settings.ensemble == "LANGEVIN" and run.settings.masses_amu["H"] == 4.0

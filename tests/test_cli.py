@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from openmm_learning.model import LossModel
-from openmm_learning.workflow import example_run_dir
+from openmm_learning.io.water_run import example_run_dir
+from openmm_learning.losses.model import LossModel
 
 
 def cli(*args, cwd=None):

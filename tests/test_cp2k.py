@@ -11,18 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openmm_learning import cp2k, units
-from openmm_learning.cp2k import (
+from openmm_learning import units
+from openmm_learning.io import (
     Cp2kFormatError,
+    Cp2kRunError,
     find_cp2k_executable,
     read_cp2k_run,
     read_cp2k_settings,
     run_cp2k,
-    water_box_edge_nm,
-    water_lattice,
     write_water_input,
 )
-from openmm_learning.topology import find_water_molecules
+from openmm_learning.io.cp2k_input import _parse_input
+from openmm_learning.io.cp2k_writer import water_box_edge_nm, water_lattice
+from openmm_learning.io.topology import find_water_molecules
 
 DATA = Path(str(files("openmm_learning") / "data" / "cp2k"))
 XTB = "water64-xtb-300K"
@@ -417,7 +418,7 @@ def test_write_xtb_input(tmp_path):
     assert s.thermostat_region == "GLOBAL" and s.masses_amu == units.MASSES_AMU
     assert s.timestep_ps == pytest.approx(0.0005) and s.temperature_k == 300.0
     np.testing.assert_allclose(s.cell_nm, [water_box_edge_nm(8, 0.997)] * 3, atol=1e-6)
-    tree = cp2k._parse_input(inp)
+    tree = _parse_input(inp)
     ewald = tree["force_eval"]["dft"]["poisson"]["ewald"]
     assert ewald["ewald_type"] == "spme" and ewald["o_spline"] == 5
     assert ewald["alpha"] == pytest.approx(0.35)  # parsed back from [angstrom^-1]
@@ -446,7 +447,7 @@ def test_write_thermostats(tmp_path, kwargs, ensemble, thermostat, region, gamma
     s = read_cp2k_settings(inp)
     assert (s.ensemble, s.thermostat, s.thermostat_region) == (ensemble, thermostat, region)
     assert s.langevin_gamma_per_ps == (None if gamma_ps is None else pytest.approx(gamma_ps))
-    md = cp2k._parse_input(inp)["motion"]["md"]
+    md = _parse_input(inp)["motion"]["md"]
     assert ("thermostat" in md) == (timecon is not None) and ("langevin" in md) == (gamma_ps is not None)
     if timecon is not None:
         assert md["thermostat"]["csvr"]["timecon"] == pytest.approx(timecon)
@@ -458,7 +459,7 @@ def test_write_hydrogen_mass(tmp_path, method):
     inp = write_water_input(tmp_path, n_molecules=2, method=method, hydrogen_mass_amu=2.0)
     s = read_cp2k_settings(inp)
     assert s.masses_amu == {"H": 2.0, "O": units.MASSES_AMU["O"]}
-    kind_h = cp2k._parse_input(inp)["force_eval"]["subsys"]["kind"]["H"]
+    kind_h = _parse_input(inp)["force_eval"]["subsys"]["kind"]["H"]
     assert kind_h["element"] == "H" and kind_h["mass"] == 2.0
     assert ("basis_set" in kind_h) == (method == "dft")  # merged into the DFT kind
     assert "H mass 2 amu" in inp.read_text().split("\n")[0]
@@ -469,11 +470,11 @@ def test_write_dft_input(tmp_path):
     assert inp.name == "w8dft.inp"
     s = read_cp2k_settings(inp)
     assert (s.project, s.method, s.ensemble, s.thermostat) == ("w8dft", "QS/DFT", "NVE", None)
-    dft = cp2k._parse_input(inp)["force_eval"]["dft"]
+    dft = _parse_input(inp)["force_eval"]["dft"]
     assert dft["xc"]["xc_functional"]["_"].upper() == "BLYP"
     assert dft["xc"]["vdw_potential"]["pair_potential"]["type"] == "dftd3"
     assert dft["mgrid"]["cutoff"] == pytest.approx(400)
-    kinds = cp2k._parse_input(inp)["force_eval"]["subsys"]["kind"]
+    kinds = _parse_input(inp)["force_eval"]["subsys"]["kind"]
     assert kinds["O"]["basis_set"] == "DZVP-MOLOPT-SR-GTH" and kinds["O"]["potential"].startswith("GTH-BLYP")
 
 
@@ -493,7 +494,7 @@ def test_write_rejects_bad_arguments(tmp_path):
 
 def test_run_cp2k_without_executable(tmp_path):
     inp = write_water_input(tmp_path, n_molecules=2, steps=1)
-    with pytest.raises(cp2k.Cp2kRunError, match="apt-get install cp2k"):
+    with pytest.raises(Cp2kRunError, match="apt-get install cp2k"):
         run_cp2k(inp, executable="no-such-cp2k-binary")
 
 
@@ -539,5 +540,5 @@ def test_run_cp2k_xtb_langevin_heavy_hydrogen(tmp_path):
 def test_run_cp2k_failure_reports_output(tmp_path):
     inp = write_water_input(tmp_path, n_molecules=2, steps=1, project="broken")
     (tmp_path / "broken-start.xyz").unlink()  # CP2K aborts: no coordinates
-    with pytest.raises(cp2k.Cp2kRunError, match=r"CP2K failed on .*broken.inp(.|\n)*broken.out"):
+    with pytest.raises(Cp2kRunError, match=r"CP2K failed on .*broken.inp(.|\n)*broken.out"):
         run_cp2k(inp, threads=1, timeout=120)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from openmm_learning.fit import FitSettings, accumulate, build_channels, fit_modes, solve_cv
-from openmm_learning.model import RECIPROCAL_TIES, Channel, LossModel, ModelFileError
+from openmm_learning.losses.fit import FitSettings, accumulate, build_channels, fit_modes, solve_cv
+from openmm_learning.losses.model import RECIPROCAL_TIES, Channel, LossModel, ModelFileError
 
 
 def planted_model(channels, mode, seed=0):
@@ -78,16 +78,13 @@ def test_spcfw_known_truth_bond_and_angle(spcfw_fit):
     model = spcfw_fit.model
     k_bond = 2 * 1059.162 * 4.184 * 100 / 2  # kcal/mol/A^2 (E = k/2 (r-r0)^2) -> kJ/mol/nm^2
     r0 = 0.1012
-    bond = model.channel("O", "H", "intra")
     r = np.linspace(0.094, 0.108, 8)
-    h = 1e-5
-    dE = (bond(r + h) - bond(r - h)) / (2 * h)
+    dE = model.term("bond", "O", "H").energy(r)[1]
     np.testing.assert_allclose(dE, k_bond * (r - r0), atol=0.03 * k_bond * 0.007)
     k_angle = 75.90 * 4.184  # kJ/mol/rad^2 with E = k/2 (theta - theta0)^2
     theta0 = np.radians(113.24)
-    angle = model.channel("O", None, "angle")
     t = np.radians(np.linspace(100, 120, 6))
-    dA = (angle(t + 1e-5) - angle(t - 1e-5)) / 2e-5
+    dA = model.term("angle", "H", "O", "H").energy(t)[1]
     np.testing.assert_allclose(dA, k_angle * (t - theta0), atol=0.05 * k_angle * np.radians(10))
 
 
@@ -98,18 +95,17 @@ def test_spcfw_known_truth_pair_channels_follow_the_charges(spcfw_fit):
     model = spcfw_fit.model
     r = np.linspace(0.38, 0.46, 5)
 
-    def slope(key):
-        ch = model.channel(*key)
-        return (ch(r + 1e-5) - ch(r - 1e-5)) / 2e-5
+    def slope(a, b):  # r < r_switch: the fitted function itself
+        return model.term("pair", a, b).energy(r)[1]
 
-    oo, oh, hh = slope(("O", "O", "inter")), slope(("O", "H", "inter")), slope(("H", "H", "inter"))
+    oo, oh, hh = slope("O", "O"), slope("O", "H"), slope("H", "H")
     np.testing.assert_allclose(oo / hh, 4.0, rtol=0.1)
     np.testing.assert_allclose(oh / hh, -2.0, rtol=0.1)
     # at O-O contact, what O-O has beyond 4x H-H is SPC/Fw's Lennard-Jones repulsion
     r0 = np.array([0.265, 0.27, 0.275])
     sigma, eps = 0.3165492, 0.1554253 * 4.184
     lj = 4 * eps * ((sigma / r0) ** 12 - (sigma / r0) ** 6)
-    excess = model.channel("O", "O", "inter")(r0) - 4 * model.channel("H", "H", "inter")(r0)
+    excess = model.term("pair", "O", "O").energy(r0)[0] - 4 * model.term("pair", "H", "H").energy(r0)[0]
     np.testing.assert_allclose(excess - excess[-1], lj - lj[-1], rtol=0.3)
 
 

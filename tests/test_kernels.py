@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from openmm_learning import kernels
+from openmm_learning.losses import kernels
 
 
 @pytest.mark.parametrize("edge", [1.24, 3.0])  # all-pairs path and cell-list path

@@ -8,7 +8,9 @@ import pytest
 from lammps_plugin.agent import AgentRemainder, remainder_model, run_deck
 from lammps_plugin.run import LammpsNotFound, find_lammps, read_force_dump, read_thermo, run_lammps
 from lammps_plugin.writer import write_deck
-from openmm_learning.openmm_system import agent_forces, create_system
+from openmm_learning.losses.model import LossModel
+from openmm_learning.openmm.forces import create_system
+from openmm_learning.openmm.integrator import agent_forces
 
 KCAL_A_TO_KJ_NM = 41.84
 FRAMES = (0, 150, 300, 450, 619)
@@ -133,7 +135,7 @@ def test_nvt_run_holds_the_cp2k_temperature(xtb, saved_models, tmp_path, mode):
 def test_cli_deck_runs_in_metal_units(xtb, xtb_models, saved_models, tmp_path):
     """`openmm-learning lammps` writes a deck that LAMMPS runs; metal units give the same forces."""
     from openmm_learning.cli import main
-    from openmm_learning.workflow import example_run_dir
+    from openmm_learning.io.water_run import example_run_dir
 
     out = tmp_path / "metal"
     assert main(["lammps", str(saved_models["reciprocal"]), "--cp2k", str(example_run_dir()), "--out", str(out),
@@ -152,10 +154,13 @@ def test_cli_deck_runs_in_metal_units(xtb, xtb_models, saved_models, tmp_path):
     assert rel(f, want) < 1e-4
 
 
-def test_pair_class_checks_units_and_species(saved_models, monkeypatch):
+def test_pair_class_checks_units_and_species(saved_models, monkeypatch, tmp_path):
     from lammps_plugin.pair_learning import LearnedPair
 
-    monkeypatch.setenv("OPENMM_LEARNING_MODEL", str(saved_models["reciprocal"]))
+    from lammps_plugin.writer import write_pair_coefficients
+
+    path = write_pair_coefficients(tmp_path / "pair_coefficients.json", LossModel.load(saved_models["reciprocal"]))
+    monkeypatch.setenv("OPENMM_LEARNING_PAIR_COEFFICIENTS", str(path))
     pair = LearnedPair()
     with pytest.raises(ValueError, match="units 'lj' are not supported"):
         pair.check_units("lj")

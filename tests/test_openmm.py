@@ -4,7 +4,8 @@ import numpy as np
 import openmm as mm
 import pytest
 
-from openmm_learning.openmm_system import LearningIntegrator, agent_forces, create_system
+from openmm_learning.openmm.forces import create_system
+from openmm_learning.openmm.integrator import LearningIntegrator, agent_forces
 
 
 @pytest.mark.parametrize("platform", ["Reference", "CPU"])

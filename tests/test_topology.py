@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from openmm_learning.topology import TopologyError, find_water_molecules
+from openmm_learning.io.topology import TopologyError, find_water_molecules
 
 
 def test_molecules_of_a_cp2k_frame_across_the_boundary(xtb):

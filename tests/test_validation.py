@@ -10,11 +10,12 @@ import mdtraj
 import numpy as np
 import pytest
 
-from openmm_learning import analysis, validation
-from openmm_learning.cp2k import read_cp2k_run
-from openmm_learning.topology import mdtraj_topology
+from openmm_learning.io import read_cp2k_run
+from openmm_learning.io.topology import mdtraj_topology
 from openmm_learning.units import MASSES_AMU
-from openmm_learning.validation import METRICS, Row, load_thresholds, validate
+from openmm_learning.validation import analysis
+from openmm_learning.validation import judge as validation
+from openmm_learning.validation.judge import METRICS, Row, load_thresholds, validate
 
 DATA = files("openmm_learning") / "data" / "cp2k"
 PLOTS = ["rdf_OO.png", "rdf_OH.png", "rdf_HH.png", "bond_length.png", "hoh_angle.png", "temperature.png"]

@@ -11,12 +11,12 @@ import openmm as mm
 import pytest
 from openmm import unit
 
-from openmm_learning.fit import FitSettings, learning_curve
-from openmm_learning.model import Channel, LossModel
-from openmm_learning.spcfw import spcfw_system
-from openmm_learning.validation import METRICS
-from openmm_learning.validation_suite import channel_sensitivity, parse_steps, run_validation
-from openmm_learning.workflow import example_run_dir
+from openmm_learning.io.water_run import example_run_dir
+from openmm_learning.losses.fit import FitSettings, learning_curve
+from openmm_learning.losses.model import Channel, LossModel
+from openmm_learning.openmm.spcfw import spcfw_system
+from openmm_learning.validation.judge import METRICS
+from openmm_learning.validation.suite import channel_sensitivity, parse_steps, run_validation
 
 ROWS = ("learned agent", "learned reciprocal", "SPC/Fw")
 REPORTED_ONLY = {"thermostat.heat_per_ps", "forces.net_force"}
@@ -198,7 +198,7 @@ def test_known_truth_passes_against_the_long_fist_run(spcfw, tmp_path):
     after its cut): nothing fails, and the structure is resolved and passes. FIST itself
     sits out of equipartition (internal vibration ~255 K under its global CSVR), so the
     kinetic temperatures are judged against the target, not against it."""
-    from openmm_learning.fit import fit_modes
+    from openmm_learning.losses.fit import fit_modes
 
     run, system = spcfw
     model = fit_modes(run.positions[::2], run.forces[::2], run.box_nm[::2], system, ("reciprocal",),

@@ -26,9 +26,9 @@ import numpy as np
 import openmm as mm
 from openmm import unit
 
-from openmm_learning import analysis
-from openmm_learning.spcfw import spcfw_system
-from openmm_learning.workflow import example_run_dir, load_water_run
+from openmm_learning.io.water_run import example_run_dir, load_water_run
+from openmm_learning.openmm.spcfw import spcfw_system
+from openmm_learning.validation import analysis
 
 T = 300.0
 DT_PS = 0.0005

@@ -14,12 +14,12 @@ import openmm as mm
 from openmm import app, unit
 from tqdm.auto import tqdm
 
-from . import kernels
-from .analysis import KINETIC_KINDS, kinetic_temperatures
-from .model import LossModel, angle_channel_table, pair_channel_table
-from .openmm_system import LearningIntegrator, create_system
-from .topology import openmm_topology
-from .units import KB_KJMOL_K
+from ..io.topology import KINETIC_KINDS, kinetic_temperatures, openmm_topology
+from ..losses import kernels
+from ..losses.model import LossModel, angle_channel_table, pair_channel_table
+from ..units import KB_KJMOL_K
+from .forces import create_system
+from .integrator import LearningIntegrator
 
 
 class SimulationError(RuntimeError):

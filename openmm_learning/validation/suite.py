@@ -28,13 +28,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..io import Cp2kRun
+from ..io.topology import KINETIC_KINDS, SPECIES, WaterSystem
+from ..io.water_run import default_equilibration_ps, load_water_run, trajectory_of
+from ..losses.fit import FitSettings, file_hashes, fit_modes, force_errors, learning_curve, sha256_of
+from ..losses.model import CHANNEL_KEYS, Channel, LossModel
 from . import analysis
-from .analysis import KINETIC_KINDS
-from .cp2k import Cp2kRun
-from .fit import FitSettings, file_hashes, fit_modes, force_errors, learning_curve, sha256_of
-from .model import CHANNEL_KEYS, Channel, LossModel, WaterSystem
-from .topology import SPECIES
-from .workflow import default_equilibration_ps, load_water_run, trajectory_of
 
 BASELINE_NAME = "SPC/Fw"
 SPCFW_CITATION = "SPC/Fw: Wu, Tepper & Voth, J. Chem. Phys. 124, 024503 (2006); OpenMM PME, 0.6 nm cutoff"
@@ -289,7 +288,7 @@ def _sensitivity_plot(result, path):
 # --------------------------------------------------------------------------- dynamics
 
 def _integrator(summary: dict, species, temperature_k, timestep_ps):
-    from .openmm_system import LearningIntegrator
+    from ..openmm.integrator import LearningIntegrator
 
     agent = summary.get("mode") == "agent"
     return LearningIntegrator(temperature_k, timestep_ps, summary.get("collision_time_ps"),
@@ -311,8 +310,8 @@ def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Pat
     frame of the reference at its state, with velocities drawn at its temperature (seed)
     and `equilibration_ps` of Langevin equilibration first (a CP2K frame of a global
     thermostat's run is out of equipartition); resumes from the folder's checkpoint."""
-    from .simulate import simulate
-    from .spcfw import spcfw_system
+    from ..openmm.simulate import simulate
+    from ..openmm.spcfw import spcfw_system
 
     frame = frame % run.n_frames
     stamp = {"model_sha256": sha256_of(model_path) if model_path else "SPC/Fw", "project": run.project,
@@ -343,8 +342,8 @@ def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSyst
     import openmm as mm
     from openmm import unit
 
-    from .openmm_system import create_system
-    from .spcfw import spcfw_system
+    from ..openmm.forces import create_system
+    from ..openmm.spcfw import spcfw_system
 
     dt = run.settings.timestep_ps
     n = int(round(ps / (interval * dt)))
@@ -380,8 +379,8 @@ def row_of(sim_dir):
     the cost, heat and net force; velocities when recorded."""
     import mdtraj
 
-    from .simulate import read_state_log
-    from .validation import Row
+    from ..openmm.simulate import read_state_log
+    from .judge import Row
 
     sim_dir = Path(sim_dir)
     traj = mdtraj.load(str(sim_dir / "trajectory.dcd"), top=str(sim_dir / "topology.pdb"))
@@ -402,7 +401,7 @@ def row_of(sim_dir):
 def reference_row(run: Cp2kRun, equilibration_ps: float):
     """validation.Row of the CP2K run: trajectory, temperature, velocities (when evenly
     spaced), heat removed by its thermostat and net force after the cut, cost per step."""
-    from .validation import Row
+    from .judge import Row
 
     masses = run.masses_amu()
     row = Row(trajectory_of(run), hydrogen_mass_amu=float(masses[np.array(run.elements) == "H"][0]))
@@ -455,7 +454,7 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     thresholds: a file or dict (validation.load_thresholds).
     The report, metrics.json and plots go to report_dir (default out_dir).
     """
-    from .validation import validate
+    from .judge import validate
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

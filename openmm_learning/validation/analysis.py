@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import mdtraj
+import numpy as np
 
-from .units import KB_KJMOL_K
+from ..io.topology import KINETIC_KINDS, kinetic_temperatures, motion_parts, temperature  # noqa: F401
 
 #: Search windows (nm) for the first peak and the first minimum after it, per pair, and
 #: the half-width (bins) of the parabola fitted to the peak: O-O and O...H peaks are
@@ -187,88 +187,6 @@ def distribution_stats(a, b, n_bins: int = 80) -> dict:
 
 
 # --------------------------------------------------------------------------- temperature
-
-def temperature(velocities, masses, dof: int | None = None) -> np.ndarray:
-    """Instantaneous temperature (K) per frame from velocities (nm/ps) and masses (amu).
-
-    dof defaults to 3N - 3 (centre-of-mass momentum removed), as CP2K and OpenMM count it.
-    """
-    v = np.asarray(velocities, float)
-    if v.ndim == 2:
-        v = v[None]
-    m = np.asarray(masses, float)
-    if dof is None:
-        dof = 3 * v.shape[1] - 3
-    kinetic2 = np.einsum("i,fij,fij->f", m, v, v)  # 2 * kinetic energy, kJ/mol
-    return kinetic2 / (dof * KB_KJMOL_K)
-
-
-#: Kinds of motion of kinetic_temperatures, in report order.
-KINETIC_KINDS = ("O", "H", "translation", "rotation", "vibration")
-
-
-def motion_parts(positions, velocities, masses, box) -> dict:
-    """Velocities split into molecular translation, rigid rotation and internal vibration.
-
-    positions, velocities: (n_frames, 3 n_mol, 3) or one frame, atoms in O H H order per
-    molecule, nm and nm/ps; masses (amu) per atom; box: edges (3,) or (n_frames, 3) nm.
-    The whole box's centre-of-mass velocity is removed first. Each molecule's velocities
-    are its centre-of-mass velocity, plus w x r with w from its angular momentum and its
-    instantaneous inertia tensor, plus the rest: an orthogonal split in the mass metric,
-    so the kinetic energies add up. Returns {"translation", "rotation", "vibration"} ->
-    arrays shaped like velocities (always with a frame axis). Vectorised, no loops.
-    """
-    x = np.asarray(positions, float)
-    v = np.asarray(velocities, float)
-    if x.ndim == 2:
-        x, v = x[None], v[None]
-    m = np.asarray(masses, float)
-    n_frames, n_atoms = x.shape[:2]
-    if n_atoms % 3 or v.shape != x.shape or m.shape != (n_atoms,):
-        raise ValueError("positions, velocities (n_frames, 3 n_mol, 3) and masses (3 n_mol,) must match")
-    n_mol = n_atoms // 3
-    box = np.broadcast_to(np.asarray(box, float).reshape(-1, 3), (n_frames, 3))[:, None, None, :]
-    v = v - np.einsum("i,fij->fj", m, v)[:, None, :] / m.sum()
-    xm, vm, mm = x.reshape(n_frames, n_mol, 3, 3), v.reshape(n_frames, n_mol, 3, 3), m.reshape(n_mol, 3)
-    rel = xm - xm[:, :, :1]  # whole molecules: each H at the minimum image of its own O
-    rel -= box * np.rint(rel / box)
-    mol_mass = mm.sum(axis=1)[None, :, None]
-    r = rel - (np.einsum("ma,fmak->fmk", mm, rel) / mol_mass)[:, :, None]
-    vcom = np.einsum("ma,fmak->fmk", mm, vm) / mol_mass
-    u = vm - vcom[:, :, None]
-    ang = np.einsum("ma,fmak->fmk", mm, np.cross(r, u))
-    inertia = (np.einsum("ma,fmak,fmak->fm", mm, r, r)[..., None, None] * np.eye(3)
-               - np.einsum("ma,fmak,fmal->fmkl", mm, r, r))
-    omega = np.linalg.solve(inertia, ang[..., None])[..., 0]
-    rot = np.cross(omega[:, :, None], r)
-    shape = (n_frames, n_atoms, 3)
-    return {"translation": np.broadcast_to(vcom[:, :, None], vm.shape).reshape(shape),
-            "rotation": rot.reshape(shape), "vibration": (u - rot).reshape(shape)}
-
-
-def kinetic_temperatures(positions, velocities, masses, box) -> dict:
-    """Kinetic temperature (K) per frame of each species and of each kind of molecular motion.
-
-    Arguments as motion_parts. Velocities are taken in the frame of the whole box's
-    centre of mass (its 3 degrees of freedom are removed, shared among species by
-    mass); translation, rotation and vibration have 3 degrees of freedom per molecule
-    each and all sit at T in equilibrium. Returns {"O", "H", "translation", "rotation",
-    "vibration", "total"} -> (n_frames,) arrays.
-    """
-    parts = motion_parts(positions, velocities, masses, box)
-    m = np.asarray(masses, float)
-    n_atoms = len(m)
-    v = sum(parts.values())
-    kinetic = {k: np.einsum("i,fik->f", m, p**2) for k, p in parts.items()}  # twice the energy
-    kinetic["total"] = np.einsum("i,fik->f", m, v**2)
-    dof = {"translation": n_atoms - 3, "rotation": n_atoms, "vibration": n_atoms, "total": 3 * n_atoms - 3}
-    for name, sel in (("O", np.arange(n_atoms) % 3 == 0), ("H", np.arange(n_atoms) % 3 != 0)):
-        kinetic[name] = np.einsum("i,fik->f", m[sel], v[:, sel] ** 2)
-        dof[name] = 3 * sel.sum() - 3 * m[sel].sum() / m.sum()
-    return {k: kinetic[k] / (dof[k] * KB_KJMOL_K) for k in KINETIC_KINDS + ("total",)}
-
-
-# --------------------------------------------------------------------------- uncertainty
 
 def standard_error(values):
     """Standard error of the mean of per-block values (scalars, arrays or dicts of either).

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .topology import SPECIES  # noqa: E402
+from ..io.topology import SPECIES
 
 
 def parity_plot(results: dict, species, path) -> Path:
     """Predicted against CP2K force components on the held-out frames, per mode and species."""
     modes = list(results)
-    fig, axes = plt.subplots(len(modes), len(SPECIES), figsize=(4.2 * len(SPECIES), 4 * len(modes)),
-                             squeeze=False)
+    fig = Figure(figsize=(4.2 * len(SPECIES), 4 * len(modes)))  # no pyplot: no global backend state
+    axes = fig.subplots(len(modes), len(SPECIES), squeeze=False)
     for r, mode in enumerate(modes):
         res = results[mode]
         for s, name in enumerate(SPECIES):
@@ -36,38 +33,39 @@ def parity_plot(results: dict, species, path) -> Path:
             ax.set_ylim(-lim, lim)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
 def channel_plot(models: dict, path) -> Path:
-    """Every fitted loss channel against its invariant, one panel per invariant kind."""
-    panels = [("inter", "intermolecular pair", "r (nm)"), ("intra", "intramolecular pair", "r (nm)"),
+    """Every term of each model's plan against its invariant, one panel per invariant, over
+    the fitted range and a little beyond (where the linear extension and wall take over)."""
+    panels = [("pair", "intermolecular pair", "r (nm)"), ("bond", "own-molecule distance", "r (nm)"),
               ("angle", "H-O-H angle of own molecule", "angle (deg)")]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig = Figure(figsize=(15, 4.5))
+    axes = fig.subplots(1, 3)
     styles = {"agent": "-", "reciprocal": "--"}
-    for ax, (kind, title, xlabel) in zip(axes, panels):
+    for ax, (invariant, title, xlabel) in zip(axes, panels):
         for mode, model in models.items():
-            for ch in model.channels:
-                if ch.kind != kind or (mode == "reciprocal" and ch.agent == "H" and ch.neighbour == "O"):
+            for term in model.terms():
+                if term.invariant != invariant:
                     continue
-                x = np.linspace(ch.x0, ch.x1, 300)
-                y = ch(x)
-                if kind == "inter":
-                    from .kernels import switch
-
-                    y = y * np.array([switch(v, model.r_switch, model.r_cut)[0] for v in x])
-                label = ch.name if mode == "agent" else f"{ch.name} (reciprocal)"
-                xs = np.degrees(x) if kind == "angle" else x
-                ax.plot(xs, y - (y[-1] if kind != "inter" else 0), styles.get(mode, "-"), label=label)
+                f = term.function
+                margin = 0.1 * (f.x1 - f.x0)
+                x = np.linspace(f.x0 - margin, f.x1 if invariant == "pair" else f.x1 + margin, 300)
+                y, _ = term.energy(x)
+                xs = np.degrees(x) if invariant == "angle" else x
+                ax.plot(xs, y - (0 if invariant == "pair" else y.min()), styles.get(mode, "-"),
+                        label=f"{term.name}, {mode}")
+                ax.axvline(np.degrees(f.x0) if invariant == "angle" else f.x0, color="0.8", lw=0.5)  # fitted from here
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("loss contribution (kJ/mol)")
-        if kind == "inter":
+        if invariant == "pair":
             ax.set_ylim(-15, 25)
+        else:
+            ax.set_ylim(-2, 60)
         ax.axhline(0, color="k", lw=0.5)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)

@@ -19,12 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.topology import SPECIES, SPECIES_INDEX, molecule_ids
 from . import kernels
-from .topology import SPECIES, SPECIES_INDEX, find_water_molecules
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "openmm-learning-model"
 MODES = ("agent", "reciprocal")
+
+#: Nose-Hoover chain of the learning dynamics in each mode: (chain length, time constant ps),
+#: the defaults of every engine (OpenMM LearningIntegrator, LAMMPS fix nvt). Agent forces
+#: pump heat in steadily (~2 kJ/mol per fs for the bundled model); one Nose-Hoover variable
+#: is an integral controller that brings the mean temperature back (10 fs: 302 +- 18 K, the
+#: canonical spread for 192 atoms is 17.7 K; a chain with CP2K's 50 fs left it ~20 K hot).
+#: Reciprocal mode: a chain of 3 with CP2K's CSVR time constant of the bundled runs, 50 fs.
+NOSE_HOOVER = {"agent": (1, 0.01), "reciprocal": (3, 0.05)}
 
 #: (agent, neighbour, kind) of every channel, in the order used everywhere.
 CHANNEL_KEYS = (
@@ -104,41 +112,6 @@ class Channel:
     def second_derivatives(self) -> np.ndarray:
         return natural_spline_matrix(self.n, self.h) @ self.values
 
-    def __call__(self, x) -> np.ndarray:
-        """Spline value at x (clamped to the grid, walls and switching not included)."""
-        return self.spline(x)[0]
-
-    def spline(self, x):
-        """Clamped spline value and derivative at x (the derivative is 0 outside the grid)."""
-        x = np.asarray(x, dtype=float)
-        xc = np.clip(x, self.x0, self.x1)
-        z = self.second_derivatives()
-        j = np.minimum(((xc - self.x0) / self.h).astype(int), self.n - 2)
-        b = (xc - (self.x0 + j * self.h)) / self.h
-        a = 1.0 - b
-        y, h = self.values, self.h
-        value = a * y[j] + b * y[j + 1] + ((a**3 - a) * z[j] + (b**3 - b) * z[j + 1]) * h**2 / 6.0
-        slope = (y[j + 1] - y[j]) / h + (-(3 * a**2 - 1) * z[j] + (3 * b**2 - 1) * z[j + 1]) * h / 6.0
-        return value, np.where((x >= self.x0) & (x <= self.x1), slope, 0.0)
-
-    def energy(self, x, k_wall, r_switch=None, r_cut=None):
-        """The channel's full term and its derivative: spline, walls, switching (inter).
-
-        The same function the numba kernels and the engines evaluate; used to write tables.
-        """
-        x = np.asarray(x, dtype=float)
-        e, de = self.spline(x)
-        below = np.maximum(self.x0 - x, 0.0)
-        e, de = e + k_wall * below**2, de - 2 * k_wall * below
-        if self.kind != "inter":
-            above = np.maximum(x - self.x1, 0.0)
-            return e + k_wall * above**2, de + 2 * k_wall * above
-        w = r_cut - r_switch
-        t = np.clip((x - r_switch) / w, 0.0, 1.0)
-        s = 1.0 + t**3 * (-10.0 + t * (15.0 - 6.0 * t))
-        ds = np.where((x > r_switch) & (x < r_cut), t**2 * (-30.0 + t * (60.0 - 30.0 * t)) / w, 0.0)
-        return s * e, ds * e + s * de
-
 
 @dataclass
 class LossModel:
@@ -165,16 +138,46 @@ class LossModel:
 
     # ------------------------------------------------------------ numerical form
 
+    def terms(self) -> list:
+        """The term plan (losses.terms): every term once, for every engine to emit."""
+        from .terms import plan
+
+        return plan(self)
+
+    def term(self, invariant: str, *species: str, agent: str | None = None):
+        """The plan's term of an invariant ("pair", "bond", "angle") between species, e.g.
+        term("pair", "O", "H"); in agent mode the angle term needs agent=."""
+        found = [t for t in self.terms() if t.invariant == invariant and t.species == species
+                 and (agent is None or agent in t.agents)]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} terms {invariant} {'-'.join(species)} (agent {agent}) "
+                           f"in this {self.mode} model")
+        return found[0]
+
     def packed(self):
-        """Arrays for the numba kernels (see kernels.model_forces)."""
-        ch_kind = np.array([KIND_CODES[c.kind] for c in self.channels], np.int64)
-        ch_x0 = np.array([c.x0 for c in self.channels])
-        ch_h = np.array([c.h for c in self.channels])
-        ch_n = np.array([c.n for c in self.channels], np.int64)
+        """Arrays for the numba kernels (see kernels.model_forces), built from the term plan:
+        each term's function serves every agent that descends it."""
+        pair_channel, angle_channel = -np.ones((2, 2, 2), np.int64), -np.ones(2, np.int64)
+        functions = []
+        for term in self.terms():
+            c = len(functions)
+            functions.append(term.function)
+            for agent in term.agents:
+                a = SPECIES_INDEX[agent]
+                if term.invariant == "angle":
+                    angle_channel[a] = c
+                    continue
+                i = term.species.index(agent)
+                other = term.species[1 - i]
+                pair_channel[a, SPECIES_INDEX[other], int(term.invariant == "bond")] = c
+        ch_kind = np.array([KIND_CODES[f.kind] for f in functions], np.int64)
+        ch_x0 = np.array([f.x0 for f in functions])
+        ch_h = np.array([f.h for f in functions])
+        ch_n = np.array([f.n for f in functions], np.int64)
         ch_off = np.concatenate([[0], np.cumsum(ch_n)[:-1]]).astype(np.int64)
-        y = np.concatenate([c.values for c in self.channels]).astype(float)
-        z = np.concatenate([c.second_derivatives() for c in self.channels])
-        return dict(pair_channel=pair_channel_table(), angle_channel=angle_channel_table(),
+        y = np.concatenate([f.values for f in functions]).astype(float)
+        z = np.concatenate([f.second_derivatives() for f in functions])
+        return dict(pair_channel=pair_channel, angle_channel=angle_channel,
                     ch_kind=ch_kind, ch_x0=ch_x0, ch_h=ch_h, ch_n=ch_n, ch_off=ch_off, y=y, z=z)
 
     def forces(self, positions, box, species, molecules):
@@ -320,30 +323,3 @@ def angle_channel_table() -> np.ndarray:
         if kind == "angle":
             t[SPECIES_INDEX[a]] = c
     return t
-
-
-def molecule_ids(molecules: np.ndarray, n_atoms: int) -> np.ndarray:
-    mol_id = -np.ones(n_atoms, np.int64)
-    for k in range(3):
-        mol_id[molecules[:, k]] = np.arange(len(molecules))
-    if np.any(mol_id < 0):
-        raise ValueError("some atoms belong to no molecule")
-    return mol_id
-
-
-@dataclass
-class WaterSystem:
-    """What the kernels need about a water box: species codes and molecules."""
-
-    species: np.ndarray
-    molecules: np.ndarray
-
-    @classmethod
-    def from_frame(cls, elements, positions, box):
-        from .topology import species_codes
-
-        return cls(species_codes(elements), find_water_molecules(positions, elements, box))
-
-    @property
-    def molecule_id(self):
-        return molecule_ids(self.molecules, len(self.species))

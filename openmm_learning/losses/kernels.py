@@ -7,11 +7,12 @@ Conventions shared by every kernel (OpenMM units: nm, rad, kJ/mol):
   second derivatives (``z = M @ y``, natural end conditions). This is exactly the
   interpolation that OpenMM's Continuous1DFunction performs, so engines reproduce the
   model to round-off.
-* Channel kinds: 0 = intermolecular pair (value clamped below x0, a repulsive wall
-  below x0, multiplied by OpenMM's switching function between r_switch and r_cut),
-  1 = intramolecular pair and 2 = H-O-H angle (value clamped to [x0, x1], harmonic
-  walls outside). Walls are fixed, not fitted: they only guard against leaving the
-  range the model was trained on.
+* Outside its grid a spline continues as the straight line of its end slope (value and
+  force continuous), and a harmonic wall starting with zero slope adds to it.
+* Channel kinds: 0 = intermolecular pair (wall below x0 only, multiplied by OpenMM's
+  switching function between r_switch and r_cut), 1 = intramolecular pair and
+  2 = H-O-H angle (walls below x0 and above x1). Walls are fixed, not fitted: they
+  only guard against leaving the range the model was trained on.
 * Agent forces: the force on atom i is -dH_a(i)/dx_i, where H_a(i) sums the channels
   of agent species a = species[i] over i's neighbours (and its own molecule's angle).
 """
@@ -130,32 +131,27 @@ def switch(r, r_switch, r_cut):
 def spline_weights(x, x0, h, n):
     """Interval j and the weights of (y_j, y_j+1, z_j, z_j+1) in the value and in d/dx.
 
-    x is clamped to [x0, x0 + (n-1) h]; outside, the derivative weights are zero.
+    Outside [x0, x0 + (n-1) h] the spline continues as the straight line of its end
+    slope, so value and derivative are continuous at both ends (the wall adds to it).
     """
     x1 = x0 + (n - 1) * h
-    inside = 1.0
-    if x < x0:
-        x = x0
-        inside = 0.0
-    elif x > x1:
-        x = x1
-        inside = 0.0
-    j = int((x - x0) / h)
+    xc = min(max(x, x0), x1)
+    j = int((xc - x0) / h)
     if j > n - 2:
         j = n - 2
-    b = (x - (x0 + j * h)) / h
+    b = (xc - (x0 + j * h)) / h
     a = 1.0 - b
     hh = h * h / 6.0
     v = np.empty(4)
     dv = np.empty(4)
-    v[0] = a
-    v[1] = b
-    v[2] = (a * a * a - a) * hh
-    v[3] = (b * b * b - b) * hh
-    dv[0] = -inside / h
-    dv[1] = inside / h
-    dv[2] = -inside * (3.0 * a * a - 1.0) * h / 6.0
-    dv[3] = inside * (3.0 * b * b - 1.0) * h / 6.0
+    dv[0] = -1.0 / h
+    dv[1] = 1.0 / h
+    dv[2] = -(3.0 * a * a - 1.0) * h / 6.0
+    dv[3] = (3.0 * b * b - 1.0) * h / 6.0
+    v[0] = a + (x - xc) * dv[0]
+    v[1] = b + (x - xc) * dv[1]
+    v[2] = (a * a * a - a) * hh + (x - xc) * dv[2]
+    v[3] = (b * b * b - b) * hh + (x - xc) * dv[3]
     return j, v, dv
 
 
@@ -189,6 +185,38 @@ def channel_weights(c, x, ch_kind, ch_x0, ch_h, ch_n, k_wall, r_switch, r_cut):
         return j, w, wv, ds * ew + s * dw, s * ew
     ew, dw = wall(x, ch_x0[c], x1, k_wall, True)
     return j, dv, v, dw, ew
+
+
+@njit(cache=True)
+def channel_curve(xs, kind, x0, h, n, y, z, k_wall, r_switch, r_cut):
+    """A channel's full term E(x) and dE/dx at many points (spline, extension, walls, switch).
+
+    The one evaluator behind LAMMPS tables, the pair_style python coefficients' checks
+    and plots; y, z are this channel's spline values and second derivatives.
+    """
+    ch_kind = np.array([kind], np.int64)
+    ch_x0 = np.array([x0])
+    ch_h = np.array([h])
+    ch_n = np.array([n], np.int64)
+    e = np.zeros(xs.shape[0])
+    de = np.zeros(xs.shape[0])
+    for p in range(xs.shape[0]):
+        if kind == KIND_INTER and xs[p] >= r_cut:
+            continue
+        j, w, wv, dfix, efix = channel_weights(0, xs[p], ch_kind, ch_x0, ch_h, ch_n, k_wall, r_switch, r_cut)
+        de[p] = w[0] * y[j] + w[1] * y[j + 1] + w[2] * z[j] + w[3] * z[j + 1] + dfix
+        e[p] = wv[0] * y[j] + wv[1] * y[j + 1] + wv[2] * z[j] + wv[3] * z[j + 1] + efix
+    return e, de
+
+
+@njit(cache=True)
+def end_slopes(x0, h, n, y, z):
+    """dy/dx of the spline at its two ends: the slopes of its linear extensions."""
+    out = np.empty(2)
+    for k, x in enumerate((x0, x0 + (n - 1) * h)):
+        j, v, dv = spline_weights(x, x0, h, n)
+        out[k] = dv[0] * y[j] + dv[1] * y[j + 1] + dv[2] * z[j] + dv[3] * z[j + 1]
+    return out
 
 
 @njit(cache=True)

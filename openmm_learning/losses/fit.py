@@ -20,10 +20,17 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..io.topology import SPECIES, WaterSystem
 from . import kernels
-from .model import (CHANNEL_KEYS, RECIPROCAL_TIES, Channel, LossModel, WaterSystem,
-                    angle_channel_table, natural_spline_matrix, pair_channel_table)
-from .topology import SPECIES
+from .model import (
+    CHANNEL_KEYS,
+    RECIPROCAL_TIES,
+    Channel,
+    LossModel,
+    angle_channel_table,
+    natural_spline_matrix,
+    pair_channel_table,
+)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import openmm as mm
 
-from .units import MASSES_AMU
+from ..units import MASSES_AMU
 
 KCAL_KJ = 4.184
 CHARGES = {"O": -0.82, "H": 0.41}

@@ -42,7 +42,7 @@ from . import analysis
 
 PAIRS = ("OO", "OH", "HH")
 SCHEMA_VERSION = 2
-DEFAULT_THRESHOLDS = Path(__file__).resolve().parents[1] / "validation" / "thresholds.json"
+DEFAULT_THRESHOLDS = Path(__file__).with_name("thresholds.json")  # package data
 KINDS = analysis.KINETIC_KINDS
 KIND_LABELS = {"O": "O atoms", "H": "H atoms", "translation": "molecular translation",
                "rotation": "molecular rotation", "vibration": "internal vibration"}
@@ -192,7 +192,7 @@ def load_thresholds(thresholds=None) -> dict:
     else:
         if not DEFAULT_THRESHOLDS.exists():
             raise FileNotFoundError(
-                f"default thresholds {DEFAULT_THRESHOLDS} not found (not a source checkout?): pass thresholds=")
+                f"default thresholds {DEFAULT_THRESHOLDS} not found (a broken install?): pass thresholds=")
         cfg = json.loads(DEFAULT_THRESHOLDS.read_text())
         if thresholds is not None:
             cfg = copy.deepcopy(cfg)
@@ -787,7 +787,7 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
         "n_blocks": n_blocks, "rdf_r_max_nm": r_max, "rdf_bins": n_bins,
         "thresholds_schema_version": cfg["schema_version"], "thresholds_source": (
             str(thresholds) if isinstance(thresholds, (str, Path)) else
-            "validation/thresholds.json" + (" with overrides" if thresholds else "")),
+            "the package's validation/thresholds.json" + (" with overrides" if thresholds else "")),
         "baseline": baseline, "cp2k_seconds_per_step": cp2k_seconds,
     }
     reference_numbers = {p: {"features": ref.rdf[p]["features"], "uncertainty": ref.rdf[p]["features_sem"]}

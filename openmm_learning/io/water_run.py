@@ -1,0 +1,61 @@
+"""A CP2K water run as the rest of the package uses it: atoms in O H H order per molecule,
+the bundled examples, and the run as an mdtraj trajectory."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .cp2k_reader import Cp2kRun, read_cp2k_run
+from .topology import TopologyError, WaterSystem, find_water_molecules, mdtraj_topology, species_codes
+
+
+def example_run_dir(name: str = "water64-xtb-300K") -> Path:
+    """Folder of a bundled CP2K example run ("water64-xtb-300K" or "water64-spcfw-300K")."""
+    path = Path(str(resources.files("openmm_learning") / "data" / "cp2k" / name))
+    if not path.is_dir():
+        raise FileNotFoundError(f"no bundled example {name!r}")
+    return path
+
+
+def load_water_run(path, allow_truncated=False) -> tuple[Cp2kRun, WaterSystem]:
+    """Read a CP2K water run and put its atoms in O H H order per molecule.
+
+    The molecules are found on the first frame and checked on the last one (a proton
+    that hopped between molecules is reported, not silently relabelled).
+    """
+    run = read_cp2k_run(path, allow_truncated=allow_truncated)
+    molecules = find_water_molecules(run.positions[0], run.elements, run.box_nm[0])
+    order = molecules.reshape(-1)
+    last = find_water_molecules(run.positions[-1], run.elements, run.box_nm[-1])
+    if not np.array_equal(last, molecules):
+        raise TopologyError(f"{path}: the molecules of the first and last frames differ "
+                         "(a proton moved between molecules); this is not supported")
+    if not np.array_equal(order, np.arange(len(order))):
+        run.positions = run.positions[:, order]
+        if run.forces is not None:
+            run.forces = run.forces[:, order]
+        if run.velocities is not None:
+            run.velocities = run.velocities[:, order]
+        run.elements = [run.elements[i] for i in order]
+    n = len(order) // 3
+    system = WaterSystem(species_codes(run.elements), np.arange(3 * n).reshape(n, 3))
+    return run, system
+
+
+def trajectory_of(run: Cp2kRun, start_step: int = 0):
+    """The run's frames from start_step on as an mdtraj.Trajectory (O H H order)."""
+    import mdtraj
+
+    keep = run.steps >= start_step
+    n = run.positions.shape[1] // 3
+    return mdtraj.Trajectory(run.positions[keep], mdtraj_topology(n), time=run.times_ps[keep],
+                             unitcell_lengths=run.box_nm[keep],
+                             unitcell_angles=np.full((int(keep.sum()), 3), 90.0))
+
+
+def default_equilibration_ps(run: Cp2kRun) -> float:
+    """Reference equilibration cut: half the run, at most 5 ps (xTB 1.55 ps -> 0.78 ps)."""
+    return float(min(5.0, 0.5 * (run.times_ps[-1] - run.times_ps[0])))
