@@ -243,7 +243,7 @@ def main(argv=None) -> int:
     from .io import Cp2kFormatError, Cp2kRunError
     from .io.topology import TopologyError
     from .losses.model import ModelFileError
-    from .openmm.simulate import SimulationError
+    from .openmm.reporters import SimulationError
 
     args = build_parser().parse_args(argv)
     try:

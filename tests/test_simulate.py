@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from openmm_learning.losses.model import Channel, LossModel
-from openmm_learning.openmm.simulate import SimulationError, read_state_log, simulate
+from openmm_learning.openmm.reporters import SimulationError
+from openmm_learning.openmm.simulate import read_state_log, simulate
 
 
 def run_steps(model, xtb, out, steps, **kw):

@@ -20,6 +20,12 @@ def example_run_dir(name: str = "water64-xtb-300K") -> Path:
     return path
 
 
+def example_pdb() -> str:
+    """Path of a bundled PDB of 64 waters in a periodic box (the last frame of the xTB
+    example run), as a string as openmm.app.PDBFile wants it."""
+    return str(resources.files("openmm_learning") / "data" / "water64.pdb")
+
+
 def load_water_run(path, allow_truncated=False) -> tuple[Cp2kRun, WaterSystem]:
     """Read a CP2K water run and put its atoms in O H H order per molecule.
 

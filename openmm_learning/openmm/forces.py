@@ -76,11 +76,25 @@ def _pair_force(model: LossModel, term: Term, n_atoms, molecules, atoms_a, atoms
     force.setUseLongRangeCorrection(False)
     force.addInteractionGroup([int(i) for i in atoms_a], [int(i) for i in atoms_b])
     force.setForceGroup(group)
-    force.setName(f"learned {term.name}")
+    force.setName(_force_name(model.mode, term.name))
     return force
 
 
-def _molecule_force(terms: list[Term], molecules, group):
+def _force_name(mode, what):
+    """Names mark agent-mode forces, so a Simulation can be checked for the right integrator."""
+    return f"learned {what}" if mode == "reciprocal" else f"{AGENT_PREFIX}{what}"
+
+
+#: name prefix of every force of an agent-mode System
+AGENT_PREFIX = "learned agent-mode "
+
+
+def is_agent_system(system: mm.System) -> bool:
+    """Whether a System holds agent-mode learned forces (they need the LearningIntegrator)."""
+    return any(system.getForce(k).getName().startswith(AGENT_PREFIX) for k in range(system.getNumForces()))
+
+
+def _molecule_force(mode, terms: list[Term], molecules, group):
     """CustomCompoundBondForce over each (O, H1, H2) with the bond and angle terms given."""
     texts, tables = [], {}
     for k, term in enumerate(terms):
@@ -95,35 +109,55 @@ def _molecule_force(terms: list[Term], molecules, group):
         force.addBond([int(o), int(h1), int(h2)], [])
     force.setUsesPeriodicBoundaryConditions(True)
     force.setForceGroup(group)
-    force.setName(f"learned own-molecule terms (group {group})")
+    force.setName(_force_name(mode, f"own-molecule terms (group {group})"))
     return force
 
 
-def create_system(model: LossModel, species_codes, molecules, box_nm) -> mm.System:
-    """An openmm.System executing `model` for a water box.
-
-    species_codes: per atom (O = 0, H = 1); molecules: (n, 3) atom indices (O, H1, H2);
-    box_nm: orthorhombic box lengths. In reciprocal mode every force is in group 0
-    and any integrator can run it; in agent mode use `LearningIntegrator`.
-    """
-    species_codes = np.asarray(species_codes)
+def check_box(model: LossModel, box_nm):
+    """Minimum-image pairs need a box of at least twice the cutoff on every side."""
     box_nm = np.asarray(box_nm, dtype=float)
     if np.any(box_nm < 2 * model.r_cut):
-        raise ValueError(f"box {box_nm} nm is smaller than twice the model cutoff {model.r_cut} nm")
-    system = mm.System()
-    for s in species_codes:
-        system.addParticle(MASSES_AMU[SPECIES[s]])
-    system.setDefaultPeriodicBoxVectors(mm.Vec3(box_nm[0], 0, 0), mm.Vec3(0, box_nm[1], 0),
-                                        mm.Vec3(0, 0, box_nm[2]))
+        need = int(np.ceil(2 * model.r_cut / box_nm.min()))
+        raise ValueError(f"box {np.round(box_nm, 4).tolist()} nm is smaller than twice the model cutoff "
+                         f"{model.r_cut} nm: run its periodic replica ({need} x {need} x {need}; "
+                         "openmm_learning.io.topology.replicate, or --replicate on the command line)")
+    return box_nm
+
+
+def add_forces(model: LossModel, system: mm.System, species_codes, molecules, box_nm, force_group=0):
+    """Add the model's forces to a System that already holds the water's particles.
+
+    species_codes: per atom (O = 0, H = 1); molecules: (n, 3) atom indices (O, H1, H2).
+    Reciprocal mode puts every force in force_group; agent mode uses GROUP (O: 0, H: 1),
+    which the LearningIntegrator reads.
+    """
+    species_codes = np.asarray(species_codes)
+    check_box(model, box_nm)
     atoms = {a: np.flatnonzero(species_codes == SPECIES_INDEX[a]) for a in SPECIES}
     own_molecule = {}
     for term in model.terms():
-        group = 0 if model.mode == "reciprocal" else GROUP[term.agents[0]]
+        group = force_group if model.mode == "reciprocal" else GROUP[term.agents[0]]
         if term.invariant == "pair":
             a, b = term.species
             system.addForce(_pair_force(model, term, len(species_codes), molecules, atoms[a], atoms[b], group))
         else:
             own_molecule.setdefault(group, []).append(term)
     for group, terms in own_molecule.items():
-        system.addForce(_molecule_force(terms, molecules, group))
+        system.addForce(_molecule_force(model.mode, terms, molecules, group))
     return system
+
+
+def create_system(model: LossModel, species_codes, molecules, box_nm) -> mm.System:
+    """An openmm.System executing `model` for a water box (arrays in nm; see
+    openmm.api.LearnedWater for the same from an openmm.app.Topology).
+
+    In reciprocal mode every force is in group 0 and any integrator can run it; in agent
+    mode use `LearningIntegrator`.
+    """
+    box_nm = check_box(model, box_nm)
+    system = mm.System()
+    for s in np.asarray(species_codes):
+        system.addParticle(MASSES_AMU[SPECIES[s]])
+    system.setDefaultPeriodicBoxVectors(mm.Vec3(box_nm[0], 0, 0), mm.Vec3(0, box_nm[1], 0),
+                                        mm.Vec3(0, 0, box_nm[2]))
+    return add_forces(model, system, species_codes, molecules, box_nm)

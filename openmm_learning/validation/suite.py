@@ -340,9 +340,11 @@ def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSyst
     velocities every few fs (CP2K's: 2.5 fs, Nyquist 6700 cm^-1).
     """
     import openmm as mm
-    from openmm import unit
+    from openmm import app
 
+    from ..io.topology import openmm_topology
     from ..openmm.forces import create_system
+    from ..openmm.reporters import VelocityReporter
     from ..openmm.spcfw import spcfw_system
 
     dt = run.settings.timestep_ps
@@ -357,19 +359,16 @@ def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSyst
     else:
         system_mm = spcfw_system(len(system.molecules), run.box_nm[0])
     integ = _integrator(summary, system.species, run.settings.temperature_k, dt)
-    ctx = mm.Context(system_mm, integ, mm.Platform.getPlatformByName(platform))
-    ctx.loadCheckpoint((sim_dir / "checkpoint.chk").read_bytes())
+    sim = app.Simulation(openmm_topology(len(system.molecules), run.box_nm[0]), system_mm, integ,
+                         mm.Platform.getPlatformByName(platform))
+    sim.loadCheckpoint(str(sim_dir / "checkpoint.chk"))
     integ.invalidate()
-    v = np.empty((n, len(system.species), 3), np.float32)
-    for k in tqdm(range(n), desc=f"velocities {sim_dir.name}", unit="frame", disable=not progress):
-        integ.step(interval)
-        v[k] = ctx.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(
-            unit.nanometer / unit.picosecond)
-    if not np.all(np.isfinite(v)):
-        raise ValueError(f"{sim_dir}: the velocity recording went non-finite")
-    tmp = sim_dir / "velocities.tmp.npy"
-    np.save(tmp, v)
-    tmp.replace(npy)  # an interrupt never leaves a half-written file that looks complete
+    sim.currentStep = 0
+    recorder = VelocityReporter(interval, n, len(system.species))
+    sim.reporters.append(recorder)
+    for _ in tqdm(range(n), desc=f"velocities {sim_dir.name}", unit="frame", disable=not progress):
+        sim.step(interval)
+    recorder.save(npy)
     js.write_text(json.dumps(meta))
     return npy
 
