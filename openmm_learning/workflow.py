@@ -7,11 +7,20 @@ exists (an interrupted job resumes where it stopped).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from .io.water_run import example_run_dir, load_water_run
 from .losses.fit import FitSettings, file_hashes, fit_modes
 from .losses.model import LossModel
+
+
+def say_replica(run, progress=True):
+    """One line when a small box runs as its periodic replica."""
+    if run.replica > 1 and progress:
+        n = run.replica
+        print(f"{run.project}: box {run.box_nm[0][0] / n:.4f} nm is under twice the cutoff: using its "
+              f"{n}x{n}x{n} periodic replica ({len(run.elements) // 3} molecules)", file=sys.stderr)
 
 
 def fit_run(run_dir, out_dir, modes=("agent", "reciprocal"), settings: FitSettings | None = None,
@@ -21,13 +30,16 @@ def fit_run(run_dir, out_dir, modes=("agent", "reciprocal"), settings: FitSettin
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run, system = load_water_run(run_dir, allow_truncated)
+    settings = settings or FitSettings()
+    run, system = load_water_run(run_dir, allow_truncated, r_cut=settings.r_cut)
+    say_replica(run, progress)
     if run.forces is None:
         raise FileNotFoundError(f"{run_dir}: the run has no forces file (*-frc-*.xyz); force matching needs one")
     provenance = {"cp2k_project": run.project, "cp2k_files": file_hashes(run.files),
                   "cp2k_method": run.settings.method if run.settings else None,
                   "steps": [int(run.steps[0]), int(run.steps[-1])], "n_frames": run.n_frames,
-                  "temperature_K": run.settings.temperature_k if run.settings else None}
+                  "temperature_K": run.settings.temperature_k if run.settings else None,
+                  "replica": run.replica}
     results = fit_modes(run.positions, run.forces, run.box_nm, system, modes, settings,
                         provenance, progress)
     for mode, res in results.items():
@@ -47,7 +59,8 @@ def simulate_run(model_path, run_dir, out_dir, *, ps: float, frame: int = -1, pl
     from .openmm.simulate import simulate
 
     model = LossModel.load(model_path)
-    run, system = load_water_run(run_dir, allow_truncated)
+    run, system = load_water_run(run_dir, allow_truncated, r_cut=model.r_cut)
+    say_replica(run, progress)
     if run.settings is None:
         raise ValueError(f"{run_dir}: no CP2K input file, so the temperature and timestep are unknown")
     dt = run.settings.timestep_ps
@@ -57,7 +70,7 @@ def simulate_run(model_path, run_dir, out_dir, *, ps: float, frame: int = -1, pl
                     run.box_nm[frame], system.species, system.molecules,
                     temperature_k=run.settings.temperature_k, timestep_ps=dt, steps=steps,
                     out_dir=out_dir, platform=platform, collision_time_ps=collision_time_ps,
-                    progress=progress, equilibration_ps=langevin_ps, seed=seed)
+                    progress=progress, equilibration_ps=langevin_ps, seed=seed, replica=run.replica)
 
 
 def validate_simulations(reference_dir, simulations: dict, out_dir, *, equilibration_ps=None,

@@ -11,6 +11,7 @@ from lammps_plugin.writer import write_deck
 from openmm_learning.losses.model import LossModel
 from openmm_learning.openmm.forces import create_system
 from openmm_learning.openmm.integrator import agent_forces
+from tolerances import LAMMPS_MPI, LAMMPS_PAIR_PYTHON, LAMMPS_TABLES
 
 KCAL_A_TO_KJ_NM = 41.84
 FRAMES = (0, 150, 300, 450, 619)
@@ -55,7 +56,7 @@ def rel(a, b):
 @needs_python_lmp
 @pytest.mark.parametrize("mode", ["reciprocal", "agent"])
 def test_pair_style_python_forces(xtb, xtb_models, saved_models, tmp_path, mode):
-    """Exact route: pair_style python + dense bond/angle tables, to 1e-5 of the model.
+    """Exact route: pair_style python + dense bond/angle tables, to LAMMPS_PAIR_PYTHON of the model.
 
     In agent mode Debian's lmp runs the symmetric part; adding the fix-external
     remainder (the same callback object the agent driver registers) gives the agent force.
@@ -70,12 +71,12 @@ def test_pair_style_python_forces(xtb, xtb_models, saved_models, tmp_path, mode)
         f = read_force_dump(deck.folder / "forces.dump") * KCAL_A_TO_KJ_NM
         sym, _ = model.symmetric_part().forces(run.positions[frame], run.box_nm[frame], system.species,
                                                system.molecules)
-        assert rel(f, sym) < 1e-5, f"frame {frame}: pair_style python vs model {rel(f, sym):.2e}"
+        assert rel(f, sym) < LAMMPS_PAIR_PYTHON, f"frame {frame}: pair_style python vs model {rel(f, sym):.2e}"
         if mode == "agent":
             f = f + _remainder_only(model, system).remainder(run.positions[frame], run.box_nm[frame])
         want, _ = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
-        assert rel(f, want) < 1e-5
-        assert rel(f, openmm_forces(model, xtb, frame)) < 1e-5
+        assert rel(f, want) < LAMMPS_PAIR_PYTHON
+        assert rel(f, openmm_forces(model, xtb, frame)) < LAMMPS_PAIR_PYTHON
 
 
 def _remainder_only(model, system):
@@ -88,7 +89,7 @@ def _remainder_only(model, system):
 
 @pytest.mark.parametrize("mode", ["reciprocal", "agent"])
 def test_table_route_forces_with_fix_external(xtb, xtb_models, saved_models, tmp_path, mode):
-    """Fast route: pair/bond/angle tables (+ fix external in agent mode), to 1e-4."""
+    """Fast route: pair/bond/angle tables (+ fix external in agent mode), to LAMMPS_TABLES."""
     run, system = xtb
     model = xtb_models[mode]
     for frame in FRAMES:
@@ -97,8 +98,8 @@ def test_table_route_forces_with_fix_external(xtb, xtb_models, saved_models, tmp
         f = np.asarray(lmp.gather_atoms("f", 1, 3), dtype=float).reshape(-1, 3) * KCAL_A_TO_KJ_NM
         lmp.close()
         want, _ = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
-        assert rel(f, want) < 1e-4, f"frame {frame}: tables vs model {rel(f, want):.2e}"
-        assert rel(f, openmm_forces(model, xtb, frame)) < 1e-4
+        assert rel(f, want) < LAMMPS_TABLES, f"frame {frame}: tables vs model {rel(f, want):.2e}"
+        assert rel(f, openmm_forces(model, xtb, frame)) < LAMMPS_TABLES
         if mode == "agent":  # the remainder is real: without it the forces are the symmetric part
             sym, _ = model.symmetric_part().forces(run.positions[frame], run.box_nm[frame], system.species,
                                                    system.molecules)
@@ -118,7 +119,7 @@ def test_mpi_two_ranks_match_one_rank(xtb, saved_models, tmp_path):
     assert len(thermo[1]["Step"]) == 11
     for key in ("Temp", "PotEng", "TotEng", "Press"):
         a, b = thermo[1][key], thermo[2][key]
-        assert np.max(np.abs(a - b)) <= 1e-8 * np.max(np.abs(a)), key
+        assert np.max(np.abs(a - b)) <= LAMMPS_MPI * np.max(np.abs(a)), key
 
 
 @pytest.mark.parametrize("mode", ["reciprocal", "agent"])
@@ -151,7 +152,7 @@ def test_cli_deck_runs_in_metal_units(xtb, xtb_models, saved_models, tmp_path):
     run, system = xtb
     f = read_force_dump(out / "forces.dump") * 96.48533212331 * 10  # eV/A -> kJ/mol/nm
     want, _ = xtb_models["reciprocal"].forces(run.positions[-1], run.box_nm[-1], system.species, system.molecules)
-    assert rel(f, want) < 1e-4
+    assert rel(f, want) < LAMMPS_TABLES
 
 
 def test_pair_class_checks_units_and_species(saved_models, monkeypatch, tmp_path):

@@ -51,6 +51,8 @@ class Cp2kRun:
     energies: dict[str, np.ndarray] | None
     settings: Cp2kSettings | None
     files: dict[str, str] = field(default_factory=dict)
+    #: copies per box side when this is the periodic replica of a smaller run (replicated)
+    replica: int = 1
 
     @property
     def n_frames(self) -> int:
@@ -84,6 +86,25 @@ class Cp2kRun:
         """Mass of every atom (amu): the input's &KIND MASS where it sets one, else the standard mass."""
         table = self.settings.masses_amu if self.settings is not None else units.MASSES_AMU
         return np.array([table.get(e, units.MASSES_AMU.get(e, np.nan)) for e in self.elements], float)
+
+    def replicated(self, n: int) -> "Cp2kRun":
+        """The n x n x n periodic replica of the run (orthorhombic cells): the same atoms
+        shifted by every lattice vector, image after image, so the forces on the replica are
+        those of the periodic original. For cutoffs beyond half a small box (27-32 waters)."""
+        if n == 1:
+            return self
+        shifts = np.array([(i, j, k) for i in range(n) for j in range(n) for k in range(n)], float)
+
+        def tile(a, shift):
+            if a is None:
+                return None
+            copies = [a + (shift * s)[:, None, :] if shift is not None else a for s in shifts]
+            return np.concatenate(copies, axis=1)
+
+        return dataclasses.replace(
+            self, elements=list(self.elements) * len(shifts), positions=tile(self.positions, self.box_nm),
+            forces=tile(self.forces, None), velocities=tile(self.velocities, None), box_nm=self.box_nm * n,
+            replica=self.replica * n)
 
     def select(self, steps_slice_or_mask) -> "Cp2kRun":
         """Subset of frames (copies of the arrays).

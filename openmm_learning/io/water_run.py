@@ -26,11 +26,18 @@ def example_pdb() -> str:
     return str(resources.files("openmm_learning") / "data" / "water64.pdb")
 
 
-def load_water_run(path, allow_truncated=False) -> tuple[Cp2kRun, WaterSystem]:
+def replicas_needed(box_nm, r_cut: float) -> int:
+    """Copies per side that make every box length at least twice the cutoff."""
+    return max(1, int(np.ceil(2 * r_cut / np.min(box_nm) - 1e-9)))
+
+
+def load_water_run(path, allow_truncated=False, r_cut: float | None = None) -> tuple[Cp2kRun, WaterSystem]:
     """Read a CP2K water run and put its atoms in O H H order per molecule.
 
     The molecules are found on the first frame and checked on the last one (a proton
-    that hopped between molecules is reported, not silently relabelled).
+    that hopped between molecules is reported, not silently relabelled). With r_cut, a
+    box smaller than twice the cutoff (CP2K's usual 27-32 waters) becomes its periodic
+    replica (run.replica copies per side), so minimum-image pairs see every neighbour.
     """
     run = read_cp2k_run(path, allow_truncated=allow_truncated)
     molecules = find_water_molecules(run.positions[0], run.elements, run.box_nm[0])
@@ -46,7 +53,9 @@ def load_water_run(path, allow_truncated=False) -> tuple[Cp2kRun, WaterSystem]:
         if run.velocities is not None:
             run.velocities = run.velocities[:, order]
         run.elements = [run.elements[i] for i in order]
-    n = len(order) // 3
+    if r_cut is not None:
+        run = run.replicated(replicas_needed(run.box_nm.min(axis=0), r_cut))
+    n = len(run.elements) // 3
     system = WaterSystem(species_codes(run.elements), np.arange(3 * n).reshape(n, 3))
     return run, system
 

@@ -57,7 +57,8 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
              collision_time_ps: float | None = None, platform: str = "CPU", seed: int = 1,
              resume: bool = True, progress: bool = True, max_temperature_factor: float = 4.0,
              system: mm.System | None = None, name: str | None = None,
-             equilibration_ps: float = 0.0, equilibration_friction_per_ps: float = 5.0) -> SimulationResult:
+             equilibration_ps: float = 0.0, equilibration_friction_per_ps: float = 5.0,
+             replica: int = 1) -> SimulationResult:
     """Run `steps` of learning dynamics from one frame (nm, nm/ps) and write to out_dir.
 
     An app.Simulation with the package's reporters (openmm.reporters): blow-up guard,
@@ -72,7 +73,8 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     Atoms must be in O H H order per molecule (molecules[i] = 3i, 3i+1, 3i+2).
     system: a ready conservative openmm.System to run instead of the model's (e.g. the
     SPC/Fw baseline; model may then be None), with the reciprocal-mode integrator;
-    name labels it in the progress bar and summary.json.
+    name labels it in the progress bar and summary.json. replica: the box is the n x n x n
+    periodic replica of a CP2K cell (recorded in summary.json).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +138,7 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     summary.update(mode=mode, name=label, temperature_target_K=temperature_k, timestep_ps=timestep_ps,
                    platform=platform, collision_time_ps=integrator.collision_time_ps,
                    chain_length=integrator.chain_length, seed=seed, equilibration_ps=equilibration_ps,
-                   equilibration_friction_per_ps=equilibration_friction_per_ps)
+                   equilibration_friction_per_ps=equilibration_friction_per_ps, replica=replica)
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1))
     tmp.replace(out / "summary.json")

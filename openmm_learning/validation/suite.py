@@ -328,7 +328,7 @@ def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Pat
     return simulate(model, run.positions[frame], None, run.box_nm[frame], system.species, system.molecules,
                     temperature_k=run.settings.temperature_k, timestep_ps=dt, steps=int(round(ps / dt)),
                     out_dir=out, platform=platform, report_interval=report_interval, progress=progress,
-                    seed=seed, equilibration_ps=equilibration_ps, **extra)
+                    seed=seed, equilibration_ps=equilibration_ps, replica=run.replica, **extra)
 
 
 def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSystem, *, ps=2.0, interval=5,
@@ -458,12 +458,14 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_steps = parse_steps(train_steps)
-    run, system = load_water_run(reference, allow_truncated)
+    if isinstance(models, (str, Path)):
+        models = [models]
+    paths = list(models.values()) if isinstance(models, dict) else list(models or [])
+    r_cut = max([(fit_settings or FitSettings()).r_cut] + [LossModel.load(p).r_cut for p in paths])
+    run, system = load_water_run(reference, allow_truncated, r_cut=r_cut)
     if run.settings is None:
         raise FileNotFoundError(f"{reference}: no CP2K input file, so the temperature, timestep and cell "
                                 "of the reference are unknown")
-    if isinstance(models, (str, Path)):
-        models = [models]
     simulations = dict(simulations or {})
     fitted = not models and not simulations
     lc, fit_dir = None, out / "fit"
@@ -559,7 +561,10 @@ def _provenance(run, eq, row_eq, train_steps, fitted, models, folders, baseline,
              f"steps {run.steps[0]}-{run.steps[-1]} ({run.times_ps[-1] - run.times_ps[0]:.3g} ps)",
              f"state (from the CP2K input): {s.ensemble} {s.temperature_k:g} K, timestep {s.timestep_ps * 1000:g} fs, "
              f"thermostat {s.thermostat}; box {' x '.join(f'{b:.4f}' for b in run.box_nm[-1])} nm, "
-             f"{len(run.elements) // 3} molecules",
+             f"{len(run.elements) // 3} molecules"
+             + (f" (the {run.replica}x{run.replica}x{run.replica} periodic replica of the CP2K cell, whose "
+                "box is under twice the cutoff; the forces on the replica are those of the periodic original)"
+                if run.replica > 1 else ""),
              f"reference equilibration cut: {eq:.3g} ps; simulations cut: {row_eq:.3g} ps"]
     lines += [f"reference file {role}: {h['file']} sha256 {h['sha256'][:16]}"
               for role, h in file_hashes(run.files).items()]

@@ -1,0 +1,12 @@
+"""Accuracies that README.md states, as the tests assert them (tests/test_readme.py checks
+that README says exactly these numbers)."""
+
+#: relative RMS difference of forces between engines and the numba reference evaluator
+OPENMM_REFERENCE = 1e-13
+OPENMM_CPU = 2e-6
+LAMMPS_PAIR_PYTHON = 1e-6
+LAMMPS_TABLES = 1e-6
+#: largest relative difference of thermo output between 1 and 2 MPI ranks
+LAMMPS_MPI = 1e-8
+#: SPC/Fw known truth: held-out relative force RMSE of the reciprocal fit, as README states it (%)
+SPCFW_HELD_OUT_PERCENT = {"O": 3.4, "H": 2.6}
