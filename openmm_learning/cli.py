@@ -247,11 +247,12 @@ def main(argv=None) -> int:
     from .io.topology import TopologyError
     from .losses.model import ModelFileError
     from .openmm.reporters import SimulationError
+    from .validation.judge import ValidationError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (Cp2kFormatError, Cp2kRunError, ModelFileError, SimulationError, TopologyError,
+    except (Cp2kFormatError, Cp2kRunError, ModelFileError, SimulationError, TopologyError, ValidationError,
             FileNotFoundError) as e:
         print(f"openmm-learning {args.command}: error: {e}", file=sys.stderr)
         return 2

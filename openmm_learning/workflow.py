@@ -78,7 +78,7 @@ def validate_simulations(reference_dir, simulations: dict, out_dir, *, equilibra
     """Compare simulation folders {name: folder} with a CP2K run; write the report.
 
     The validation suite without simulating anything (no baseline row); see
-    validation_suite.run_validation for the whole suite.
+    validation.suite.run_validation for the whole suite.
     """
     from .validation.suite import run_validation
 

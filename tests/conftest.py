@@ -25,3 +25,16 @@ def xtb_models(xtb):
     results = fit_modes(run.positions[idx], run.forces[idx], run.box_nm[idx], system,
                         settings=FitSettings(), progress=False)
     return {mode: r.model for mode, r in results.items()}
+
+
+#: fixtures that fit models (tens of seconds): every test using one is in the slow tier
+SLOW_FIXTURES = {"xtb_models", "saved_models", "spcfw_fit", "fitted", "suite"}
+#: modules that drive LAMMPS, CP2K or whole runs throughout
+SLOW_MODULES = {"test_lammps", "test_validation_suite", "test_cli", "test_simulate"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Two tiers: `pytest -m "not slow"` during development (under a minute), all in CI."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -218,6 +218,7 @@ def test_unwrap_and_diffusion_of_a_random_walk():
         analysis.diffusion_in_window(traj[:90])  # 4.5 ps < 2 x 2.5 ps
 
 
+@pytest.mark.slow
 def test_diffusion_in_the_report_recovers_a_known_ratio(tmp_path):
     """Random walks with D = 0.01 and 0.02 nm^2/ps through validate(): the report's window
     and error bars give ln 2, three runs against one, within their uncertainty."""
@@ -365,6 +366,7 @@ def test_bundled_xtb_run_is_out_of_equipartition(xtb):
     assert s["vibration"] < 275 and abs(s["total"] - 300) < 5
 
 
+@pytest.mark.slow
 def test_langevin_reference_is_in_equipartition():
     """The bundled Langevin structure reference (data/cp2k/water64-xtb-langevin-300K): read
     with its hydrogen mass of 4 amu from the input; after its 1 ps cut every kind of motion

@@ -51,3 +51,31 @@ def test_errors_are_one_clear_line(tmp_path, args, message):
     assert r.returncode == 2
     assert "error:" in r.stderr and message in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_small_box_runs_as_its_replica_end_to_end(tmp_path):
+    """A 27-water CP2K run (box under twice the cutoff) goes through fit, simulate and
+    validate as its 2x2x2 periodic replica, said once on the way and in the outputs."""
+    run = example_run_dir("water27-xtb-300K")
+    r = cli("fit", run, "--out", tmp_path / "fit")
+    assert r.returncode == 0, r.stderr
+    assert "2x2x2 periodic replica (216 molecules)" in r.stderr
+    assert LossModel.load(tmp_path / "fit" / "reciprocal.json").provenance["replica"] == 2
+    r = cli("simulate", tmp_path / "fit" / "reciprocal.json", "--cp2k", run, "--out", tmp_path / "sim",
+            "--ps", 0.05, "--langevin-ps", 0.02)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "sim" / "summary.json").read_text())["replica"] == 2
+    model = tmp_path / "fit" / "reciprocal.json"
+    # too short to judge: said before anything runs, in one line
+    r = cli("validate", "--reference", run, "--model", model, "--out", tmp_path / "short", "--ps", 0.1, "--seeds", 1)
+    assert r.returncode == 2 and "run longer or more seeds" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "short" / "sim-reciprocal").exists()
+    r = cli("validate", "--reference", run, "--model", model, "--out", tmp_path / "val",
+            "--ps", 0.2, "--seeds", 2, "--langevin-ps", 0.02, "--velocity-ps", 0.05, "--no-baseline")
+    assert r.returncode in (0, 1), r.stderr
+    assert "Traceback" not in r.stderr
+    report = (tmp_path / "val" / "report.md").read_text()
+    assert "2x2x2 periodic replica of the CP2K cell" in report
+    metrics = json.loads((tmp_path / "val" / "metrics.json").read_text())
+    std = [m for m in metrics["metrics"] if m["metric"] == "temperature.std"]
+    assert std and all(m["outcome"] == "n/a" and "1/sqrt(atoms)" in m["note"] for m in std)

@@ -158,6 +158,7 @@ def test_select_copies(xtb):
         xtb.select(xtb.steps < 0)
 
 
+@pytest.mark.slow
 def test_reading_is_fast():
     read_cp2k_run(DATA / SPCFW)  # input spec and unit registry loaded once
     t = time.perf_counter()
@@ -266,6 +267,7 @@ def test_comment_without_step(tmp_path):
         read_cp2k_run(tmp_path)
 
 
+@pytest.mark.slow
 def test_restarted_run_matched_by_step(tmp_path):
     # first run: steps 0..9 from real frames 0..9; the restart repeats steps 6..9 and goes
     # on to 14, from real frames 16..24 (so a repeated step holds different data).
@@ -498,6 +500,7 @@ def test_run_cp2k_without_executable(tmp_path):
         run_cp2k(inp, executable="no-such-cp2k-binary")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(find_cp2k_executable() is None, reason="CP2K is not installed (apt-get install cp2k)")
 def test_run_cp2k_xtb_nve(tmp_path):
     steps = 10
@@ -521,6 +524,7 @@ def test_run_cp2k_xtb_nve(tmp_path):
     assert run.seconds_per_step() > 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(find_cp2k_executable() is None, reason="CP2K is not installed (apt-get install cp2k)")
 def test_run_cp2k_xtb_langevin_heavy_hydrogen(tmp_path):
     steps = 4

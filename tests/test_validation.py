@@ -15,7 +15,7 @@ from openmm_learning.io.topology import mdtraj_topology
 from openmm_learning.units import MASSES_AMU
 from openmm_learning.validation import analysis
 from openmm_learning.validation import judge as validation
-from openmm_learning.validation.judge import METRICS, Row, load_thresholds, validate
+from openmm_learning.validation.judge import METRICS, Row, ValidationError, load_thresholds, validate
 
 DATA = files("openmm_learning") / "data" / "cp2k"
 PLOTS = ["rdf_OO.png", "rdf_OH.png", "rdf_HH.png", "bond_length.png", "hoh_angle.png", "temperature.png"]
@@ -91,6 +91,7 @@ def spcfw_result(tmp_path_factory):
     return res, cp2k_cost
 
 
+@pytest.mark.slow
 def test_halves_of_spcfw_pass(spcfw_result):
     res, cp2k_cost = spcfw_result
     recs = [m for m in res.metrics if m["row"] == "second half"]
@@ -190,6 +191,7 @@ def test_report_plots_and_metrics_json(spcfw_result):
     assert set(data["equipartition"]) == {"CP2K reference", "second half", "second half as 2 runs"}
 
 
+@pytest.mark.slow
 def test_equipartition_split_fails_and_a_split_reference_is_not_a_target(tmp_path):
     """Planted: a row whose O atoms run 60 K hot and H atoms 30 K cold (the agent-mode
     pathology, scaled down) fails against the target; the bundled xTB run is itself out of
@@ -220,6 +222,7 @@ def test_equipartition_split_fails_and_a_split_reference_is_not_a_target(tmp_pat
     assert "The reference is out of equipartition" in res.report_path.read_text()
 
 
+@pytest.mark.slow
 def test_too_short_reference_is_inconclusive(tmp_path):
     """Planted: the reference is 0.2 ps of xTB water and the row is the next 0.6 ps of the
     same run. Nothing can fail for real, and the short reference cannot resolve the
@@ -243,6 +246,7 @@ def test_too_short_reference_is_inconclusive(tmp_path):
     assert oh["outcome"] == "n/a" and oh["passed"] is None and "absent in row and reference" in oh["note"]
 
 
+@pytest.mark.slow
 def test_xtb_reference_spectra_and_a_baseline(tmp_path):
     """Short xTB reference, cut here by equilibration_ps; SPC/Fw is the baseline row to beat.
 
@@ -295,6 +299,7 @@ def test_thresholds_file_and_overrides():
         load_thresholds({"metrics": {"rdf_XY.peak": {"max": 1}}})
 
 
+@pytest.mark.slow
 def test_tight_threshold_fails_and_the_threshold_is_never_raised(tmp_path):
     traj, _, _, _ = load("water64-spcfw-300K")
     keep = np.flatnonzero(traj.time >= 5.0)[::2]  # every 0.2 ps keeps it quick
@@ -333,3 +338,23 @@ def test_rows_must_be_water_trajectories(tmp_path):
     with pytest.raises(ValueError, match="baseline"):
         validate(traj[50:], {"a": traj[50:]}, out_dir=tmp_path, baseline="b")
     assert validation.SCHEMA_VERSION == 2
+
+
+@pytest.mark.slow
+def test_short_velocity_series_give_no_band_positions(tmp_path):
+    """Velocities 40 frames long allow a VACF lag of 25 fs: 1300 cm^-1 resolution cannot
+    place a band (n/a, with the reason), where the full series places all three."""
+    traj, temp, run, _ = load("water64-xtb-300K")
+    after = run.times_ps >= 0.75 - 1e-9
+    res = validate(Row(traj, temp, velocities=run.velocities, velocity_times_ps=run.times_ps),
+                   {"short": Row(traj, temp, velocities=run.velocities[after][:40], velocity_dt_ps=0.0025)},
+                   out_dir=tmp_path, equilibration_ps=0.75)
+    for band in ("libration", "bend", "stretch"):
+        m = res.metric("short", f"vacf.{band}_band")
+        assert m["outcome"] == "n/a" and "resolution" in m["note"], m
+
+
+def test_too_few_frames_for_blocks_is_a_clear_error(tmp_path):
+    traj, temp, _, _ = load("water64-xtb-300K")
+    with pytest.raises(ValidationError, match="cannot give 4 blocks"):
+        validate(Row(traj, temp), {"tiny": Row(traj[-5:], temp[-5:])}, out_dir=tmp_path, equilibration_ps=0.75)

@@ -273,7 +273,7 @@ def write_water_input(directory, *, n_molecules=8, density_g_cm3=0.997, method="
     inp = directory / f"{project}.inp"
     header = [
         f"# {n_molecules} water molecules, {method}, {described}, {temperature_k:g} K, "
-        f"{steps} steps of {timestep_fs:g} fs; written by openmm_learning.cp2k.write_water_input",
+        f"{steps} steps of {timestep_fs:g} fs; written by openmm_learning.io.write_water_input",
         f"# run: OMP_NUM_THREADS={threads or 2} cp2k.psmp -i {inp.name} -o {project}.out",
         "# beside other work: OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE (CP2K's threads spin-wait)",
     ]

@@ -21,7 +21,7 @@ diffusion, different masses for dynamics) is "n/a" with the reason, never a pass
 The reference's own noise (its first half against its second half) and the reference
 length that would resolve each threshold are reported.
 Writes PNG plots, ``report.md``, a self-contained ``report.html`` (plots embedded)
-and ``metrics.json`` to ``out_dir``. ``validation_suite`` runs the simulations that
+and ``metrics.json`` to ``out_dir``. ``validation.suite`` runs the simulations that
 feed it.
 """
 
@@ -129,6 +129,8 @@ class Row:
     kinds of analysis.KINETIC_KINDS at kinetic_times_ps. hydrogen_mass_amu: the run's H
     mass (dynamics compare only between equal masses). heat_per_ps: heat the thermostat
     removes (kJ/mol/ps); net_force: mean |sum of all forces| (kJ/mol/nm).
+    temperature_atoms: how many atoms the temperature series is of, when not traj's (a
+    CP2K cell used as its periodic replica: fluctuations scale as 1/sqrt(atoms)).
     """
 
     traj: object
@@ -143,6 +145,7 @@ class Row:
     kinetic: dict | None = None
     kinetic_times_ps: np.ndarray | None = None
     hydrogen_mass_amu: float = 1.00794
+    temperature_atoms: int | None = None
 
 
 @dataclass
@@ -228,6 +231,11 @@ def _series(values, times, n, what):
     return np.asarray(times, float)
 
 
+class ValidationError(ValueError):
+    """The data cannot be validated as asked (too few frames, mismatched series); the
+    message says what to change."""
+
+
 class _Run:
     """One run after its equilibration cut: trajectory, temperature series (t, T), kinetic
     temperatures (t, {kind: T}), velocities (v, dt). Splits into blocks by time."""
@@ -242,7 +250,8 @@ class _Run:
         t_start = float(traj.time[0]) + (cut_ps or 0.0) - 1e-9
         keep = np.flatnonzero(traj.time >= t_start)
         if len(keep) < 2:
-            raise ValueError(f"cutting {cut_ps} ps leaves fewer than 2 frames")
+            raise ValidationError(f"cutting {cut_ps} ps leaves fewer than 2 frames of a {traj.time[-1] - traj.time[0]:g} "
+                                  "ps trajectory: cut less or run longer")
         temp = kin = vel = None
         if row.temperature is not None:
             times = _series(row.temperature, row.temperature_times_ps, traj.n_frames, "temperature")
@@ -270,6 +279,11 @@ class _Run:
 
     def blocks(self, n: int) -> list:
         """n contiguous blocks, each field cut at the same fractions of its own series."""
+        if self.traj.n_frames < 2 * n:
+            raise ValidationError(
+                f"a single run of {self.traj.n_frames} frames ({self.span_ps:g} ps) cannot give {n} blocks of 2 "
+                "frames or more for its uncertainties: run longer, report more often, or run several seeds")
+
         def cut(arr, k):
             edges = np.linspace(0, len(arr), n + 1).astype(int)
             return arr[edges[k]:edges[k + 1]]
@@ -293,8 +307,9 @@ class _Profile:
     else contiguous blocks of the one run)."""
 
     def __init__(self, runs: list, n_blocks, r_max, n_bins, vacf_lag_ps=None, diffusion_window=None,
-                 heat_per_ps=None, net_force=None, hydrogen_mass_amu=None):
+                 heat_per_ps=None, net_force=None, hydrogen_mass_amu=None, temperature_atoms=None):
         self.runs, self.n_blocks = runs, n_blocks
+        self.temperature_atoms = temperature_atoms or runs[0].traj.n_atoms
         self.heat_per_ps, self.net_force, self.hydrogen_mass_amu = heat_per_ps, net_force, hydrogen_mass_amu
         self.seeds = len(runs)
         # Independent runs when there are several: blocks of one run are correlated over the
@@ -463,7 +478,11 @@ def _compare_records(row, ref, seconds, cp2k_seconds, target_k, reference_equipa
     out.append(_diffusion_record(row, ref))
     if row.temperature is not None and ref.temperature is not None:
         out.append(_diff_record("temperature.mean", *row.temperature_stat(np.mean), *ref.temperature_stat(np.mean)))
-        out.append(_diff_record("temperature.std", *row.temperature_stat(np.std), *ref.temperature_stat(np.std)))
+        if row.temperature_atoms == ref.temperature_atoms:
+            out.append(_diff_record("temperature.std", *row.temperature_stat(np.std), *ref.temperature_stat(np.std)))
+        else:
+            out.append(_na("temperature.std", f"temperatures of {row.temperature_atoms} and {ref.temperature_atoms} "
+                                              "atoms: their fluctuations scale as 1/sqrt(atoms)"))
     else:
         out += [_na(k, "no temperature series") for k in ("temperature.mean", "temperature.std")]
     out += _kinetic_records(row, ref, target_k, reference_equipartition_ok)
@@ -562,9 +581,20 @@ def _spectrum_records(row, ref):
         if _masses_differ(row, ref):
             out.append(_na(key, _masses_differ(row, ref)))
             continue
+        resolution = _spectral_resolution_cm1(row.spectrum["lag_ps"])
+        if resolution > (hi - lo) / 2:
+            out.append(_na(key, f"velocity series allow a VACF lag of {1000 * row.spectrum['lag_ps']:.3g} fs only: "
+                                f"a resolution of {resolution:.0f} cm^-1, coarser than half the band's window "
+                                f"{lo:g}-{hi:g} cm^-1 (record longer velocity series)"))
+            continue
         a, b = row.spectrum, ref.spectrum
         out.append(_diff_record(key, a["bands"][band], a["bands_sem"][band], b["bands"][band], b["bands_sem"][band]))
     return out
+
+
+def _spectral_resolution_cm1(lag_ps):
+    """Frequency resolution (cm^-1) of a spectrum from a VACF cut at lag_ps: 1 / (c lag)."""
+    return 1.0 / (2.99792458e-2 * lag_ps)  # c in cm/ps
 
 
 def _welch_dof(rec, row_dof, ref_dof):
@@ -730,7 +760,7 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
 
     def profile(runs, first: Row):
         return _Profile(runs, n_blocks, r_max, n_bins, lag, window, first.heat_per_ps, first.net_force,
-                        first.hydrogen_mass_amu)
+                        first.hydrogen_mass_amu, first.temperature_atoms)
 
     ref = profile([ref_run], ref_row)
     # Noise floor: the first half of the reference against its second half.

@@ -403,7 +403,8 @@ def reference_row(run: Cp2kRun, equilibration_ps: float):
     from .judge import Row
 
     masses = run.masses_amu()
-    row = Row(trajectory_of(run), hydrogen_mass_amu=float(masses[np.array(run.elements) == "H"][0]))
+    row = Row(trajectory_of(run), hydrogen_mass_amu=float(masses[np.array(run.elements) == "H"][0]),
+              temperature_atoms=run.n_atoms // run.replica**3)  # CP2K's temperature is of its own cell
     t0 = run.times_ps[0] + equilibration_ps - 1e-9
     if run.energies is not None:
         e = run.energies
@@ -413,7 +414,8 @@ def reference_row(run: Cp2kRun, equilibration_ps: float):
         if keep.sum() > 2:
             # CP2K's conserved quantity = kinetic + potential + the energy its thermostat took out.
             bath = e["conserved"] - e["kinetic"] - e["potential"]
-            row.heat_per_ps = float(np.polyfit(e["time_ps"][keep], bath[keep], 1)[0])
+            # heat is extensive: per replica box, as the rows' are
+            row.heat_per_ps = float(np.polyfit(e["time_ps"][keep], bath[keep], 1)[0]) * run.replica**3
     if run.velocities is not None and run.n_frames > 8:
         gaps = np.diff(run.times_ps)
         if np.allclose(gaps, gaps[0], rtol=1e-3):
@@ -430,6 +432,18 @@ def reference_row(run: Cp2kRun, equilibration_ps: float):
 
 
 # --------------------------------------------------------------------------- the suite
+
+def _check_run_length(ps, cut_ps, report_ps, seeds, thresholds):
+    """Each run needs 2 frames after its cut; a single run needs 2 per uncertainty block."""
+    from .judge import ValidationError, load_thresholds
+
+    n_blocks = load_thresholds(thresholds)["n_blocks"]
+    frames = int(round((ps - cut_ps) / report_ps))
+    need = 2 if seeds >= 2 else 2 * n_blocks
+    if frames < need:
+        raise ValidationError(f"--ps {ps:g} with a frame every {report_ps:g} ps gives {frames} frames per run "
+                              f"after the {cut_ps:g} ps cut; {seeds} seed(s) need {need}: run longer or more seeds")
+
 
 def run_validation(reference, out_dir, *, models=None, simulations=None, train_steps=None, ps=10.0,
                    seeds=3, first_seed=1, langevin_ps=2.0, equilibration_ps=None, row_equilibration_ps=0.0,
@@ -468,6 +482,8 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
                                 "of the reference are unknown")
     simulations = dict(simulations or {})
     fitted = not models and not simulations
+    if models or fitted:  # fail before the expensive stages when the runs could not be judged
+        _check_run_length(ps, row_equilibration_ps, report_interval * run.settings.timestep_ps, seeds, thresholds)
     lc, fit_dir = None, out / "fit"
     if fitted:
         paths = fit_stage(run, system, fit_dir, train_steps, fit_settings, progress)
