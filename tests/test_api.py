@@ -10,6 +10,7 @@ from openmm import app, unit
 
 from openmm_learning import LearnedWater, example_pdb
 from openmm_learning.io.topology import TopologyError
+from openmm_learning.openmm.api import box_of, replicate
 from openmm_learning.openmm.integrator import agent_forces
 from openmm_learning.openmm.reporters import StateLogReporter
 from openmm_learning.openmm.simulate import read_state_log
@@ -120,6 +121,11 @@ def test_clear_errors_for_what_cannot_run(xtb_models):
     small.setPeriodicBoxVectors([mm.Vec3(0.62, 0, 0), mm.Vec3(0, 0.62, 0), mm.Vec3(0, 0, 0.62)] * unit.nanometer)
     with pytest.raises(ValueError, match="periodic replica"):
         water.createSystem(small)
+    positions = np.array(pdb.positions.value_in_unit(unit.nanometer))[:24]
+    big, big_positions = replicate(small, positions, 2)
+    assert big.getNumAtoms() == 8 * 24 and np.allclose(box_of(big), 1.24)
+    system = water.createSystem(big)  # runs now: 1.24 nm >= 2 x 0.6 nm
+    assert system.getNumParticles() == 192 and len(big_positions) == 192
     small.setPeriodicBoxVectors(None)
     with pytest.raises(ValueError, match="no periodic box"):
         water.createSystem(small)

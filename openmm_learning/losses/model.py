@@ -82,6 +82,9 @@ def natural_spline_matrix(n: int, h: float) -> np.ndarray:
 class Channel:
     """One fitted function: natural cubic spline values on x0 + h * k, k = 0..n-1."""
 
+    #: the function's form; each engine's emitter dispatches on it (losses.terms)
+    basis = "natural cubic spline"
+
     agent: str
     neighbour: str | None
     kind: str
@@ -224,6 +227,7 @@ class LossModel:
             "species": list(SPECIES),
             "units": {"length": "nm", "angle": "rad", "energy": "kJ/mol", "force": "kJ/mol/nm"},
             "basis": "natural cubic spline on a uniform grid (OpenMM Continuous1DFunction)",
+            "outside_range": "linear extension with the end slope, plus k_wall * (distance from the end)^2",
             "r_cut": self.r_cut,
             "r_switch": self.r_switch,
             "k_wall": self.k_wall,

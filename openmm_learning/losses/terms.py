@@ -9,9 +9,9 @@ agents that descend it, and its guards:
     species    ("O", "H") for a pair or bond, ("H", "O", "H") for the angle
     agents     the species whose atoms take this term's gradient as their force: all the
                species of the term for a potential (reciprocal), one for an agent's own view
-    function   today a natural cubic spline table (Channel); an emitter asks the function
-               for its own form (values for a table, text for an expression), so other
-               bases can be added without touching the plan
+    function   today a natural cubic spline table (Channel); each engine's emitter
+               dispatches on function.basis, so another basis (a polynomial emitted as
+               an expression) adds one form per emitter without touching the plan
 
 Outside its fitted range [lower, upper] every term continues linearly with its end slope
 and a harmonic wall (zero slope at the end, stiffness k_wall) adds to it, so forces are

@@ -71,6 +71,23 @@ def box_of(topology: app.Topology) -> np.ndarray:
     return np.diag(v).copy()
 
 
+def replicate(topology: app.Topology, positions, n: int):
+    """The n x n x n periodic replica of a water box: (topology, positions in nm), image after
+    image. For boxes under twice the model's cutoff (CP2K's usual 27-32 waters)."""
+    box = box_of(topology)
+    pos = np.asarray(positions.value_in_unit(unit.nanometer) if unit.is_quantity(positions) else positions, float)
+    out = app.Topology()
+    chain = out.addChain()
+    shifts = [np.array([i, j, k]) * box for i in range(n) for j in range(n) for k in range(n)]
+    for _ in shifts:
+        for res in topology.residues():
+            r = out.addResidue(res.name, chain)
+            for atom in res.atoms():
+                out.addAtom(atom.name, atom.element, r)
+    out.setPeriodicBoxVectors([mm.Vec3(*row) for row in np.diag(box * n)] * unit.nanometer)
+    return out, np.concatenate([pos + s for s in shifts]) * unit.nanometer
+
+
 class LearnedWater:
     """A fitted model (LossModel or model file) as forces and an integrator for any water topology."""
 

@@ -36,11 +36,16 @@ _MOLECULE_VARIABLES = {("bond", ("O", "H")): ("distance(p1,p2)", "distance(p1,p3
 
 
 def lepton_energy(term: Term, x: str, name: str) -> tuple[str, dict]:
-    """Lepton text of a term at invariant x, and the tabulated functions it uses.
+    """Lepton text of a term at invariant x, and the tabulated functions it uses (by basis)."""
+    emit = _LEPTON_FORMS.get(term.function.basis)
+    if emit is None:
+        raise ValueError(f"term {term.name}: no OpenMM form for a {term.function.basis!r} function")
+    return emit(term, x, name)
 
-    The table at the clamped invariant, its linear extension with the end slope, and the
-    wall outside the fitted range (OpenMM's Continuous1DFunction is 0 outside its range).
-    """
+
+def _spline_lepton(term: Term, x: str, name: str) -> tuple[str, dict]:
+    """The table at the clamped invariant, its linear extension with the end slope, and the
+    wall outside the fitted range (OpenMM's Continuous1DFunction is 0 outside its range)."""
     f = term.function
     lo, k = repr(float(term.lower)), repr(float(term.k_wall))
     s_lo, s_hi = (repr(float(v)) for v in term.end_slopes())
@@ -50,6 +55,9 @@ def lepton_energy(term: Term, x: str, name: str) -> tuple[str, dict]:
     hi = repr(float(term.upper))
     return (f"({name}(min(max({x}, {lo}), {hi})) + {s_lo}*min(0, {x}-{lo}) + {s_hi}*max(0, {x}-{hi})"
             f" + {k}*(max(0, {lo}-{x})^2 + max(0, {x}-{hi})^2))"), tables
+
+
+_LEPTON_FORMS = {"natural cubic spline": _spline_lepton}
 
 
 def _pair_force(model: LossModel, term: Term, n_atoms, molecules, atoms_a, atoms_b, group):
@@ -119,8 +127,8 @@ def check_box(model: LossModel, box_nm):
     if np.any(box_nm < 2 * model.r_cut):
         need = int(np.ceil(2 * model.r_cut / box_nm.min()))
         raise ValueError(f"box {np.round(box_nm, 4).tolist()} nm is smaller than twice the model cutoff "
-                         f"{model.r_cut} nm: run its periodic replica ({need} x {need} x {need}; "
-                         "openmm_learning.io.topology.replicate, or --replicate on the command line)")
+                         f"{model.r_cut} nm: run its periodic replica ({need} x {need} x {need}: "
+                         "openmm_learning.openmm.api.replicate; the command line does it by itself)")
     return box_nm
 
 

@@ -132,9 +132,10 @@ class ExtrapolationReporter(_Reporter):
         self.reports += 1
         if self.last_count:
             if not self.reports_out:
-                warnings.warn(f"step {simulation.currentStep}: {self.last_count} invariant channel(s) outside "
-                              "the model's training range; results there are extrapolation",
-                              ExtrapolationWarning, stacklevel=2)
+                # one line, no source line: the caller is deep inside OpenMM's Simulation.step
+                warnings.warn_explicit(f"step {simulation.currentStep}: {self.last_count} invariant channel(s) "
+                                       "outside the model's training range; results there are extrapolation",
+                                       ExtrapolationWarning, "openmm-learning", 0)
             self.reports_out += 1
 
 
