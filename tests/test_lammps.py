@@ -122,9 +122,11 @@ def test_mpi_two_ranks_match_one_rank(xtb, saved_models, tmp_path):
         assert np.max(np.abs(a - b)) <= LAMMPS_MPI * np.max(np.abs(a)), key
 
 
-@pytest.mark.parametrize("mode", ["reciprocal", "agent"])
-def test_nvt_run_holds_the_cp2k_temperature(xtb, saved_models, tmp_path, mode):
-    deck = deck_for(tmp_path, xtb, saved_models[mode], 619, "table", steps=3000)
+@pytest.mark.parametrize("mode, thermostat", [("reciprocal", "nose-hoover"), ("agent", "nose-hoover"),
+                                              ("reciprocal", "csvr")])
+def test_nvt_run_holds_the_cp2k_temperature(xtb, saved_models, tmp_path, mode, thermostat):
+    deck = deck_for(tmp_path, xtb, saved_models[mode], 619, "table", steps=3000, thermostat=thermostat)
+    assert ("temp/csvr" in deck.deck.read_text()) == (thermostat == "csvr")
     lmp = run_deck(deck.deck, cmdargs=["-log", "log.lammps", "-screen", "none"])
     lmp.close()
     thermo = read_thermo(deck.folder / "log.lammps")

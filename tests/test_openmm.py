@@ -81,3 +81,36 @@ def test_integrator_holds_temperature_and_removes_com(xtb, xtb_models, mode):
         # non-reciprocal forces pump energy in, the thermostat takes it out
         assert heat > 0
         assert np.linalg.norm([integ.getGlobalVariableByName(f"fnet_{c}") for c in "xyz"]) > 0
+
+
+@pytest.mark.slow
+def test_csvr_is_canonical_and_its_heat_closes_the_energy(spcfw):
+    """CSVR (CP2K's thermostat) in the learning integrator, on SPC/Fw: the mean temperature
+    is the target, its spread the canonical sqrt(2/N_dof) T, and the kinetic + potential
+    energy plus the heat the thermostat took out stays constant (the effective energy)."""
+    from openmm import unit
+
+    from openmm_learning.openmm.spcfw import spcfw_system
+    from openmm_learning.units import KB_KJMOL_K
+
+    run, water = spcfw
+    integ = LearningIntegrator(300.0, 0.0005, 0.05, n_atoms=192, thermostat="csvr", seed=5)
+    ctx = mm.Context(spcfw_system(64, run.box_nm[-1]), integ, mm.Platform.getPlatformByName("CPU"))
+    ctx.setPositions(run.positions[-1])
+    ctx.setVelocities(run.velocities[-1])
+    temps, effective = [], []
+    for _ in range(1000):
+        integ.step(20)
+        state = ctx.getState(getEnergy=True)
+        ke = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        pe = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        temps.append(2 * ke / (integ.n_dof * KB_KJMOL_K))
+        effective.append(ke + pe + integ.getGlobalVariableByName("heat"))
+    temps = np.array(temps[200:])
+    canonical = 300.0 * np.sqrt(2.0 / integ.n_dof)
+    assert abs(temps.mean() - 300.0) < 3.0
+    assert 0.85 < temps.std() / canonical < 1.15
+    drift = np.polyfit(np.arange(len(effective)) * 0.01, effective, 1)[0]  # kJ/mol per ps
+    assert abs(drift) < 0.5 and np.std(effective) < 2.0
+    with pytest.raises(ValueError, match="csvr"):
+        LearningIntegrator(300.0, 0.0005, n_atoms=192, thermostat="berendsen")

@@ -50,6 +50,10 @@ class FitSettings:
     cv_folds: int = 5
     test_fraction: float = 0.2
     gap_frames: int = 5
+    #: agent mode's asymmetry between the O and H views of each pair: "free" (two separate
+    #: fits, the paper's), "shared-molecule" (the own-molecule views shared: momentum kept
+    #: within a molecule) or "penalty" (mu * ||f_ab - f_ba||^2, mu by cross-validation)
+    agent_asymmetry: str = "free"
 
 
 @dataclass
@@ -151,10 +155,13 @@ def accumulate(positions, forces, boxes, system: WaterSystem, channels, settings
     return blocks
 
 
-def parameter_map(channels, mode) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def parameter_map(channels, mode, tied_keys=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per problem: the tie matrix T (P x p) from free parameters to spline values.
 
-    Agent mode has two problems (O rows, H rows), reciprocal mode one. The last node of
+    Agent mode has two problems (O rows, H rows), reciprocal mode one with every tie of
+    RECIPROCAL_TIES. mode "coupled" is one problem over both species' rows that ties only
+    the pairs in tied_keys (the coupled agent fits: the O and H views of the other pairs
+    stay free, and may be drawn together by the asymmetry penalty). The last node of
     every intramolecular and angle channel is pinned to zero: it fixes the energy zero,
     which forces cannot see.
     """
@@ -167,13 +174,14 @@ def parameter_map(channels, mode) -> tuple[list[np.ndarray], list[np.ndarray]]:
         if ch.kind != "inter":
             idx = idx[:-1]
         free[c] = idx
-    tied = {CHANNEL_KEYS.index(b): CHANNEL_KEYS.index(a) for a, b in RECIPROCAL_TIES}
+    ties = RECIPROCAL_TIES if mode == "reciprocal" else [t for t in RECIPROCAL_TIES if t in (tied_keys or ())]
+    tied = {CHANNEL_KEYS.index(b): CHANNEL_KEYS.index(a) for a, b in ties}
 
-    def tie_matrix(channel_ids, tie):
+    def tie_matrix(channel_ids):
         cols, col = {}, 0
         T_rows, T_cols = [], []
         for c in channel_ids:
-            owner = tied.get(c, c) if tie else c
+            owner = tied.get(c, c)
             if owner not in cols:
                 cols[owner] = col
                 col += len(free[owner])
@@ -186,23 +194,44 @@ def parameter_map(channels, mode) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
     if mode == "agent":
         groups = [[c for c, key in enumerate(CHANNEL_KEYS) if key[0] == s] for s in SPECIES]
-        return [tie_matrix(g, False) for g in groups], [np.array([s]) for s in range(len(SPECIES))]
-    return [tie_matrix(range(len(CHANNEL_KEYS)), True)], [np.arange(len(SPECIES))]
+        return [tie_matrix(g) for g in groups], [np.array([s]) for s in range(len(SPECIES))]
+    return [tie_matrix(range(len(CHANNEL_KEYS)))], [np.arange(len(SPECIES))]
 
 
-def _penalty(channels, T, AtA):
-    """Second-difference (smoothness) penalty, scaled per channel to the data's strength."""
+def _penalty(channels, T, AtA, weights=None):
+    """Second-difference (smoothness) penalty, scaled per channel to the data's strength
+    (and by weights[c], e.g. each agent's own ridge strength in a coupled fit)."""
     P = T.shape[0]
     R = np.zeros((P, P))
     o = 0
-    for ch in channels:
+    for c, ch in enumerate(channels):
         D2 = np.diff(np.eye(ch.n), 2, axis=0)
         blk = D2.T @ D2
         data = np.trace(AtA[o:o + ch.n, o:o + ch.n])
-        R[o:o + ch.n, o:o + ch.n] = blk * (data / np.trace(blk) if data > 0 else 1.0)
+        R[o:o + ch.n, o:o + ch.n] = blk * (data / np.trace(blk) if data > 0 else 1.0) * (
+            1.0 if weights is None else weights[c])
         o += ch.n
     Rt = T.T @ R @ T
     return Rt + 1e-12 * np.trace(Rt) / len(Rt) * np.eye(len(Rt))
+
+
+def asymmetry_penalty(channels, AtA, pairs=RECIPROCAL_TIES):
+    """Q with y'Qy = sum over the pairs of ||f_ab - f_ba||^2 (spline values of the O and H
+    agents' views of one invariant), each scaled to the data's strength on those channels,
+    so that the asymmetry strength mu is dimensionless."""
+    offsets = np.concatenate([[0], np.cumsum([c.n for c in channels])[:-1]])
+    P = AtA.shape[0]
+    Q = np.zeros((P, P))
+    for a, b in pairs:
+        ia, ib = CHANNEL_KEYS.index(a), CHANNEL_KEYS.index(b)
+        n, oa, ob = channels[ia].n, offsets[ia], offsets[ib]
+        E = np.zeros((n, P))
+        E[:, oa:oa + n] = np.eye(n)
+        E[:, ob:ob + n] -= np.eye(n)
+        blk = E.T @ E
+        data = np.trace(AtA[oa:oa + n, oa:oa + n]) + np.trace(AtA[ob:ob + n, ob:ob + n])
+        Q += blk * (data / np.trace(blk))
+    return Q
 
 
 def _reduce(ne: NormalEquations, T, species_rows):
@@ -243,6 +272,50 @@ def solve_cv(blocks: list[NormalEquations], channels, mode, settings: FitSetting
     return y, chosen, cv
 
 
+AGENT_ASYMMETRIES = ("free", "shared-molecule", "penalty")
+#: strengths of the asymmetry penalty tried by cross-validation (0: free agents)
+MUS = (0.0,) + tuple(10.0 ** np.arange(-4.0, 4.01, 1.0))
+#: the own-molecule pairs of views (the O-H bond seen from O and from H, the angle)
+OWN_MOLECULE_TIES = tuple(t for t in RECIPROCAL_TIES if t[0][2] != "inter")
+
+
+def solve_coupled(blocks: list[NormalEquations], channels, settings: FitSettings, lambdas: dict,
+                  mus=MUS, tied_keys=()):
+    """Agent fit of both species at once with an asymmetry penalty mu * ||f_ab - f_ba||^2 on
+    the O and H views of each pair not tied exactly (tied_keys are shared outright).
+
+    Each agent keeps its own ridge strength (lambdas, from the free agent fit). mu is
+    chosen by the blocked cross-validation with the one-standard-error rule: the largest
+    mu (the least asymmetric model) whose CV error is within one standard error of the
+    best. Returns the spline values, the chosen mu and the CV curve {mu: (rmse, se)}.
+    """
+    (T,), (sp,) = parameter_map(channels, "coupled", tied_keys)
+    total = sum(blocks[1:], blocks[0])
+    A_all, b_all, _, AtA_full = _reduce(total, T, sp)
+    weights = [lambdas[ch.agent] for ch in channels]
+    R = _penalty(channels, T, AtA_full, weights)
+    pairs = [t for t in RECIPROCAL_TIES if t not in tied_keys]
+    Q = T.T @ asymmetry_penalty(channels, AtA_full, pairs) @ T
+    reduced = [_reduce(ne, T, sp) for ne in blocks]
+    n_rows = sum(total.n_rows[s] for s in sp)
+    curve = {}
+    for mu in mus:
+        per_fold = []
+        for Ak, bk, ck, _ in reduced:
+            x = np.linalg.solve(A_all - Ak + R + mu * Q, b_all - bk)
+            per_fold.append(ck - 2 * x @ bk + x @ Ak @ x)
+        per_fold = np.maximum(per_fold, 0.0)
+        k = len(per_fold)
+        # the CV error and its standard error over the folds (each fold's share of the rows)
+        fold_rmse = np.sqrt(per_fold * k / n_rows)
+        curve[float(mu)] = (float(np.sqrt(per_fold.sum() / n_rows)), float(np.std(fold_rmse, ddof=1) / np.sqrt(k)))
+    best = min(curve, key=lambda m: curve[m][0])
+    limit = curve[best][0] + curve[best][1]
+    mu = max(m for m, (e, _) in curve.items() if e <= limit)
+    x = np.linalg.solve(A_all + R + mu * Q, b_all)
+    return T @ x, mu, curve
+
+
 def time_split(n_frames, settings: FitSettings):
     """Block index per frame: CV blocks over the first part, -1 for the gap and the test."""
     n_test = max(1, int(round(n_frames * settings.test_fraction)))
@@ -281,9 +354,17 @@ def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "re
     blocks = accumulate(positions, forces, boxes, system, channels, settings, block,
                         settings.cv_folds, progress)
     t_design = time.perf_counter() - t0
+    if settings.agent_asymmetry not in AGENT_ASYMMETRIES:
+        raise ValueError(f"agent_asymmetry {settings.agent_asymmetry!r}: use one of {AGENT_ASYMMETRIES}")
     results = {}
     for mode in modes:
         y, chosen, cv = solve_cv(blocks, channels, mode, settings)
+        asymmetry = {"variant": settings.agent_asymmetry} if mode == "agent" else None
+        if mode == "agent" and settings.agent_asymmetry != "free":
+            penalty = settings.agent_asymmetry == "penalty"
+            y, mu, curve = solve_coupled(blocks, channels, settings, chosen, MUS if penalty else (0.0,),
+                                         () if penalty else OWN_MOLECULE_TIES)
+            asymmetry.update(mu=mu, cv_rmse_by_mu={f"{m:g}": e for m, e in curve.items()})
         model, pred = _model_and_predictions(y, channels, mode, settings, positions, boxes, system, test)
         model.provenance = dict(provenance or {})
         metrics = force_errors(forces[test], pred, system.species)
@@ -297,6 +378,8 @@ def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "re
             "design_seconds": round(t_design, 2),
             "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()},
         }
+        if asymmetry:
+            model.fit_metrics["asymmetry"] = asymmetry
         results[mode] = FitResult(model, chosen, cv, test, forces[test], pred)
     return results
 

@@ -121,16 +121,18 @@ class LearnedWater:
         return add_forces(self.model, system, species, molecules, box_of(topology), force_group=forceGroup)
 
     def createIntegrator(self, topology: app.Topology, temperature, timestep, collisionTime=None,
-                         chainLength=None, friction=None, randomSeed=0) -> LearningIntegrator:
+                         chainLength=None, friction=None, randomSeed=0, thermostat="nose-hoover") -> LearningIntegrator:
         """The learning integrator: velocity Verlet with a Nose-Hoover chain (defaults by mode,
-        losses.model.NOSE_HOOVER) or, with friction (1/ps), Langevin. Accepts openmm.unit
+        losses.model.NOSE_HOOVER), thermostat="csvr" (CP2K's stochastic velocity rescaling) or,
+        with friction (1/ps), Langevin. Accepts openmm.unit
         quantities or plain numbers in K, ps."""
         species, _ = water_of(topology)
         return LearningIntegrator(
             _value(temperature, unit.kelvin), _value(timestep, unit.picosecond),
             None if collisionTime is None else _value(collisionTime, unit.picosecond), chainLength,
             agent_species=species if self.mode == "agent" else None, n_atoms=len(species),
-            friction_per_ps=None if friction is None else _value(friction, unit.picosecond**-1), seed=randomSeed)
+            friction_per_ps=None if friction is None else _value(friction, unit.picosecond**-1), seed=randomSeed,
+            thermostat=thermostat)
 
     def reporters(self, topology: app.Topology, log_path, reportInterval: int, temperature,
                   last_good_path="last_good.pdb"):

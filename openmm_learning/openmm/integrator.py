@@ -44,10 +44,13 @@ class LearningIntegrator(mm.CustomIntegrator):
 
     friction_per_ps: Langevin friction on every degree of freedom instead of the Nose-Hoover
     chain (a local thermostat for equilibration; seed sets its random numbers).
+    thermostat="csvr": the stochastic velocity rescaling of Bussi, Donadio and Parrinello
+    (CP2K's CSVR) with time constant collision_time_ps instead of the chain: canonical,
+    global like CP2K's, seeded by seed.
     """
 
     def __init__(self, temperature_k, timestep_ps, collision_time_ps=None, chain_length=None,
-                 agent_species=None, n_atoms=None, friction_per_ps=None, seed=0):
+                 agent_species=None, n_atoms=None, friction_per_ps=None, seed=0, thermostat="nose-hoover"):
         super().__init__(timestep_ps)
         kT = KB_KJMOL_K * temperature_k
         n = len(agent_species) if agent_species is not None else n_atoms
@@ -88,8 +91,18 @@ class LearningIntegrator(mm.CustomIntegrator):
         self.addComputeSum("mtot", "m*ex")
         self.addComputeGlobal("ready", "1")
         self.endBlock()
-        thermostat = self._thermostat_half if friction_per_ps is None else self._langevin_half
+        if thermostat not in ("nose-hoover", "csvr"):
+            raise ValueError(f"thermostat {thermostat!r}: use 'nose-hoover' or 'csvr'")
+        self.thermostat = "langevin" if friction_per_ps is not None else thermostat
+        thermostat = {"nose-hoover": self._thermostat_half, "csvr": self._csvr_half,
+                      "langevin": self._langevin_half}[self.thermostat]
         self.friction_per_ps = friction_per_ps
+        if self.thermostat == "csvr":
+            self.addGlobalVariable("tau", float(collision_time_ps))
+            for name in ("r1", "chisq", "alpha2"):
+                self.addGlobalVariable(name, 0.0)
+            self.addPerDofVariable("chimask", 0.0)
+            self.setRandomNumberSeed(int(seed))
         if friction_per_ps is not None:
             self.addGlobalVariable("fric", float(friction_per_ps))
             self.addGlobalVariable("ke2old", 0.0)
@@ -108,6 +121,9 @@ class LearningIntegrator(mm.CustomIntegrator):
             u = units.copy()
             u[:, k] = 1.0
             self.setPerDofVariableByName(f"e{c}", [mm.Vec3(*row) for row in u])
+        if self.thermostat == "csvr":  # n_dof - 1 squared gaussians make the chi-square draw
+            mask = (np.arange(3 * n) < n_dof - 1).astype(float).reshape(n, 3)
+            self.setPerDofVariableByName("chimask", [mm.Vec3(*row) for row in mask])
         if self.agent:
             species = np.asarray(agent_species)
             for name, code in (("isO", 0), ("isH", 1)):
@@ -152,6 +168,20 @@ class LearningIntegrator(mm.CustomIntegrator):
         self.addComputeGlobal("ke2", "ke2*scale^2")
         for k in range(M):
             update(k)
+
+    def _csvr_half(self, _M):
+        """Half a step of CSVR: the kinetic energy K is redrawn towards its canonical law,
+        K'/K = c + (1-c) (kT/2K)(R1^2 + sum of n_dof-1 squares) + 2 R1 sqrt(c (1-c) kT/2K),
+        c = exp(-dt/2/tau) (Bussi, Donadio and Parrinello 2007), all velocities scaled alike."""
+        self.addComputeSum("ke2", "m*v*v")
+        self.addComputeGlobal("r1", "gaussian")
+        self.addComputeSum("chisq", "chimask*gaussian^2")
+        c = "exp(-0.5*dt/tau)"
+        self.addComputeGlobal("alpha2", f"{c} + (1-{c})*(kT/ke2)*(r1^2 + chisq) + 2*r1*sqrt({c}*(1-{c})*kT/ke2)")
+        self.addComputeGlobal("scale", f"sqrt(alpha2)*(2*step(r1 + sqrt({c}*ke2/((1-{c})*kT))) - 1)")
+        self.addComputeGlobal("heat", "heat + 0.5*ke2*(1 - scale^2)")
+        self.addComputePerDof("v", "v*scale")
+        self.addComputeGlobal("ke2", "ke2*scale^2")
 
     def _langevin_half(self, _M):
         """Half a step of Langevin friction and noise on every degree of freedom (OBABO).

@@ -58,7 +58,7 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
              resume: bool = True, progress: bool = True, max_temperature_factor: float = 4.0,
              system: mm.System | None = None, name: str | None = None,
              equilibration_ps: float = 0.0, equilibration_friction_per_ps: float = 5.0,
-             replica: int = 1) -> SimulationResult:
+             replica: int = 1, thermostat: str = "nose-hoover") -> SimulationResult:
     """Run `steps` of learning dynamics from one frame (nm, nm/ps) and write to out_dir.
 
     An app.Simulation with the package's reporters (openmm.reporters): blow-up guard,
@@ -74,7 +74,8 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     system: a ready conservative openmm.System to run instead of the model's (e.g. the
     SPC/Fw baseline; model may then be None), with the reciprocal-mode integrator;
     name labels it in the progress bar and summary.json. replica: the box is the n x n x n
-    periodic replica of a CP2K cell (recorded in summary.json).
+    periodic replica of a CP2K cell (recorded in summary.json). thermostat: "nose-hoover" (the
+    chain of losses.model.NOSE_HOOVER) or "csvr" (CP2K's stochastic velocity rescaling).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +90,7 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
         system = create_system(model, species, molecules, box_nm)
     integrator = LearningIntegrator(temperature_k, timestep_ps, collision_time_ps,
                                     agent_species=species if mode == "agent" else None,
-                                    n_atoms=len(species))
+                                    n_atoms=len(species), seed=seed, thermostat=thermostat)
     topology = openmm_topology(len(molecules), box_nm)
     sim = app.Simulation(topology, system, integrator, mm.Platform.getPlatformByName(platform))
     paths = {k: out / v for k, v in dict(trajectory="trajectory.dcd", log="state.csv",
@@ -137,7 +138,7 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
     summary.update(mode=mode, name=label, temperature_target_K=temperature_k, timestep_ps=timestep_ps,
                    platform=platform, collision_time_ps=integrator.collision_time_ps,
-                   chain_length=integrator.chain_length, seed=seed, equilibration_ps=equilibration_ps,
+                   chain_length=integrator.chain_length, thermostat=thermostat, seed=seed, equilibration_ps=equilibration_ps,
                    equilibration_friction_per_ps=equilibration_friction_per_ps, replica=replica)
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1))

@@ -293,7 +293,8 @@ def _integrator(summary: dict, species, temperature_k, timestep_ps):
     agent = summary.get("mode") == "agent"
     return LearningIntegrator(temperature_k, timestep_ps, summary.get("collision_time_ps"),
                               summary.get("chain_length"), agent_species=species if agent else None,
-                              n_atoms=len(species))
+                              n_atoms=len(species), seed=summary.get("seed", 0),
+                              thermostat=summary.get("thermostat", "nose-hoover"))
 
 
 def start_frames(run: Cp2kRun, equilibration_ps: float, seeds: int) -> list:
