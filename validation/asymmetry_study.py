@@ -11,7 +11,10 @@ frames, and in dynamics the heat, the net force and the kinetic temperature of O
 molecular translation, rotation and vibration. Also the mu the force cross-validation
 picks (one-standard-error rule), and the reciprocal model run as an agent model.
 
-    python validation/asymmetry_study.py [--run RUN] [--ps 5] [--seeds 1] --out DIR
+    python validation/asymmetry_study.py [--run RUN] [--ps 5] [--seeds 3] --out DIR
+
+With several seeds the dynamics numbers are means over the seeds, each with the
+standard error of that mean (one seed of a few ps scatters the kinetic temperatures by several K).
 
 Writes DIR/asymmetry.json, DIR/asymmetry.png and the models (DIR/models/).
 """
@@ -44,8 +47,8 @@ def fit_variants(run, system, settings):
     _, mu_cv, curve = solve_coupled(blocks, channels, settings, lambdas)
     variants = {"free": (y_free, 0.0)}
     for mu in MUS[1:]:
-        variants[f"mu={mu:g}"] = (solve_coupled(blocks, channels, settings, lambdas, mus=(mu,))[0], mu)
-    variants["reciprocal"] = (solve_cv(blocks, channels, "reciprocal", settings)[0], float("inf"))
+        variants[f"mu={mu:g}"] = (solve_coupled(blocks, channels, settings, lambdas, mus=(mu,))[0], float(mu))
+    variants["reciprocal"] = (solve_cv(blocks, channels, "reciprocal", settings)[0], None)  # mu = infinity
     out = {}
     for name, (y, mu) in variants.items():
         model, pred = _model_and_predictions(y, channels, "agent", settings, pos, box, system, test)
@@ -68,7 +71,7 @@ def dynamics(model, run, system, out_dir, ps, seed):
 
 
 def plot(rows, path):
-    names = [n for n in rows if np.isfinite(rows[n]["mu"]) and rows[n]["mu"] > 0]
+    names = [n for n in rows if rows[n]["mu"]]  # the penalised fits (log axis: not 0, not infinity)
     mu = np.array([rows[n]["mu"] for n in names])
     fig = Figure(figsize=(15, 4.2))
     axes = fig.subplots(1, 3)
@@ -93,7 +96,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default=None, help="CP2K run folder (default: the bundled xTB water)")
     ap.add_argument("--ps", type=float, default=5.0, help="learning dynamics per run after 2 ps of Langevin")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seeds", type=int, default=3, help="independent runs per model (seeds 1..N)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     out = Path(args.out)
@@ -103,10 +106,15 @@ def main():
     rows = {}
     for name, (model, numbers) in variants.items():
         model.save(out / "models" / f"{name}.json")
-        numbers.update(dynamics(model, run, system, out / "dynamics" / name, args.ps, args.seed))
+        runs = [dynamics(model, run, system, out / "dynamics" / name / f"seed-{k}", args.ps, k)
+                for k in range(1, args.seeds + 1)]
+        for key in runs[0]:
+            values = np.array([r[key] for r in runs])
+            numbers[key] = float(values.mean())
+            numbers[f"{key}_sem"] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
         rows[name] = numbers
-        print(name, {k: round(v, 1) for k, v in numbers.items()}, flush=True)
-    (out / "asymmetry.json").write_text(json.dumps({"cv": cv, "rows": rows, "ps": args.ps, "seed": args.seed},
+        print(name, {k: (v if k == "mu" or v is None else round(v, 1)) for k, v in numbers.items()}, flush=True)
+    (out / "asymmetry.json").write_text(json.dumps({"cv": cv, "rows": rows, "ps": args.ps, "seeds": args.seeds},
                                                    indent=1))
     plot(rows, out / "asymmetry.png")
     print(f"mu picked by force cross-validation (one-standard-error rule): {cv['mu_cv']:g}")
