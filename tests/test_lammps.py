@@ -6,7 +6,7 @@ import openmm as mm
 import pytest
 
 from lammps_plugin.agent import AgentRemainder, remainder_model, run_deck
-from lammps_plugin.run import LammpsNotFound, find_lammps, read_force_dump, read_thermo, run_lammps
+from lammps_plugin.run import lammps_available, read_force_dump, read_thermo, run_lammps
 from lammps_plugin.writer import write_deck
 from openmm_learning.losses.model import LossModel
 from openmm_learning.openmm.forces import create_system
@@ -17,15 +17,7 @@ KCAL_A_TO_KJ_NM = 41.84
 FRAMES = (0, 150, 300, 450, 619)
 
 
-def have(package):
-    try:
-        find_lammps(package)
-        return True
-    except LammpsNotFound:
-        return False
-
-
-needs_python_lmp = pytest.mark.skipif(not have("PYTHON"), reason="no LAMMPS with PYTHON (apt-get install lammps)")
+needs_python_lmp = pytest.mark.skipif(not lammps_available("PYTHON"), reason="no LAMMPS with PYTHON (apt-get install lammps)")
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import numpy as np
 import openmm as mm
 
 from ..io.topology import SPECIES, SPECIES_INDEX
+from ..io.water_run import replicas_needed
 from ..losses.model import LossModel
 from ..losses.terms import Term
 from ..units import MASSES_AMU
@@ -125,7 +126,7 @@ def check_box(model: LossModel, box_nm):
     """Minimum-image pairs need a box of at least twice the cutoff on every side."""
     box_nm = np.asarray(box_nm, dtype=float)
     if np.any(box_nm < 2 * model.r_cut):
-        need = int(np.ceil(2 * model.r_cut / box_nm.min()))
+        need = replicas_needed(box_nm, model.r_cut)
         raise ValueError(f"box {np.round(box_nm, 4).tolist()} nm is smaller than twice the model cutoff "
                          f"{model.r_cut} nm: run its periodic replica ({need} x {need} x {need}: "
                          "openmm_learning.openmm.api.replicate; the command line does it by itself)")

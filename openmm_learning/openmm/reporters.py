@@ -53,6 +53,7 @@ class _Reporter:
         self.interval = int(interval)
         self.seconds = 0.0
         self._checked = False
+        self._masses = None
 
     def describeNextReport(self, simulation):
         if not self._checked:
@@ -61,22 +62,24 @@ class _Reporter:
         steps = self.interval - simulation.currentStep % self.interval
         return {"steps": steps, "periodic": True, "include": ["positions", "velocities", "energy"]}
 
+    def _arrays(self, simulation, state):
+        """Positions (nm), velocities (nm/ps), masses (amu) and box (nm) of a state; the masses
+        are read from the System once (a loop over atoms, kept out of every report)."""
+        if self._masses is None:
+            system = simulation.system
+            self._masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton)
+                                     for i in range(system.getNumParticles())])
+        pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        vel = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        box = np.diag(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
+        return pos, vel, self._masses, box
+
     def report(self, simulation, state):
         t0 = time.perf_counter()
         try:
             self._report(simulation, state)
         finally:
             self.seconds += time.perf_counter() - t0
-
-
-def _arrays(simulation, state):
-    """Positions (nm), velocities (nm/ps), masses (amu) and box (nm) of a state."""
-    pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-    vel = state.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
-    system = simulation.system
-    masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
-    box = np.diag(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
-    return pos, vel, masses, box
 
 
 def _temperature(vel, masses):
@@ -95,7 +98,7 @@ class BlowUpGuard(_Reporter):
         self.last_good = None
 
     def _report(self, simulation, state):
-        pos, vel, masses, _ = _arrays(simulation, state)
+        pos, vel, masses, _ = self._arrays(simulation, state)
         temp = _temperature(vel, masses)
         if np.all(np.isfinite(pos)) and np.isfinite(temp) and temp <= self.factor * self.temperature_k:
             self.last_good = state
@@ -123,7 +126,7 @@ class ExtrapolationReporter(_Reporter):
         self.reports = self.reports_out = 0
 
     def _report(self, simulation, state):
-        pos, _, _, box = _arrays(simulation, state)
+        pos, _, _, box = self._arrays(simulation, state)
         lo, hi = kernels.invariant_ranges(np.ascontiguousarray(pos)[None], box[None], self.species, self.molecules,
                                           self.mol_id, self.model.r_cut, pair_channel_table(),
                                           angle_channel_table(), len(self.model.channels))
@@ -163,7 +166,7 @@ class StateLogReporter(_Reporter):
             self.writer.writerow(self.header)
 
     def _report(self, simulation, state):
-        pos, vel, masses, box = _arrays(simulation, state)
+        pos, vel, masses, box = self._arrays(simulation, state)
         integ = simulation.integrator
         learning = isinstance(integ, LearningIntegrator)
         ke = 0.5 * float(np.sum(masses[:, None] * vel**2))
