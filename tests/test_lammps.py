@@ -11,7 +11,7 @@ from lammps_plugin.writer import write_deck
 from openmm_learning.losses.model import LossModel
 from openmm_learning.openmm.forces import create_system
 from openmm_learning.openmm.integrator import agent_forces
-from tolerances import LAMMPS_MPI, LAMMPS_PAIR_PYTHON, LAMMPS_TABLES
+from tolerances import LAMMPS_MPI, LAMMPS_PAIR_PYTHON, LAMMPS_TABLES, PPPM_ACCURACY
 
 KCAL_A_TO_KJ_NM = 41.84
 FRAMES = (0, 150, 300, 450, 619)
@@ -98,11 +98,39 @@ def test_table_route_forces_with_fix_external(xtb, xtb_models, saved_models, tmp
             assert rel(sym, want) > 1e-3
 
 
-def test_mpi_two_ranks_match_one_rank(xtb, saved_models, tmp_path):
-    """A 2x2x2 replica (512 waters) split over 2 ranks: same thermo for 100 steps."""
+@pytest.mark.parametrize("mode, pair", [("reciprocal", "table"), ("agent", "table"),
+                                        pytest.param("reciprocal", "python", marks=needs_python_lmp)])
+def test_point_charges_run_as_coul_long_and_pppm(spcfw, spcfw_charged, tmp_path, mode, pair):
+    """A model with charges: coul/long + pppm overlaid on the learned pairs, own-molecule
+    pairs excluded; the forces equal the numba Ewald reference to LAMMPS_TABLES."""
+    run, system = spcfw
+    model = spcfw_charged[mode].model
+    path = model.save(tmp_path / f"{mode}.json")
+    frame = 200
+    deck = deck_for(tmp_path, spcfw, path, frame, pair, kspace_accuracy=PPPM_ACCURACY)
+    text = deck.deck.read_text()
+    assert "kspace_style pppm" in text and "special_bonds lj/coul 0.0 0.0 0.0" in text
+    if pair == "python":
+        run_lammps(deck.deck, package="PYTHON")
+        f = read_force_dump(deck.folder / "forces.dump") * KCAL_A_TO_KJ_NM
+    else:
+        lmp = run_deck(deck.deck, cmdargs=["-log", "none", "-screen", "none"])
+        f = np.asarray(lmp.gather_atoms("f", 1, 3), dtype=float).reshape(-1, 3) * KCAL_A_TO_KJ_NM
+        lmp.close()
+    want, _ = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
+    assert rel(f, want) < LAMMPS_TABLES, f"{pair} with pppm vs model {rel(f, want):.2e}"
+
+
+@pytest.mark.parametrize("charged", [False, True])
+def test_mpi_two_ranks_match_one_rank(xtb, saved_models, spcfw_charged, tmp_path, charged):
+    """A 2x2x2 replica (512 waters) split over 2 ranks: same thermo for 100 steps (with
+    point charges: pppm split over the ranks too)."""
+    model = saved_models["reciprocal"]
+    if charged:
+        model = spcfw_charged["reciprocal"].model.save(tmp_path / "charged.json")
     thermo = {}
     for ranks in (1, 2):
-        deck = deck_for(tmp_path / f"np{ranks}", xtb, saved_models["reciprocal"], 619, "table", steps=100,
+        deck = deck_for(tmp_path / f"np{ranks}", xtb, model, 619, "table", steps=100,
                         replicate=(2, 2, 2))
         run_lammps(deck.deck, ranks=ranks)
         log = (deck.folder / "log.lammps").read_text()

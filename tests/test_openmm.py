@@ -1,11 +1,13 @@
 """OpenMM executes the model: its forces equal the numba reference evaluator's."""
 
+import dataclasses
+
 import numpy as np
 import openmm as mm
 import pytest
 
 from openmm_learning.openmm.forces import create_system
-from tolerances import OPENMM_CPU, OPENMM_REFERENCE
+from tolerances import OPENMM_CPU, OPENMM_PME, OPENMM_REFERENCE, PME_ERROR_TOLERANCE
 from openmm_learning.openmm.integrator import LearningIntegrator, agent_forces
 
 
@@ -25,6 +27,27 @@ def test_openmm_forces_equal_reference_forces(xtb, xtb_models, mode, platform):
         want, _ = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
         rel = np.linalg.norm(got - want) / np.linalg.norm(want)
         assert rel < TOLERANCE[platform], f"frame {frame}: relative force difference {rel:.2e}"
+
+
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+@pytest.mark.parametrize("mode", ["agent", "reciprocal"])
+def test_openmm_forces_with_point_charges(spcfw, spcfw_charged, mode, platform):
+    """Charges run as PME on every atom (agent mode too): equal to the numba Ewald reference
+    to PME's accuracy; without the charge force the difference is large (planted)."""
+    run, system = spcfw
+    model = spcfw_charged[mode].model
+    omm = create_system(model, system.species, system.molecules, run.box_nm[0], ewald_tolerance=PME_ERROR_TOLERANCE)
+    assert sum(isinstance(omm.getForce(k), mm.NonbondedForce) for k in range(omm.getNumForces())) == 1
+    context = mm.Context(omm, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName(platform))
+    for frame in np.linspace(0, run.n_frames - 1, 5).astype(int):
+        context.setPositions(run.positions[frame])
+        got = agent_forces(context, model.mode, system.species)
+        want, _ = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
+        rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+        assert rel < OPENMM_PME, f"frame {frame}: relative force difference {rel:.2e}"
+    bare = dataclasses.replace(model, charge_h=None)  # the same splines without their charges
+    bare, _ = bare.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
+    assert np.linalg.norm(got - bare) / np.linalg.norm(want) > 0.1
 
 
 def test_reciprocal_energy_is_the_sum_of_agent_losses(xtb, xtb_models):

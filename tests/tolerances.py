@@ -6,7 +6,16 @@ OPENMM_REFERENCE = 1e-13
 OPENMM_CPU = 2e-6
 LAMMPS_PAIR_PYTHON = 1e-6
 LAMMPS_TABLES = 1e-6
+#: models with point charges: OpenMM's PME at error tolerance PME_ERROR_TOLERANCE and LAMMPS's
+#: pppm at accuracy PPPM_ACCURACY (the engines' Ewald accuracy is then the limit)
+PME_ERROR_TOLERANCE = 1e-7
+OPENMM_PME = 2e-6
+PPPM_ACCURACY = 1e-8
 #: largest relative difference of thermo output between 1 and 2 MPI ranks
 LAMMPS_MPI = 1e-8
 #: SPC/Fw known truth: held-out relative force RMSE of the reciprocal fit, as README states it (%)
 SPCFW_HELD_OUT_PERCENT = {"O": 3.4, "H": 2.6}
+#: SPC/Fw known truth fitted with point charges: the fitted q_H within this many percent of
+#: 0.41 e, held-out relative force RMSE below this many percent (both species, both modes)
+SPCFW_CHARGE_PERCENT = 0.5
+SPCFW_CHARGED_HELD_OUT_PERCENT = 0.2

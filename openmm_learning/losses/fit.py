@@ -8,6 +8,10 @@ strength can be cross-validated on a time split without storing the design matri
 Agent mode solves one problem per species (rows of O atoms for the O channels, rows
 of H atoms for the H channels). Reciprocal mode solves one joint problem over all
 rows with the tied channels sharing parameters.
+
+With charges, the Ewald forces of unit water charges (losses.ewald) are one more design
+column, shared by every row; its coefficient is q_H^2. Agent mode then solves both
+species at once (solve_coupled), since the charge belongs to both agents.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..io.topology import SPECIES, WaterSystem
-from . import kernels
+from . import ewald, kernels
 from .model import (
     CHANNEL_KEYS,
     RECIPROCAL_TIES,
@@ -54,6 +58,12 @@ class FitSettings:
     #: fits, the paper's), "shared-molecule" (the own-molecule views shared: momentum kept
     #: within a molecule) or "penalty" (mu * ||f_ab - f_ba||^2, mu by cross-validation)
     agent_asymmetry: str = "free"
+    #: fit point charges (q_O = -2 q_H, Ewald sum over the box) with the splines
+    charges: bool = False
+
+    def __post_init__(self):
+        if self.agent_asymmetry not in AGENT_ASYMMETRIES:
+            raise ValueError(f"agent_asymmetry {self.agent_asymmetry!r}: use one of {AGENT_ASYMMETRIES}")
 
 
 @dataclass
@@ -129,12 +139,13 @@ def accumulate(positions, forces, boxes, system: WaterSystem, channels, settings
     """Normal equations per time block (frames with block < 0 are skipped)."""
     p = _packed(channels, settings)
     P = int(p["ch_n"].sum())
+    n_par = P + int(settings.charges)
     Mbig = np.zeros((P, P))
     for c, ch in enumerate(channels):
         o = p["ch_off"][c]
         Mbig[o:o + ch.n, o:o + ch.n] = natural_spline_matrix(ch.n, ch.h)
     rows = [np.flatnonzero(np.repeat(system.species == s, 3)) for s in range(len(SPECIES))]
-    blocks = [NormalEquations(np.zeros((2, P, P)), np.zeros((2, P)), np.zeros(2), np.zeros(2, int))
+    blocks = [NormalEquations(np.zeros((2, n_par, n_par)), np.zeros((2, n_par)), np.zeros(2), np.zeros(2, int))
               for _ in range(n_blocks)]
     mol_id = system.molecule_id
     frames = np.flatnonzero(block_of_frame >= 0)
@@ -144,6 +155,10 @@ def accumulate(positions, forces, boxes, system: WaterSystem, channels, settings
             p["pair_channel"], p["angle_channel"], p["ch_kind"], p["ch_x0"], p["ch_h"],
             p["ch_n"], p["ch_off"], P, settings.k_wall, settings.r_switch, settings.r_cut)
         D = D_exp[:, :P] + D_exp[:, P:] @ Mbig
+        if settings.charges:
+            unit, _ = ewald.unit_charge_forces(positions[f], boxes[f], system.species, system.molecules,
+                                               mol_id, settings.r_cut)
+            D = np.hstack([D, unit.reshape(-1, 1)])
         b = forces[f].reshape(-1) - ffix
         ne = blocks[block_of_frame[f]]
         for s in range(len(SPECIES)):
@@ -155,8 +170,9 @@ def accumulate(positions, forces, boxes, system: WaterSystem, channels, settings
     return blocks
 
 
-def parameter_map(channels, mode, tied_keys=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per problem: the tie matrix T (P x p) from free parameters to spline values.
+def parameter_map(channels, mode, tied_keys=None, charges=False) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per problem: the tie matrix T (P x p) from free parameters to spline values (and,
+    with charges, a last row and column for q_H^2 in every problem).
 
     Agent mode has two problems (O rows, H rows), reciprocal mode one with every tie of
     RECIPROCAL_TIES. mode "coupled" is one problem over both species' rows that ties only
@@ -167,7 +183,7 @@ def parameter_map(channels, mode, tied_keys=None) -> tuple[list[np.ndarray], lis
     """
     sizes = [c.n for c in channels]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    P = int(sum(sizes))
+    P = int(sum(sizes)) + int(charges)
     free = {}
     for c, ch in enumerate(channels):
         idx = list(range(offsets[c], offsets[c] + ch.n))
@@ -188,6 +204,10 @@ def parameter_map(channels, mode, tied_keys=None) -> tuple[list[np.ndarray], lis
             for k, row in enumerate(free[c]):
                 T_rows.append(row)
                 T_cols.append(cols[owner] + k)
+        if charges:
+            T_rows.append(P - 1)
+            T_cols.append(col)
+            col += 1
         T = np.zeros((P, col))
         T[T_rows, T_cols] = 1.0
         return T
@@ -245,8 +265,10 @@ def solve_cv(blocks: list[NormalEquations], channels, mode, settings: FitSetting
     """Pick the ridge strength by blocked cross-validation, then solve on all blocks.
 
     Returns the spline values (P,), and per problem the chosen lambda and the CV errors.
+    With charges in agent mode each species' problem fits its own charge here (their mean
+    is returned); solve_mode shares one between the agents.
     """
-    Ts, species_sets = parameter_map(channels, mode)
+    Ts, species_sets = parameter_map(channels, mode, charges=settings.charges)
     total = sum(blocks[1:], blocks[0])
     y = np.zeros(Ts[0].shape[0])
     chosen, cv = {}, {}
@@ -269,6 +291,8 @@ def solve_cv(blocks: list[NormalEquations], channels, mode, settings: FitSetting
         chosen[name] = float(lam)
         n_rows = sum(total.n_rows[s] for s in sp)
         cv[name] = {f"{l:.0e}": float(np.sqrt(max(e, 0) / n_rows)) for l, e in zip(settings.lambdas, errors)}
+    if settings.charges:
+        y[-1] /= len(Ts)
     return y, chosen, cv
 
 
@@ -289,7 +313,7 @@ def solve_coupled(blocks: list[NormalEquations], channels, settings: FitSettings
     mu (the least asymmetric model) whose CV error is within one standard error of the
     best. Returns the spline values, the chosen mu and the CV curve {mu: (rmse, se)}.
     """
-    (T,), (sp,) = parameter_map(channels, "coupled", tied_keys)
+    (T,), (sp,) = parameter_map(channels, "coupled", tied_keys, settings.charges)
     total = sum(blocks[1:], blocks[0])
     A_all, b_all, _, AtA_full = _reduce(total, T, sp)
     weights = [lambdas[ch.agent] for ch in channels]
@@ -354,17 +378,9 @@ def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "re
     blocks = accumulate(positions, forces, boxes, system, channels, settings, block,
                         settings.cv_folds, progress)
     t_design = time.perf_counter() - t0
-    if settings.agent_asymmetry not in AGENT_ASYMMETRIES:
-        raise ValueError(f"agent_asymmetry {settings.agent_asymmetry!r}: use one of {AGENT_ASYMMETRIES}")
     results = {}
     for mode in modes:
-        y, chosen, cv = solve_cv(blocks, channels, mode, settings)
-        asymmetry = {"variant": settings.agent_asymmetry} if mode == "agent" else None
-        if mode == "agent" and settings.agent_asymmetry != "free":
-            penalty = settings.agent_asymmetry == "penalty"
-            y, mu, curve = solve_coupled(blocks, channels, settings, chosen, MUS if penalty else (0.0,),
-                                         () if penalty else OWN_MOLECULE_TIES)
-            asymmetry.update(mu=mu, cv_rmse_by_mu={f"{m:g}": e for m, e in curve.items()})
+        y, chosen, cv, asymmetry = solve_mode(blocks, channels, mode, settings)
         model, pred = _model_and_predictions(y, channels, mode, settings, positions, boxes, system, test)
         model.provenance = dict(provenance or {})
         metrics = force_errors(forces[test], pred, system.species)
@@ -384,13 +400,36 @@ def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "re
     return results
 
 
+def solve_mode(blocks, channels, mode, settings: FitSettings):
+    """Parameters of one mode: ridge strengths by cross-validation, then in agent mode the
+    asymmetry variant of the settings (and one shared charge). Returns (y, lambdas, CV
+    errors, asymmetry record or None)."""
+    y, chosen, cv = solve_cv(blocks, channels, mode, settings)
+    if mode != "agent":
+        return y, chosen, cv, None
+    asymmetry = {"variant": settings.agent_asymmetry}
+    if settings.agent_asymmetry != "free" or settings.charges:
+        penalty = settings.agent_asymmetry == "penalty"
+        ties = OWN_MOLECULE_TIES if settings.agent_asymmetry == "shared-molecule" else ()
+        y, mu, curve = solve_coupled(blocks, channels, settings, chosen, MUS if penalty else (0.0,), ties)
+        asymmetry.update(mu=mu, cv_rmse_by_mu={f"{m:g}": e for m, e in curve.items()})
+    return y, chosen, cv, asymmetry
+
+
 def _model_and_predictions(y, channels, mode, settings, positions, boxes, system, frames):
-    """The model with spline values y on the fit's grids, and its forces on `frames`."""
+    """The model with spline values y on the fit's grids (and q_H^2 last, with charges),
+    and its forces on `frames`."""
     fitted, o = [], 0
     for ch in channels:
         fitted.append(Channel(ch.agent, ch.neighbour, ch.kind, ch.x0, ch.h, y[o:o + ch.n].copy()))
         o += ch.n
-    model = LossModel(mode, fitted, settings.r_cut, settings.r_switch, settings.k_wall)
+    charge_h = None
+    if settings.charges:
+        if y[o] <= 0:
+            raise ValueError(f"the fitted charge coefficient q_H^2 = {y[o]:.3g} e^2 is not positive: these "
+                             "forces do not look like those of point charges; fit without charges")
+        charge_h = float(np.sqrt(y[o]))
+    model = LossModel(mode, fitted, settings.r_cut, settings.r_switch, settings.k_wall, charge_h=charge_h)
     pred = np.stack([model.forces(positions[f], boxes[f], system.species, system.molecules)[0]
                      for f in frames])
     return model, pred
@@ -441,7 +480,7 @@ def learning_curve(positions, forces, boxes, system: WaterSystem, sizes=5,
         blocks = accumulate(positions, forces, boxes, system, channels, settings, blk,
                             settings.cv_folds, progress=False)
         for mode in modes:
-            y, _, _ = solve_cv(blocks, channels, mode, settings)
+            y = solve_mode(blocks, channels, mode, settings)[0]
             _, pred = _model_and_predictions(y, channels, mode, settings, positions, boxes, system, test)
             for s, e in force_errors(forces[test], pred, system.species).items():
                 errors[mode][s]["rmse"].append(e["rmse"])

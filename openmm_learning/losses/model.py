@@ -8,6 +8,10 @@ A model holds, for each agent species, one natural-cubic-spline channel per inva
 In "agent" mode the O and H channels are independent (the paper's non-reciprocal
 learning dynamics); in "reciprocal" mode the channels seen from both ends are equal
 (O-H inter, O-H intra, angle), which makes the forces derive from one potential.
+
+Optionally the model holds point charges (charge_h: q_H in e, q_O = -2 q_H,
+intramolecular pairs excluded), summed by Ewald/PME over the whole periodic box. They act
+on every atom alike in both modes (a potential, reciprocal by construction).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.topology import SPECIES, SPECIES_INDEX, molecule_ids
-from . import kernels
+from . import ewald, kernels
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "openmm-learning-model"
@@ -127,6 +131,8 @@ class LossModel:
     k_wall: float = 1.0e5
     fit_metrics: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    #: point charge of H in e (O carries -2 charge_h), None for a model without charges
+    charge_h: float | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -188,10 +194,14 @@ class LossModel:
         p = self.packed()
         pos = np.ascontiguousarray(positions, dtype=float)
         mol_id = molecule_ids(molecules, len(pos))
-        return kernels.model_forces(
+        f, loss = kernels.model_forces(
             pos, np.asarray(box, float), np.asarray(species, np.int64), molecules, mol_id,
             p["pair_channel"], p["angle_channel"], p["ch_kind"], p["ch_x0"], p["ch_h"],
             p["ch_n"], p["ch_off"], p["y"], p["z"], self.k_wall, self.r_switch, self.r_cut)
+        if self.charge_h:
+            fq, eq = ewald.unit_charge_forces(pos, box, species, molecules, mol_id, self.r_cut)
+            f, loss = f + self.charge_h**2 * fq, loss + self.charge_h**2 * eq
+        return f, loss
 
     def is_reciprocal(self, rtol=1e-12) -> bool:
         for a, b in RECIPROCAL_TIES:
@@ -215,7 +225,8 @@ class LossModel:
             mean = 0.5 * (ca.values + cb.values)
             ca.values, cb.values = mean, mean.copy()
         return LossModel("reciprocal", channels, self.r_cut, self.r_switch, self.k_wall,
-                         dict(self.fit_metrics), dict(self.provenance, symmetric_part_of=self.mode))
+                         dict(self.fit_metrics), dict(self.provenance, symmetric_part_of=self.mode),
+                         self.charge_h)
 
     # ------------------------------------------------------------ file
 
@@ -230,6 +241,10 @@ class LossModel:
             "outside_range": "linear extension with the end slope, plus k_wall * (distance from the end)^2",
             "r_cut": self.r_cut,
             "r_switch": self.r_switch,
+            "charges": None if self.charge_h is None else {
+                "H": self.charge_h, "O": -2.0 * self.charge_h, "unit": "e",
+                "electrostatics": "Ewald/PME over the periodic box, real-space cutoff r_cut, "
+                                  "intramolecular pairs excluded"},
             "k_wall": self.k_wall,
             "channels": [
                 {"name": c.name, "agent": c.agent, "neighbour": c.neighbour, "kind": c.kind,
@@ -285,9 +300,17 @@ class LossModel:
         r_switch = float(need(d, "r_switch", "", (int, float)))
         if not 0 < r_switch < r_cut:
             raise ModelFileError(f"{source}: need 0 < r_switch < r_cut")
+        charges = d.get("charges")
+        charge_h = None
+        if charges is not None:
+            charge_h = float(need(charges, "H", "charges.", (int, float)))
+            if not math.isclose(float(need(charges, "O", "charges.", (int, float))), -2.0 * charge_h,
+                                rel_tol=1e-9) or charges.get("unit") != "e":
+                raise ModelFileError(f"{source}: charges must be in e with O = -2 H (a neutral water)")
         model = cls(mode=need(d, "mode", "", str), channels=channels, r_cut=r_cut,
                     r_switch=r_switch, k_wall=float(need(d, "k_wall", "", (int, float))),
-                    fit_metrics=d.get("fit_metrics", {}), provenance=d.get("provenance", {}))
+                    fit_metrics=d.get("fit_metrics", {}), provenance=d.get("provenance", {}),
+                    charge_h=charge_h)
         for c in channels:
             if c.kind == "inter" and not math.isclose(c.x1, r_cut, rel_tol=1e-9):
                 raise ModelFileError(f"{source}: channel {c.name} must end at r_cut = {r_cut}")

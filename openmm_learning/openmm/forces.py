@@ -7,7 +7,9 @@ with its end slope and adds the wall, as every engine does (losses.terms).
 
 * pair terms: one CustomNonbondedForce per species pair (an interaction group),
   intramolecular pairs excluded, OpenMM's switching function is the model's;
-* bond and angle terms: one CustomCompoundBondForce over each (O, H1, H2) per force group.
+* bond and angle terms: one CustomCompoundBondForce over each (O, H1, H2) per force group;
+* point charges (a model with charge_h): a NonbondedForce with PME, intramolecular pairs
+  as exceptions, acting on every atom (group SHARED_GROUP in agent mode).
 
 Agent mode: all custom forces are conservative (an OpenMM force's energy is shared by
 both ends of a pair), so the non-reciprocal agent forces are assembled in the
@@ -28,6 +30,10 @@ from ..units import MASSES_AMU
 
 #: Force group of each agent species in agent mode (reciprocal mode uses group 0 only).
 GROUP = {"O": 0, "H": 1}
+#: Agent mode's force group of the terms every atom takes alike (the point charges)
+SHARED_GROUP = 2
+#: OpenMM's PME error tolerance for the model's charges: relative force error ~1e-5
+EWALD_TOLERANCE = 1e-5
 
 #: Lepton variable of each bond and angle term inside a CustomCompoundBondForce over (O, H1, H2)
 _MOLECULE_VARIABLES = {("bond", ("O", "H")): ("distance(p1,p2)", "distance(p1,p3)"),
@@ -122,6 +128,23 @@ def _molecule_force(mode, terms: list[Term], molecules, group):
     return force
 
 
+def _coulomb_force(model: LossModel, species_codes, molecules, group, ewald_tolerance):
+    """The model's point charges with PME: q_H on H, -2 q_H on O, own-molecule pairs excluded."""
+    force = mm.NonbondedForce()
+    for s in species_codes:
+        force.addParticle(model.charge_h * (-2.0 if SPECIES[s] == "O" else 1.0), 1.0, 0.0)
+    for o, h1, h2 in molecules:
+        for i, j in ((o, h1), (o, h2), (h1, h2)):
+            force.addException(int(i), int(j), 0.0, 1.0, 0.0)
+    force.setNonbondedMethod(mm.NonbondedForce.PME)
+    force.setCutoffDistance(model.r_cut)
+    force.setEwaldErrorTolerance(ewald_tolerance)
+    force.setUseDispersionCorrection(False)
+    force.setForceGroup(group)
+    force.setName(_force_name(model.mode, "point charges (PME)"))
+    return force
+
+
 def check_box(model: LossModel, box_nm):
     """Minimum-image pairs need a box of at least twice the cutoff on every side."""
     box_nm = np.asarray(box_nm, dtype=float)
@@ -133,12 +156,13 @@ def check_box(model: LossModel, box_nm):
     return box_nm
 
 
-def add_forces(model: LossModel, system: mm.System, species_codes, molecules, box_nm, force_group=0):
+def add_forces(model: LossModel, system: mm.System, species_codes, molecules, box_nm, force_group=0,
+               ewald_tolerance=EWALD_TOLERANCE):
     """Add the model's forces to a System that already holds the water's particles.
 
     species_codes: per atom (O = 0, H = 1); molecules: (n, 3) atom indices (O, H1, H2).
-    Reciprocal mode puts every force in force_group; agent mode uses GROUP (O: 0, H: 1),
-    which the LearningIntegrator reads.
+    Reciprocal mode puts every force in force_group; agent mode uses GROUP (O: 0, H: 1)
+    and SHARED_GROUP (point charges), which the LearningIntegrator reads.
     """
     species_codes = np.asarray(species_codes)
     check_box(model, box_nm)
@@ -153,10 +177,14 @@ def add_forces(model: LossModel, system: mm.System, species_codes, molecules, bo
             own_molecule.setdefault(group, []).append(term)
     for group, terms in own_molecule.items():
         system.addForce(_molecule_force(model.mode, terms, molecules, group))
+    if model.charge_h:
+        group = force_group if model.mode == "reciprocal" else SHARED_GROUP
+        system.addForce(_coulomb_force(model, species_codes, molecules, group, ewald_tolerance))
     return system
 
 
-def create_system(model: LossModel, species_codes, molecules, box_nm) -> mm.System:
+def create_system(model: LossModel, species_codes, molecules, box_nm,
+                  ewald_tolerance=EWALD_TOLERANCE) -> mm.System:
     """An openmm.System executing `model` for a water box (arrays in nm; see
     openmm.api.LearnedWater for the same from an openmm.app.Topology).
 
@@ -169,4 +197,4 @@ def create_system(model: LossModel, species_codes, molecules, box_nm) -> mm.Syst
         system.addParticle(MASSES_AMU[SPECIES[s]])
     system.setDefaultPeriodicBoxVectors(mm.Vec3(box_nm[0], 0, 0), mm.Vec3(0, box_nm[1], 0),
                                         mm.Vec3(0, 0, box_nm[2]))
-    return add_forces(model, system, species_codes, molecules, box_nm)
+    return add_forces(model, system, species_codes, molecules, box_nm, ewald_tolerance=ewald_tolerance)

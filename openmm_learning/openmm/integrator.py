@@ -10,21 +10,23 @@ from openmm import unit
 from ..io.topology import SPECIES
 from ..losses.model import NOSE_HOOVER
 from ..units import KB_KJMOL_K
-from .forces import GROUP
+from .forces import GROUP, SHARED_GROUP
 
 
 def agent_forces(context: mm.Context, mode: str, species_codes) -> np.ndarray:
     """The forces the learning dynamics applies (kJ/mol/nm): in agent mode group a's
-    force on the atoms of species a, in reciprocal mode the total force."""
+    force on the atoms of species a plus the shared group's on all, in reciprocal mode
+    the total force."""
     if mode == "reciprocal":
         return context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(
             unit.kilojoule_per_mole / unit.nanometer)
     species_codes = np.asarray(species_codes)
-    forces = np.zeros((len(species_codes), 3))
+    forces = context.getState(getForces=True, groups={SHARED_GROUP}).getForces(asNumpy=True).value_in_unit(
+        unit.kilojoule_per_mole / unit.nanometer)
     for code, name in enumerate(SPECIES):
         f = context.getState(getForces=True, groups={GROUP[name]}).getForces(asNumpy=True)
         mask = species_codes == code
-        forces[mask] = f.value_in_unit(unit.kilojoule_per_mole / unit.nanometer)[mask]
+        forces[mask] += f.value_in_unit(unit.kilojoule_per_mole / unit.nanometer)[mask]
     return forces
 
 
@@ -135,6 +137,7 @@ class LearningIntegrator(mm.CustomIntegrator):
             # one force group per computation step: OpenMM evaluates groups separately
             self.addComputePerDof("fa", f"f{GROUP['O']}*isO")
             self.addComputePerDof("fa", f"fa + f{GROUP['H']}*isH")
+            self.addComputePerDof("fa", f"fa + f{SHARED_GROUP}")  # point charges: on every atom
         else:
             self.addComputePerDof("fa", "f")
 
