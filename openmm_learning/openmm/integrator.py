@@ -1,4 +1,4 @@
-"""The learning-dynamics integrator: velocity Verlet with a Nose-Hoover chain (or Langevin),
+"""The learning-dynamics integrator: velocity Verlet with CSVR (or a Nose-Hoover chain, or Langevin),
 applying in agent mode each species' own loss gradient to that species' atoms only."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import openmm as mm
 from openmm import unit
 
 from ..io.topology import SPECIES
-from ..losses.model import NOSE_HOOVER
+from ..losses.model import CSVR_TIME_PS, NOSE_HOOVER
 from ..units import KB_KJMOL_K
 from .forces import GROUP, SHARED_GROUP
 
@@ -31,28 +31,30 @@ def agent_forces(context: mm.Context, mode: str, species_codes) -> np.ndarray:
 
 
 class LearningIntegrator(mm.CustomIntegrator):
-    """Velocity Verlet with a Nose-Hoover chain: heavy-ball learning with adaptive momentum.
+    """Velocity Verlet with a thermostat: heavy-ball learning with adaptive momentum.
 
     agent_species: per-atom species codes for agent mode (group a's force acts on the
     atoms of species a only); None for reciprocal mode (the total force). The centre
     of mass velocity is removed every step (agent forces need not sum to zero), so the
-    thermostat sees 3N - 3 degrees of freedom. chain_length and collision_time_ps of the
-    Nose-Hoover chain default to losses.model.NOSE_HOOVER of the mode (1 and 10 fs in agent
-    mode, 3 and 50 fs in reciprocal mode).
+    thermostat sees 3N - 3 degrees of freedom.
+
+    thermostat="csvr" (default): the stochastic velocity rescaling of Bussi, Donadio and
+    Parrinello (CP2K's CSVR) with time constant collision_time_ps (default
+    losses.model.CSVR_TIME_PS, CP2K's 50 fs): canonical, global like CP2K's, seeded by seed.
+    thermostat="nose-hoover": a Nose-Hoover chain whose chain_length and collision_time_ps
+    default to losses.model.NOSE_HOOVER of the mode (1 and 10 fs in agent mode, 3 and 50 fs
+    in reciprocal mode).
 
     Global variables a reporter can read: "heat" (kJ/mol removed by the thermostat,
     cumulative), "fnet_x/y/z" (net force of the last step, kJ/mol/nm), "ke2" (twice the
     kinetic energy). After setting positions by hand call `invalidate()`.
 
-    friction_per_ps: Langevin friction on every degree of freedom instead of the Nose-Hoover
-    chain (a local thermostat for equilibration; seed sets its random numbers).
-    thermostat="csvr": the stochastic velocity rescaling of Bussi, Donadio and Parrinello
-    (CP2K's CSVR) with time constant collision_time_ps instead of the chain: canonical,
-    global like CP2K's, seeded by seed.
+    friction_per_ps: Langevin friction on every degree of freedom instead (a local
+    thermostat for equilibration; seed sets its random numbers).
     """
 
     def __init__(self, temperature_k, timestep_ps, collision_time_ps=None, chain_length=None,
-                 agent_species=None, n_atoms=None, friction_per_ps=None, seed=0, thermostat="nose-hoover"):
+                 agent_species=None, n_atoms=None, friction_per_ps=None, seed=0, thermostat="csvr"):
         super().__init__(timestep_ps)
         kT = KB_KJMOL_K * temperature_k
         n = len(agent_species) if agent_species is not None else n_atoms
@@ -64,7 +66,7 @@ class LearningIntegrator(mm.CustomIntegrator):
         self.agent = agent_species is not None
         default_chain, default_time = NOSE_HOOVER["agent" if self.agent else "reciprocal"]
         M = chain_length or default_chain
-        collision_time_ps = collision_time_ps or default_time
+        collision_time_ps = collision_time_ps or (CSVR_TIME_PS if thermostat == "csvr" else default_time)
         self.chain_length = M
         self.collision_time_ps = collision_time_ps
         self.addGlobalVariable("kT", kT)

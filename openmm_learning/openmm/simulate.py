@@ -58,7 +58,7 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
              resume: bool = True, progress: bool = True, max_temperature_factor: float = 4.0,
              system: mm.System | None = None, name: str | None = None,
              equilibration_ps: float = 0.0, equilibration_friction_per_ps: float = 5.0,
-             replica: int = 1, thermostat: str = "nose-hoover") -> SimulationResult:
+             replica: int = 1, thermostat: str = "csvr") -> SimulationResult:
     """Run `steps` of learning dynamics from one frame (nm, nm/ps) and write to out_dir.
 
     An app.Simulation with the package's reporters (openmm.reporters): blow-up guard,
@@ -74,8 +74,9 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     system: a ready conservative openmm.System to run instead of the model's (e.g. the
     SPC/Fw baseline; model may then be None), with the reciprocal-mode integrator;
     name labels it in the progress bar and summary.json. replica: the box is the n x n x n
-    periodic replica of a CP2K cell (recorded in summary.json). thermostat: "nose-hoover" (the
-    chain of losses.model.NOSE_HOOVER) or "csvr" (CP2K's stochastic velocity rescaling).
+    periodic replica of a CP2K cell (recorded in summary.json). thermostat: "csvr" (CP2K's
+    stochastic velocity rescaling, the default) or "nose-hoover" (the chain of
+    losses.model.NOSE_HOOVER); collision_time_ps: its time constant (LearningIntegrator).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -329,7 +329,8 @@ def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Pat
     return simulate(model, run.positions[frame], None, run.box_nm[frame], system.species, system.molecules,
                     temperature_k=run.settings.temperature_k, timestep_ps=dt, steps=int(round(ps / dt)),
                     out_dir=out, platform=platform, report_interval=report_interval, progress=progress,
-                    seed=seed, equilibration_ps=equilibration_ps, replica=run.replica, **extra)
+                    seed=seed, equilibration_ps=equilibration_ps, replica=run.replica,
+                    collision_time_ps=run.settings.csvr_time_ps, **extra)
 
 
 def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSystem, *, ps=2.0, interval=5,
