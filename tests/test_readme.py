@@ -22,3 +22,15 @@ def test_engine_accuracies_are_the_tested_ones():
 def test_known_truth_errors_are_the_tested_ones():
     o, h = tol.SPCFW_HELD_OUT_PERCENT["O"], tol.SPCFW_HELD_OUT_PERCENT["H"]
     assert f"held-out force errors of {o} % (O) and {h} % (H)" in FLAT
+
+
+def test_point_charge_claims_are_the_tested_ones():
+    claims = [
+        f"fitted q_H is within {tol.SPCFW_CHARGE_PERCENT} % of SPC/Fw's 0.41 e",
+        f"falls from {tol.SPCFW_HELD_OUT_PERCENT['O']} % (O) and {tol.SPCFW_HELD_OUT_PERCENT['H']} % (H) without "
+        f"charges to below {tol.SPCFW_CHARGED_HELD_OUT_PERCENT} % (tested, both modes)",
+        f"at tolerance {tol.PME_ERROR_TOLERANCE:.0e} the forces agree to below {tol.OPENMM_PME:.0e} on both platforms",
+        f"`pppm` at accuracy {tol.PPPM_ACCURACY:.0e} agrees to below {tol.LAMMPS_TABLES:.0e}",
+    ]
+    for claim in claims:
+        assert claim in FLAT, f"README does not say: {claim}"

@@ -32,7 +32,7 @@ from ..io import Cp2kRun
 from ..io.topology import KINETIC_KINDS, SPECIES, WaterSystem
 from ..io.water_run import default_equilibration_ps, load_water_run, trajectory_of
 from ..losses.fit import FitSettings, file_hashes, fit_modes, force_errors, learning_curve, sha256_of
-from ..losses.model import CHANNEL_KEYS, Channel, LossModel
+from ..losses.model import CHANNEL_KEYS, CSVR_TIME_PS, Channel, LossModel
 from . import analysis
 
 BASELINE_NAME = "SPC/Fw"
@@ -539,6 +539,13 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     return result
 
 
+def _thermostat_text(summary: dict) -> str:
+    """The thermostat of a run as its summary.json records it (older runs: Nose-Hoover)."""
+    tau = f"{1000 * summary['collision_time_ps']:g} fs"
+    kind = summary.get("thermostat", "nose-hoover")
+    return f"CSVR {tau}" if kind == "csvr" else f"Nose-Hoover {tau} x {summary['chain_length']}"
+
+
 def run_folders(folder) -> list:
     """The simulation folders of one row: FOLDER itself, or its seed-* folders in order."""
     folder = Path(folder)
@@ -597,7 +604,8 @@ def _provenance(run, eq, row_eq, train_steps, fitted, models, folders, baseline,
                      f"each row {len(frames)} runs (seeds {first_seed}-{first_seed + len(frames) - 1}) from CP2K steps "
                      f"{', '.join(str(int(run.steps[f])) for f in frames)}: velocities drawn at "
                      f"{run.settings.temperature_k:g} K, {langevin_ps:g} ps of Langevin (5/ps) equilibration, "
-                     f"then {ps:g} ps of learning dynamics (Nose-Hoover)")
+                     f"then {ps:g} ps of learning dynamics (CSVR, time constant "
+                     f"{1000 * (s.csvr_time_ps or CSVR_TIME_PS):g} fs)")
     if velocity_ps and run.velocities is not None:
         lines.append(f"spectra: CP2K velocities from the vel file; OpenMM velocities recorded for {velocity_ps:g} ps "
                      f"after each run, every {velocity_interval} steps")
@@ -673,13 +681,13 @@ def _sections(out, agents, lc, folders, fitted) -> list:
             sim_rows.append([name, os.path.relpath(run_dir, Path(folder).parent), s["steps"],
                              f"{s['steps'] * s['timestep_ps']:g}", s.get("seed", "?"),
                              f"{s.get('equilibration_ps', 0):g}", f"{s['mean_temperature']:.1f}",
-                             f"{1000 * s['collision_time_ps']:g} fs x {s['chain_length']}",
+                             _thermostat_text(s),
                              f"{s['heat_per_ps']:.0f}", f"{s['mean_net_force']:.3g}",
                              f"{1000 * s['seconds_per_step']:.2f}", f"{100 * s['out_of_range_fraction']:.0f} %"])
     if sim_rows:
         sections.append({"title": "Simulations", "text": [
-            "Each run: Langevin equilibration (not recorded), then velocity Verlet with a Nose-Hoover thermostat "
-            "(LearningIntegrator) at the reference's temperature and timestep; the mean temperature is over "
+            "Each run: Langevin equilibration (not recorded), then velocity Verlet with the thermostat named in "
+            "the table (LearningIntegrator) at the reference's temperature and timestep; the mean temperature is over "
             "the second half; 'out of range': reports with an invariant outside the model's training range."],
             "table": {"header": ["row", "folder", "steps", "ps", "seed", "Langevin ps", "mean T (K)", "thermostat",
                                  "heat (kJ/mol/ps)",
