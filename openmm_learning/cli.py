@@ -12,7 +12,7 @@ def _fit(args):
     from .workflow import fit_run
 
     settings = FitSettings(r_cut=args.cutoff, r_switch=args.switch, agent_asymmetry=args.agent_asymmetry,
-                           charges=args.charges)
+                           asymmetry_mu=args.asymmetry_mu, charges=args.charges)
     results = fit_run(args.run, args.out, tuple(args.modes), settings, args.allow_truncated)
     for mode, res in results.items():
         m = res.model.fit_metrics["held_out"]
@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--agent-asymmetry", choices=["free", "shared-molecule", "penalty"], default="free",
                    help="agent mode: O and H views of each pair fitted apart (free), own-molecule views "
                         "shared, or drawn together by a penalty whose strength cross-validation picks")
+    f.add_argument("--asymmetry-mu", type=float, default=None,
+                   help="strength of the asymmetry penalty (default: picked by cross-validation)")
     f.add_argument("--charges", action=argparse.BooleanOptionalAction, default=False,
                    help="fit point charges (q_O = -2 q_H) run with Ewald/PME beside the splines")
     f.add_argument("--allow-truncated", action="store_true", help="drop an incomplete last frame")

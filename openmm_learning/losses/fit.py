@@ -58,6 +58,9 @@ class FitSettings:
     #: fits, the paper's), "shared-molecule" (the own-molecule views shared: momentum kept
     #: within a molecule) or "penalty" (mu * ||f_ab - f_ba||^2, mu by cross-validation)
     agent_asymmetry: str = "free"
+    #: penalty strength of agent_asymmetry "penalty": a number, or None for the largest mu
+    #: within one standard error of the best cross-validation error (validation/asymmetry_study.py)
+    asymmetry_mu: float | None = None
     #: fit point charges (q_O = -2 q_H, Ewald sum over the box) with the splines
     charges: bool = False
 
@@ -413,6 +416,9 @@ def solve_mode(blocks, channels, mode, settings: FitSettings):
         ties = OWN_MOLECULE_TIES if settings.agent_asymmetry == "shared-molecule" else ()
         y, mu, curve = solve_coupled(blocks, channels, settings, chosen, MUS if penalty else (0.0,), ties)
         asymmetry.update(mu=mu, cv_rmse_by_mu={f"{m:g}": e for m, e in curve.items()})
+        if penalty and settings.asymmetry_mu is not None:  # a set strength; the CV pick stays on record
+            y, mu, fixed = solve_coupled(blocks, channels, settings, chosen, (settings.asymmetry_mu,), ties)
+            asymmetry.update(mu=mu, mu_cross_validation=asymmetry["mu"], cv_rmse_at_mu=fixed[mu])
     return y, chosen, cv, asymmetry
 
 
