@@ -7,6 +7,16 @@ import sys
 from pathlib import Path
 
 
+def _mu(text):
+    """--asymmetry-mu: a non-negative number or 'cv'."""
+    if text == "cv":
+        return text
+    mu = float(text)
+    if mu < 0:
+        raise argparse.ArgumentTypeError("the asymmetry penalty must be >= 0 (or 'cv')")
+    return mu
+
+
 def _fit(args):
     from .losses.fit import FitSettings
     from .workflow import fit_run
@@ -136,6 +146,8 @@ def _lammps(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .losses.fit import FitSettings  # the fit options' defaults
+
     p = argparse.ArgumentParser(prog="openmm-learning", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -153,13 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--modes", nargs="+", default=["agent", "reciprocal"], choices=["agent", "reciprocal"])
     f.add_argument("--cutoff", type=float, default=0.6, help="pair cutoff (nm)")
     f.add_argument("--switch", type=float, default=0.5, help="switching starts here (nm)")
-    f.add_argument("--agent-asymmetry", choices=["free", "shared-molecule", "penalty"], default="free",
-                   help="agent mode: O and H views of each pair fitted apart (free), own-molecule views "
-                        "shared, or drawn together by a penalty whose strength cross-validation picks")
-    f.add_argument("--asymmetry-mu", type=float, default=None,
-                   help="strength of the asymmetry penalty (default: picked by cross-validation)")
-    f.add_argument("--charges", action=argparse.BooleanOptionalAction, default=False,
-                   help="fit point charges (q_O = -2 q_H) run with Ewald/PME beside the splines")
+    f.add_argument("--agent-asymmetry", choices=["penalty", "free", "shared-molecule"],
+                   default=FitSettings.agent_asymmetry,
+                   help="agent mode: O and H views of each pair drawn together by a penalty (default), "
+                        "fitted apart (free, the paper's), or own-molecule views shared")
+    f.add_argument("--asymmetry-mu", type=_mu, default=FitSettings.asymmetry_mu,
+                   help=f"strength of the asymmetry penalty (default {FitSettings.asymmetry_mu:g}, measured on "
+                        "dynamics: validation/README.md), or 'cv' for the force cross-validation's pick")
+    f.add_argument("--charges", action=argparse.BooleanOptionalAction, default=FitSettings.charges,
+                   help="fit point charges (q_O = -2 q_H) run with Ewald/PME beside the splines (default on)")
     f.add_argument("--allow-truncated", action="store_true", help="drop an incomplete last frame")
     f.set_defaults(func=_fit)
 

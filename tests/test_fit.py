@@ -33,7 +33,8 @@ def test_planted_model_is_recovered(xtb, mode):
     run, system = xtb
     idx = np.arange(0, run.n_frames, 10)
     pos, box = run.positions[idx], run.box_nm[idx]
-    settings = FitSettings(margin_inter=0.0, margin_intra=0.0, margin_angle=0.0, lambdas=(1e-14,))
+    settings = FitSettings(margin_inter=0.0, margin_intra=0.0, margin_angle=0.0, lambdas=(1e-14,),
+                           agent_asymmetry="free", charges=False)
     channels = build_channels(pos, box, system, settings)
     truth = planted_model(channels, mode)
     forces = np.stack([truth.forces(p, b, system.species, system.molecules)[0] for p, b in zip(pos, box)])
@@ -54,7 +55,8 @@ def test_planted_charges_are_recovered(xtb, mode):
     run, system = xtb
     idx = np.arange(0, run.n_frames, 20)
     pos, box = run.positions[idx], run.box_nm[idx]
-    settings = FitSettings(margin_inter=0.0, margin_intra=0.0, margin_angle=0.0, lambdas=(1e-14,), charges=True)
+    settings = FitSettings(margin_inter=0.0, margin_intra=0.0, margin_angle=0.0, lambdas=(1e-14,), charges=True,
+                           agent_asymmetry="free")
     channels = build_channels(pos, box, system, settings)
     truth = planted_model(channels, mode)
     truth.charge_h = 0.3
@@ -67,7 +69,8 @@ def test_planted_charges_are_recovered(xtb, mode):
     for c in truth.channels:
         assert np.abs(y[o:o + c.n] - c.values).max() < 1e-5 * np.abs(c.values).max(), c.name
         o += c.n
-    plain = FitSettings(margin_inter=0.0, margin_intra=0.0, margin_angle=0.0, lambdas=(1e-14,))
+    plain = FitSettings(margin_inter=0.0, margin_intra=0.0, margin_angle=0.0, lambdas=(1e-14,),
+                        agent_asymmetry="free", charges=False)
     blocks = accumulate(pos, forces, box, system, channels, plain, block, 5, progress=False)
     y = solve_mode(blocks, channels, mode, plain)[0]
     missed = np.concatenate([y[o:o + c.n] - c.values for o, c in zip(np.cumsum([0] + [c.n for c in channels]), truth.channels)])
@@ -99,10 +102,11 @@ def test_agent_and_reciprocal_fits_of_xtb(xtb_models):
 
 @pytest.fixture(scope="module")
 def spcfw_fit(spcfw):
+    """The SPC/Fw known truth fitted with splines only (charges: spcfw_charged)."""
     run, system = spcfw
     keep = run.steps >= 10000  # 5 ps equilibration
     return fit_modes(run.positions[keep], run.forces[keep], run.box_nm[keep], system,
-                     modes=("reciprocal",), progress=False)["reciprocal"]
+                     modes=("reciprocal",), settings=FitSettings(charges=False), progress=False)["reciprocal"]
 
 
 def test_spcfw_known_truth_forces(spcfw_fit):
@@ -180,7 +184,7 @@ def test_asymmetry_penalty_follows_the_data(xtb, truth_mode, symmetric):
     run, system = xtb
     idx = np.arange(0, run.n_frames, 10)
     pos, box = run.positions[idx], run.box_nm[idx]
-    settings = FitSettings(margin_inter=0.0, margin_intra=0.0, margin_angle=0.0)
+    settings = FitSettings(margin_inter=0.0, margin_intra=0.0, margin_angle=0.0, charges=False)
     channels = build_channels(pos, box, system, settings)
     truth = planted_model(channels, truth_mode, seed=3)
     rng = np.random.default_rng(4)

@@ -54,15 +54,15 @@ class FitSettings:
     cv_folds: int = 5
     test_fraction: float = 0.2
     gap_frames: int = 5
-    #: agent mode's asymmetry between the O and H views of each pair: "free" (two separate
-    #: fits, the paper's), "shared-molecule" (the own-molecule views shared: momentum kept
-    #: within a molecule) or "penalty" (mu * ||f_ab - f_ba||^2, mu by cross-validation)
-    agent_asymmetry: str = "free"
-    #: penalty strength of agent_asymmetry "penalty": a number, or None for the largest mu
-    #: within one standard error of the best cross-validation error (validation/asymmetry_study.py)
-    asymmetry_mu: float | None = None
+    #: agent mode's asymmetry between the O and H views of each pair: "penalty" (mu *
+    #: ||f_ab - f_ba||^2), "free" (two separate fits, the paper's) or "shared-molecule" (the
+    #: own-molecule views shared: momentum kept within a molecule)
+    agent_asymmetry: str = "penalty"
+    #: penalty strength: a number, or "cv" for the largest mu within one standard error of
+    #: the best cross-validation error (which sees forces only, not dynamics)
+    asymmetry_mu: float | str = 0.03
     #: fit point charges (q_O = -2 q_H, Ewald sum over the box) with the splines
-    charges: bool = False
+    charges: bool = True
 
     def __post_init__(self):
         if self.agent_asymmetry not in AGENT_ASYMMETRIES:
@@ -138,11 +138,18 @@ def _packed(channels, settings):
 
 
 def accumulate(positions, forces, boxes, system: WaterSystem, channels, settings: FitSettings,
-               block_of_frame, n_blocks, progress=True) -> list[NormalEquations]:
-    """Normal equations per time block (frames with block < 0 are skipped)."""
+               block_of_frame, n_blocks, progress=True, extra_columns=None) -> list[NormalEquations]:
+    """Normal equations per time block (frames with block < 0 are skipped).
+
+    Columns: the spline values of the channels, then the shared parameters: q_H^2 with
+    charges, then extra_columns(positions, box) -> (3 n_atoms, k) if given (a term under
+    study, fitted jointly with the rest; every problem of every mode shares them).
+    """
     p = _packed(channels, settings)
     P = int(p["ch_n"].sum())
     n_par = P + int(settings.charges)
+    if extra_columns is not None:
+        n_par += extra_columns(positions[0], boxes[0]).shape[1]
     Mbig = np.zeros((P, P))
     for c, ch in enumerate(channels):
         o = p["ch_off"][c]
@@ -162,6 +169,8 @@ def accumulate(positions, forces, boxes, system: WaterSystem, channels, settings
             unit, _ = ewald.unit_charge_forces(positions[f], boxes[f], system.species, system.molecules,
                                                mol_id, settings.r_cut)
             D = np.hstack([D, unit.reshape(-1, 1)])
+        if extra_columns is not None:
+            D = np.hstack([D, extra_columns(positions[f], boxes[f])])
         b = forces[f].reshape(-1) - ffix
         ne = blocks[block_of_frame[f]]
         for s in range(len(SPECIES)):
@@ -173,9 +182,9 @@ def accumulate(positions, forces, boxes, system: WaterSystem, channels, settings
     return blocks
 
 
-def parameter_map(channels, mode, tied_keys=None, charges=False) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per problem: the tie matrix T (P x p) from free parameters to spline values (and,
-    with charges, a last row and column for q_H^2 in every problem).
+def parameter_map(channels, mode, tied_keys=None, n_shared=0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per problem: the tie matrix T (P x p) from free parameters to spline values, and the
+    n_shared parameters after the splines (q_H^2, terms under study) in every problem.
 
     Agent mode has two problems (O rows, H rows), reciprocal mode one with every tie of
     RECIPROCAL_TIES. mode "coupled" is one problem over both species' rows that ties only
@@ -186,7 +195,7 @@ def parameter_map(channels, mode, tied_keys=None, charges=False) -> tuple[list[n
     """
     sizes = [c.n for c in channels]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    P = int(sum(sizes)) + int(charges)
+    P = int(sum(sizes)) + n_shared
     free = {}
     for c, ch in enumerate(channels):
         idx = list(range(offsets[c], offsets[c] + ch.n))
@@ -207,8 +216,8 @@ def parameter_map(channels, mode, tied_keys=None, charges=False) -> tuple[list[n
             for k, row in enumerate(free[c]):
                 T_rows.append(row)
                 T_cols.append(cols[owner] + k)
-        if charges:
-            T_rows.append(P - 1)
+        for k in range(n_shared):
+            T_rows.append(P - n_shared + k)
             T_cols.append(col)
             col += 1
         T = np.zeros((P, col))
@@ -268,10 +277,11 @@ def solve_cv(blocks: list[NormalEquations], channels, mode, settings: FitSetting
     """Pick the ridge strength by blocked cross-validation, then solve on all blocks.
 
     Returns the spline values (P,), and per problem the chosen lambda and the CV errors.
-    With charges in agent mode each species' problem fits its own charge here (their mean
-    is returned); solve_mode shares one between the agents.
+    With shared parameters (charges) in agent mode each species' problem fits its own here
+    (their mean is returned); solve_mode shares one set between the agents.
     """
-    Ts, species_sets = parameter_map(channels, mode, charges=settings.charges)
+    n_shared = _n_shared(blocks, channels)
+    Ts, species_sets = parameter_map(channels, mode, n_shared=n_shared)
     total = sum(blocks[1:], blocks[0])
     y = np.zeros(Ts[0].shape[0])
     chosen, cv = {}, {}
@@ -294,9 +304,14 @@ def solve_cv(blocks: list[NormalEquations], channels, mode, settings: FitSetting
         chosen[name] = float(lam)
         n_rows = sum(total.n_rows[s] for s in sp)
         cv[name] = {f"{l:.0e}": float(np.sqrt(max(e, 0) / n_rows)) for l, e in zip(settings.lambdas, errors)}
-    if settings.charges:
-        y[-1] /= len(Ts)
+    if n_shared:
+        y[len(y) - n_shared:] /= len(Ts)
     return y, chosen, cv
+
+
+def _n_shared(blocks, channels) -> int:
+    """How many shared parameters follow the spline values in the normal equations."""
+    return blocks[0].Atb.shape[1] - sum(c.n for c in channels)
 
 
 AGENT_ASYMMETRIES = ("free", "shared-molecule", "penalty")
@@ -316,7 +331,7 @@ def solve_coupled(blocks: list[NormalEquations], channels, settings: FitSettings
     mu (the least asymmetric model) whose CV error is within one standard error of the
     best. Returns the spline values, the chosen mu and the CV curve {mu: (rmse, se)}.
     """
-    (T,), (sp,) = parameter_map(channels, "coupled", tied_keys, settings.charges)
+    (T,), (sp,) = parameter_map(channels, "coupled", tied_keys, _n_shared(blocks, channels))
     total = sum(blocks[1:], blocks[0])
     A_all, b_all, _, AtA_full = _reduce(total, T, sp)
     weights = [lambdas[ch.agent] for ch in channels]
@@ -411,12 +426,12 @@ def solve_mode(blocks, channels, mode, settings: FitSettings):
     if mode != "agent":
         return y, chosen, cv, None
     asymmetry = {"variant": settings.agent_asymmetry}
-    if settings.agent_asymmetry != "free" or settings.charges:
+    if settings.agent_asymmetry != "free" or _n_shared(blocks, channels):
         penalty = settings.agent_asymmetry == "penalty"
         ties = OWN_MOLECULE_TIES if settings.agent_asymmetry == "shared-molecule" else ()
         y, mu, curve = solve_coupled(blocks, channels, settings, chosen, MUS if penalty else (0.0,), ties)
         asymmetry.update(mu=mu, cv_rmse_by_mu={f"{m:g}": e for m, e in curve.items()})
-        if penalty and settings.asymmetry_mu is not None:  # a set strength; the CV pick stays on record
+        if penalty and settings.asymmetry_mu != "cv":  # a set strength; the CV pick stays on record
             y, mu, fixed = solve_coupled(blocks, channels, settings, chosen, (settings.asymmetry_mu,), ties)
             asymmetry.update(mu=mu, mu_cross_validation=asymmetry["mu"], cv_rmse_at_mu=fixed[mu])
     return y, chosen, cv, asymmetry
