@@ -1,10 +1,12 @@
 """README.md states the accuracies the tests assert, with the same numbers."""
 
+import json
 from pathlib import Path
 
 import tolerances as tol
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
 FLAT = " ".join(README.split())
 
 
@@ -34,3 +36,29 @@ def test_point_charge_claims_are_the_tested_ones():
     ]
     for claim in claims:
         assert claim in FLAT, f"README does not say: {claim}"
+
+
+def asymmetry_rows():
+    """validation/README.md's asymmetry table, formatted from the committed study output."""
+    rows = json.loads((ROOT / "validation" / "results" / "asymmetry-charges-csvr.json").read_text())["rows"]
+    return [f"| {k} | {v['rmse_O']:.1f} / {v['rmse_H']:.1f} | {v['net_force_held_out']:.0f} | "
+            f"{v['heat_per_ps']:.0f} ± {v['heat_per_ps_sem']:.0f} | {v['net_force']:.0f} | {v['T_O']:.0f} / {v['T_H']:.0f} | "
+            f"{v['T_translation']:.0f} / {v['T_rotation']:.0f} / {v['T_vibration']:.0f} |" for k, v in rows.items()]
+
+
+def manybody_rows():
+    """validation/README.md's many-body table, formatted from the committed study output."""
+    rows = json.loads((ROOT / "validation" / "results" / "manybody.json").read_text())["rows"]
+    sizes = list(next(iter(rows.values())))
+    cell = lambda e: f"{e['O']:.1f} / {e['H']:.1f}"  # noqa: E731
+    return [f"| {n} | " + " | ".join(cell(r[n]["held_out_rmse"]) for r in rows.values()) + " |" for n in sizes]
+
+
+def test_study_tables_are_the_committed_results():
+    text = (ROOT / "validation" / "README.md").read_text()
+    for row in asymmetry_rows() + manybody_rows():
+        assert row in text, f"validation/README.md does not have: {row}"
+    # the default penalty is the one the study supports
+    from openmm_learning.losses.fit import FitSettings
+
+    assert f"mu = {FitSettings.asymmetry_mu:g} (`FitSettings.asymmetry_mu`)" in " ".join(text.split())

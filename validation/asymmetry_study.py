@@ -109,7 +109,7 @@ def main():
     out = Path(args.out)
     (out / "models").mkdir(parents=True, exist_ok=True)
     run, system = load_water_run(args.run or example_run_dir())
-    variants, cv = fit_variants(run, system, FitSettings(charges=args.charges), args.mus)
+    variants, cv = fit_variants(run, system, FitSettings(charges=args.charges, agent_asymmetry="free"), args.mus)
     rows = {}
     for name, (model, numbers) in variants.items():
         model.save(out / "models" / f"{name}.json")
@@ -121,9 +121,10 @@ def main():
             numbers[f"{key}_sem"] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
         rows[name] = numbers
         print(name, {k: (v if k == "mu" or v is None else round(v, 1)) for k, v in numbers.items()}, flush=True)
-    (out / "asymmetry.json").write_text(json.dumps({"cv": cv, "rows": rows, "ps": args.ps, "seeds": args.seeds,
-                                                    "charges": args.charges, "thermostat": args.thermostat},
-                                                   indent=1))
+        # after every variant, so an interrupted study keeps what it measured
+        (out / "asymmetry.json").write_text(json.dumps({"cv": cv, "rows": rows, "ps": args.ps, "seeds": args.seeds,
+                                                        "charges": args.charges, "thermostat": args.thermostat},
+                                                       indent=1))
     plot(rows, out / "asymmetry.png")
     print(f"mu picked by force cross-validation (one-standard-error rule): {cv['mu_cv']:g}")
 
