@@ -60,7 +60,7 @@ class FitSettings:
     agent_asymmetry: str = "penalty"
     #: penalty strength: a number, or "cv" for the largest mu within one standard error of
     #: the best cross-validation error (which sees forces only, not dynamics)
-    asymmetry_mu: float | str = 0.03
+    asymmetry_mu: float | str = 0.1
     #: fit point charges (q_O = -2 q_H, Ewald sum over the box) with the splines
     charges: bool = True
 
