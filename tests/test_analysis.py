@@ -369,14 +369,14 @@ def test_bundled_xtb_run_is_out_of_equipartition(xtb):
 @pytest.mark.slow
 def test_langevin_reference_is_in_equipartition():
     """The bundled Langevin structure reference (data/cp2k/water64-xtb-langevin-300K): read
-    with its hydrogen mass of 4 amu from the input; after its 1 ps cut every kind of motion
-    is within 25 K of 300 K, where the CSVR run of the same box and method is 120 K cold in
-    internal vibration (test above)."""
+    with its hydrogen mass of 4 amu from the input; it holds 5 ps after its 1 ps cut, and
+    there every kind of motion is within 25 K of 300 K, where the CSVR run of the same box
+    and method is 120 K cold in internal vibration (test above)."""
     from openmm_learning.io.water_run import load_water_run
 
     run, _ = load_water_run(DATA / "water64-xtb-langevin-300K")
     assert run.settings.ensemble == "LANGEVIN" and run.settings.masses_amu["H"] == 4.0
-    assert run.times_ps[-1] > 1.5 and run.steps[1] - run.steps[0] == 2
+    assert run.times_ps[-1] - run.times_ps[0] >= 6.0 and run.steps[1] - run.steps[0] == 2
     keep = run.times_ps >= 1.0
     kt = analysis.kinetic_temperatures(run.positions[keep], run.velocities[keep], run.masses_amu(),
                                        run.box_nm[keep])

@@ -86,8 +86,10 @@ def test_integrator_holds_temperature_and_removes_com(xtb, xtb_models, mode):
     run, system = xtb
     model = xtb_models[mode]
     omm = create_system(model, system.species, system.molecules, run.box_nm[-1])
+    # the free agents pump in ~2000 kJ/mol/ps, more than CSVR's 50 fs removes at 300 K (they
+    # run ~50 K hot under it, validation/README.md); the Nose-Hoover integral controller holds them
     integ = LearningIntegrator(300.0, 0.0005, agent_species=system.species if mode == "agent" else None,
-                               n_atoms=len(system.species))
+                               n_atoms=len(system.species), thermostat="nose-hoover" if mode == "agent" else "csvr")
     context = mm.Context(omm, integ, mm.Platform.getPlatformByName("CPU"))
     context.setPositions(run.positions[-1])
     context.setVelocities(run.velocities[-1])

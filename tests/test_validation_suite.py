@@ -25,10 +25,12 @@ REPORTED_ONLY = {"thermostat.heat_per_ps", "forces.net_force"}
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
     """Fit on steps 0-2000 of the 1.55 ps xTB run; per row three runs of 0.5 ps Langevin then
-    0.6 ps of learning dynamics."""
+    0.6 ps of learning dynamics. Agent mode is fitted free (the paper's fit): the planted
+    model that must fail equipartition."""
     out = tmp_path_factory.mktemp("suite")
     kw = dict(train_steps="0:2000", ps=0.6, seeds=3, langevin_ps=0.5, velocity_ps=0.25, report_interval=20,
-              learning_curve_sizes=[10, 40], sensitivity_frames=5, progress=False)
+              learning_curve_sizes=[10, 40], sensitivity_frames=5, progress=False,
+              fit_settings=FitSettings(agent_asymmetry="free"))
     res = run_validation(example_run_dir(), out, **kw)
     return res, out, kw
 
@@ -208,13 +210,13 @@ def test_known_truth_passes_against_the_long_fist_run(spcfw, tmp_path):
                          models={"learned reciprocal": tmp_path / "fist-reciprocal.json"}, ps=2.0, seeds=3,
                          langevin_ps=1.0, velocity_ps=0, report_interval=20, baseline=False,
                          sensitivity_frames=3, progress=False)
-    assert res.rows_passed["learned reciprocal"] and res.verdicts["learned reciprocal"] != "FAIL"
+    # nothing fails but, possibly, the cost: with point charges (PME) the learned model costs
+    # about what CP2K's FIST costs for SPC/Fw itself (the speed-up is against ab initio runs)
+    assert {m["metric"] for m in res.failed()} <= {"cost.speedup"}, res.failed()
     for key in ("rdf_OO.integrated_abs_diff", "rdf_OH.integrated_abs_diff", "rdf_HH.integrated_abs_diff",
                 "rdf_OO.first_peak_position", "rdf_OH.first_peak_position", "bond_length.mean",
                 "hoh_angle.mean", "hbonds.per_molecule"):
         assert res.metric("learned reciprocal", key)["outcome"] == "pass", res.metric("learned reciprocal", key)
-    # CP2K's FIST runs SPC/Fw at ~4 ms per step: tabulated learned forces are not faster
-    # than the classical force field they learned (the speed-up is against ab initio runs)
-    assert res.metric("learned reciprocal", "cost.speedup")["outcome"] != "fail"
+    assert res.metric("learned reciprocal", "cost.speedup")["reference_value"] < 0.01  # FIST: s per step
     assert res.equipartition["CP2K reference"]["vibration"]["outcome"] == "fail"
     assert res.metric("learned reciprocal", "kinetic_vs_reference.vibration")["outcome"] == "n/a"
