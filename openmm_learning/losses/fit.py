@@ -59,7 +59,8 @@ class FitSettings:
     #: own-molecule views shared: momentum kept within a molecule)
     agent_asymmetry: str = "penalty"
     #: penalty strength: a number, or "cv" for the largest mu within one standard error of
-    #: the best cross-validation error (which sees forces only, not dynamics)
+    #: the best cross-validation error (which sees forces only, not dynamics). 0.1: the
+    #: weakest strength whose dynamics keep equipartition (validation/README.md)
     asymmetry_mu: float | str = 0.1
     #: fit point charges (q_O = -2 q_H, Ewald sum over the box) with the splines
     charges: bool = True
