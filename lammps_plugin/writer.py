@@ -248,7 +248,7 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
     lines += ["", f"special_bonds {special} 0.0 0.0 0.0   # own-molecule pairs belong to the bond and angle tables"]
     # with charges the learned pair style is overlaid with coul/long (styles named in pair_coeff)
     style = {"python": f"python {_f(r_cut)}", "table": f"table linear {PAIR_POINTS}"}[pair]
-    sub = ("python " if pair == "python" else "table ") if charges else ""
+    sub = f"{pair} " if charges else ""  # the sub-style's name in a hybrid pair_coeff
     lines.append(f"pair_style hybrid/overlay {style} coul/long {_f(r_cut)}" if charges else f"pair_style {style}")
     if pair == "python":
         shutil.copyfile(PAIR_MODULE, out / "learned_pair.py")

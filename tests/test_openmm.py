@@ -14,19 +14,26 @@ from openmm_learning.openmm.integrator import LearningIntegrator, agent_forces
 TOLERANCE = {"Reference": OPENMM_REFERENCE, "CPU": OPENMM_CPU}
 
 
+def assert_engine_forces(model, omm, run, system, platform, n_frames, tolerance):
+    """OpenMM's learning-dynamics forces on n_frames CP2K frames equal the numba reference's
+    to `tolerance` (relative RMS); returns the last frame's (index, OpenMM forces, reference)."""
+    context = mm.Context(omm, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName(platform))
+    for frame in np.linspace(0, run.n_frames - 1, n_frames).astype(int):
+        context.setPositions(run.positions[frame])
+        got = agent_forces(context, model.mode, system.species)
+        want, _ = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
+        rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+        assert rel < tolerance, f"frame {frame}: relative force difference {rel:.2e}"
+    return frame, got, want
+
+
 @pytest.mark.parametrize("platform", ["Reference", "CPU"])
 @pytest.mark.parametrize("mode", ["agent", "reciprocal"])
 def test_openmm_forces_equal_reference_forces(xtb, xtb_models, mode, platform):
     run, system = xtb
     model = xtb_models[mode]
     omm = create_system(model, system.species, system.molecules, run.box_nm[0])
-    context = mm.Context(omm, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName(platform))
-    for frame in np.linspace(0, run.n_frames - 1, 20).astype(int):
-        context.setPositions(run.positions[frame])
-        got = agent_forces(context, model.mode, system.species)
-        want, _ = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
-        rel = np.linalg.norm(got - want) / np.linalg.norm(want)
-        assert rel < TOLERANCE[platform], f"frame {frame}: relative force difference {rel:.2e}"
+    assert_engine_forces(model, omm, run, system, platform, 20, TOLERANCE[platform])
 
 
 @pytest.mark.parametrize("platform", ["Reference", "CPU"])
@@ -38,13 +45,7 @@ def test_openmm_forces_with_point_charges(spcfw, spcfw_charged, mode, platform):
     model = spcfw_charged[mode].model
     omm = create_system(model, system.species, system.molecules, run.box_nm[0], ewald_tolerance=PME_ERROR_TOLERANCE)
     assert sum(isinstance(omm.getForce(k), mm.NonbondedForce) for k in range(omm.getNumForces())) == 1
-    context = mm.Context(omm, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName(platform))
-    for frame in np.linspace(0, run.n_frames - 1, 5).astype(int):
-        context.setPositions(run.positions[frame])
-        got = agent_forces(context, model.mode, system.species)
-        want, _ = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
-        rel = np.linalg.norm(got - want) / np.linalg.norm(want)
-        assert rel < OPENMM_PME, f"frame {frame}: relative force difference {rel:.2e}"
+    frame, got, want = assert_engine_forces(model, omm, run, system, platform, 5, OPENMM_PME)
     bare = dataclasses.replace(model, charge_h=None)  # the same splines without their charges
     bare, _ = bare.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
     assert np.linalg.norm(got - bare) / np.linalg.norm(want) > 0.1
