@@ -1,18 +1,28 @@
-"""OpenMM cost per step of the learned models against SPC/Fw in OpenMM and CP2K itself.
+"""OpenMM cost per step of the learned models against SPC/Fw with PME, 64 to 32768 waters.
 
-All OpenMM numbers are measured in this run on this machine, on the same 64-water box;
-CP2K's comes from the UsedTime column of the bundled run (same kind of machine, 2 cores).
-Also: the numba reference evaluator against OpenMM's own force evaluation.
+The bundled 64-water CP2K frame is replicated to 1, 2, 4 and 8 boxes a side (64, 512, 4096
+and 32768 waters). For each box, measured in this run on this machine: SPC/Fw (PME,
+Verlet) as the baseline, the learned reciprocal model (Verlet and the learning
+integrator) and the learned agent model (learning integrator), all with the models'
+point charges (PME). Printed: ms per step, microseconds per atom-step, the ratio to
+SPC/Fw and ns/day at the bundled run's timestep; then CP2K's own cost per step for 64
+waters (UsedTime of the bundled run) and the numba reference evaluator against one
+OpenMM force evaluation.
 
-    python benchmarks/openmm_speed.py [--steps 2000] [--platform CPU]
+    python benchmarks/openmm_speed.py [--waters 64 512 4096 32768] [--platform CPU] [--seconds 3]
+
+On a GPU machine: --platform CUDA (or OpenCL) --waters 4096 32768.
 """
 
 import argparse
+import os
+import platform as host
 import time
 
 import numpy as np
 import openmm as mm
 
+from openmm_learning.io.topology import WaterSystem
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.losses.fit import fit_modes
 from openmm_learning.openmm.forces import create_system
@@ -20,63 +30,88 @@ from openmm_learning.openmm.integrator import LearningIntegrator
 from openmm_learning.openmm.spcfw import spcfw_system
 
 
-def time_steps(system, integrator, positions, velocities, platform, steps):
+def seconds_per_step(system, integrator, positions, velocities, platform, seconds):
+    """Wall time of one step: 10 steps of warm-up, then batches until `seconds` have passed."""
     ctx = mm.Context(system, integrator, mm.Platform.getPlatformByName(platform))
     ctx.setPositions(positions)
     ctx.setVelocities(velocities)
-    integrator.step(100)  # warm up
-    t0 = time.perf_counter()
-    integrator.step(steps)
-    ctx.getState(getPositions=True)  # wait for the platform to finish
+    integrator.step(10)
+    ctx.getState(getEnergy=True)
+    steps, batch, t0 = 0, 5, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or steps < 10:
+        integrator.step(batch)
+        ctx.getState(getPositions=True)  # wait for the platform to finish
+        steps += batch
+        batch = min(2 * batch, 1000)
     return (time.perf_counter() - t0) / steps
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--steps", type=int, default=2000)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--waters", type=int, nargs="+", default=[64, 512, 4096, 32768])
     ap.add_argument("--platform", default="CPU")
+    ap.add_argument("--seconds", type=float, default=3.0, help="timed wall time per row (after warm-up)")
     args = ap.parse_args()
     run, water = load_water_run(example_run_dir())
     idx = np.arange(0, run.n_frames, 4)
     models = {m: r.model for m, r in fit_modes(run.positions[idx], run.forces[idx], run.box_nm[idx],
                                                water, progress=False).items()}
-    x, v, box = run.positions[-1], run.velocities[-1], run.box_nm[-1]
     dt, T = run.settings.timestep_ps, run.settings.temperature_k
-    n = len(water.species)
-    rows = {}
-    rows["SPC/Fw (NonbondedForce PME + harmonic)"] = time_steps(
-        spcfw_system(n // 3, box), mm.VerletIntegrator(dt), x, v, args.platform, args.steps)
-    for mode, model in models.items():
-        integ = LearningIntegrator(T, dt, agent_species=water.species if mode == "agent" else None, n_atoms=n)
-        rows[f"learned {mode} (LearningIntegrator)"] = time_steps(
-            create_system(model, water.species, water.molecules, box), integ, x, v, args.platform, args.steps)
-    rows["learned reciprocal (VerletIntegrator)"] = time_steps(
-        create_system(models["reciprocal"], water.species, water.molecules, box), mm.VerletIntegrator(dt),
-        x, v, args.platform, args.steps)
-    base = rows["SPC/Fw (NonbondedForce PME + harmonic)"]
+    plat = mm.Platform.getPlatformByName(args.platform)
+    print(f"OpenMM {mm.__version__}, platform {args.platform}, {os.cpu_count()} CPUs ({host.processor() or host.machine()}); "
+          f"timestep {1000 * dt:g} fs; models with point charges (PME) as fitted by default")
+    header = f"{'waters':>7s} {'system':38s} {'ms/step':>9s} {'us/atom-step':>13s} {'/ SPC/Fw':>9s} {'ns/day':>8s}"
+    print(header)
+    last = run.select(slice(-1, None))
+    per_atom = {}
+    for waters in args.waters:
+        n = round((waters / 64) ** (1 / 3))
+        if n ** 3 * 64 != waters:
+            raise SystemExit(f"--waters {waters}: use 64 times a cube (64, 512, 4096, 32768)")
+        frame = last.replicated(n)
+        x, v, box = frame.positions[0], frame.velocities[0], frame.box_nm[0]
+        system = WaterSystem.from_frame(frame.elements, x, box)
+        atoms = len(system.species)
+        rows = {"SPC/Fw (PME, Verlet)": (spcfw_system(atoms // 3, box), mm.VerletIntegrator(dt)),
+                "learned reciprocal (Verlet)": (create_system(models["reciprocal"], system.species,
+                                                              system.molecules, box), mm.VerletIntegrator(dt)),
+                "learned reciprocal (learning, CSVR)": (
+                    create_system(models["reciprocal"], system.species, system.molecules, box),
+                    LearningIntegrator(T, dt, n_atoms=atoms)),
+                "learned agent (learning, CSVR)": (
+                    create_system(models["agent"], system.species, system.molecules, box),
+                    LearningIntegrator(T, dt, agent_species=system.species))}
+        base = None
+        for name, (sys_, integ) in rows.items():
+            s = seconds_per_step(sys_, integ, x, v, args.platform, args.seconds)
+            base = base or s
+            per_atom.setdefault(name, {})[waters] = 1e6 * s / atoms
+            print(f"{waters:7d} {name:38s} {1e3 * s:9.2f} {1e6 * s / atoms:13.3f} {s / base:9.2f} "
+                  f"{dt * 1e-3 * 86400 / s:8.2f}", flush=True)
+    if len(args.waters) > 1:
+        lo, hi = min(args.waters), max(args.waters)
+        print(f"\nmicroseconds per atom-step, largest over smallest box ({hi} / {lo} waters):")
+        for name, d in per_atom.items():
+            print(f"  {name:38s} {d[hi] / d[lo]:6.2f}")
     cp2k = run.seconds_per_step()
-    print(f"{'system':45s} {'ms/step':>9s} {'/ SPC/Fw':>9s} {'CP2K / this':>12s}")
-    for name, s in rows.items():
-        print(f"{name:45s} {1e3 * s:9.3f} {s / base:9.2f} {cp2k / s:12.0f}")
-    print(f"{'CP2K GFN1-xTB (UsedTime median)':45s} {1e3 * cp2k:9.1f}")
-    # numba reference evaluator against one OpenMM force evaluation
-    model = models["agent"]
+    print(f"\nCP2K GFN1-xTB, 64 waters (bundled run's UsedTime median): {1e3 * cp2k:.0f} ms/step")
+    # numba reference evaluator against one OpenMM force evaluation, 64 waters
+    model, x, box = models["agent"], run.positions[-1], run.box_nm[-1]
     model.forces(x, box, water.species, water.molecules)
     t0 = time.perf_counter()
-    for _ in range(50):
+    for _ in range(20):
         model.forces(x, box, water.species, water.molecules)
-    t_numba = (time.perf_counter() - t0) / 50
-    ctx = mm.Context(create_system(model, water.species, water.molecules, box), mm.VerletIntegrator(dt),
-                     mm.Platform.getPlatformByName(args.platform))
+    t_numba = (time.perf_counter() - t0) / 20
+    ctx = mm.Context(create_system(model, water.species, water.molecules, box), mm.VerletIntegrator(dt), plat)
     ctx.setPositions(x)
     ctx.getState(getForces=True)
     t0 = time.perf_counter()
-    for k in range(50):
+    for k in range(20):
         ctx.setPositions(x + 1e-6 * k)
         ctx.getState(getForces=True)
-    t_omm = (time.perf_counter() - t0) / 50
-    print(f"agent forces of one frame: numba reference {1e3 * t_numba:.2f} ms, OpenMM {args.platform} "
-          f"{1e3 * t_omm:.2f} ms, ratio numba/OpenMM {t_numba / t_omm:.2f}")
+    t_omm = (time.perf_counter() - t0) / 20
+    print(f"agent forces of one 64-water frame: numba reference {1e3 * t_numba:.2f} ms, OpenMM {args.platform} "
+          f"{1e3 * t_omm:.2f} ms")
 
 
 if __name__ == "__main__":

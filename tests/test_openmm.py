@@ -14,10 +14,11 @@ from openmm_learning.openmm.integrator import LearningIntegrator, agent_forces
 TOLERANCE = {"Reference": OPENMM_REFERENCE, "CPU": OPENMM_CPU}
 
 
-def assert_engine_forces(model, omm, run, system, platform, n_frames, tolerance):
+def assert_engine_forces(model, omm, run, system, platform, n_frames, tolerance, properties=None):
     """OpenMM's learning-dynamics forces on n_frames CP2K frames equal the numba reference's
     to `tolerance` (relative RMS); returns the last frame's (index, OpenMM forces, reference)."""
-    context = mm.Context(omm, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName(platform))
+    context = mm.Context(omm, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName(platform),
+                         properties or {})
     for frame in np.linspace(0, run.n_frames - 1, n_frames).astype(int):
         context.setPositions(run.positions[frame])
         got = agent_forces(context, model.mode, system.species)
@@ -34,6 +35,63 @@ def test_openmm_forces_equal_reference_forces(xtb, xtb_models, mode, platform):
     model = xtb_models[mode]
     omm = create_system(model, system.species, system.molecules, run.box_nm[0])
     assert_engine_forces(model, omm, run, system, platform, 20, TOLERANCE[platform])
+
+
+@pytest.mark.parametrize("platform", ["CUDA", "OpenCL"])
+@pytest.mark.parametrize("mode", ["agent", "reciprocal"])
+def test_gpu_platforms_run_the_same_system(xtb, xtb_models, mode, platform):
+    """The System that runs on the CPU runs on the GPU platforms, forces equal to the numba
+    reference (double precision) with the model's charges; skipped where the platform is absent."""
+    names = [mm.Platform.getPlatform(k).getName() for k in range(mm.Platform.getNumPlatforms())]
+    if platform not in names:
+        pytest.skip(f"OpenMM has no {platform} platform on this machine (no GPU or no driver); "
+                    f"it has {', '.join(names)}")
+    run, system = xtb
+    model = dataclasses.replace(xtb_models[mode], charge_h=0.4)  # the PME path as well
+    omm = create_system(model, system.species, system.molecules, run.box_nm[0], ewald_tolerance=PME_ERROR_TOLERANCE)
+    try:
+        assert_engine_forces(model, omm, run, system, platform, 5, OPENMM_PME, {"Precision": "double"})
+    except mm.OpenMMException as e:
+        pytest.skip(f"the {platform} platform is installed but cannot run here: {e}")
+
+
+def test_pair_forces_use_the_neighbour_list(xtb, xtb_models):
+    """O(N) pair forces: one CustomNonbondedForce per force group, no interaction groups
+    (OpenMM's CPU platform loops over all pairs of two groups), a per-particle species."""
+    run, system = xtb
+    for mode, groups in (("reciprocal", {0}), ("agent", {0, 1})):
+        omm = create_system(xtb_models[mode], system.species, system.molecules, run.box_nm[0])
+        pairs = [f for f in omm.getForces() if isinstance(f, mm.CustomNonbondedForce)]
+        assert {f.getForceGroup() for f in pairs} == groups and len(pairs) == len(groups)
+        assert all(f.getNumInteractionGroups() == 0 and f.getNumTabulatedFunctions() == 1 for f in pairs)
+
+
+def test_joined_table_is_each_pair_function_exactly(xtb_models):
+    """The joined table's natural spline equals each pair function's own on its interval;
+    with the gaps left at zero (planted) the functions bend near their ends."""
+    from scipy.interpolate import CubicSpline
+    from openmm_learning.openmm import forces
+
+    terms = [t for t in xtb_models["reciprocal"].terms() if t.invariant == "pair"]
+    table, placement = forces._joined_table(terms)
+    y = np.array(table.getFunctionParameters()[0])
+    x = np.linspace(0, table.getFunctionParameters()[2], len(y))
+    for gaps_filled in (True, False):
+        if not gaps_filled:
+            known = np.zeros(len(y), bool)
+            for t in terms:
+                scale, off = placement[tuple(sorted(t.species))]
+                k0 = int(round((t.function.x0 * scale + off) / (x[1] - x[0])))
+                known[k0:k0 + t.function.n] = True
+            y = np.where(known, y, 0.0)
+        joined = CubicSpline(x, y, bc_type="natural")
+        worst = 0.0
+        for t in terms:
+            scale, off = placement[tuple(sorted(t.species))]
+            r = np.linspace(t.lower, t.function.x1, 500)
+            own = CubicSpline(t.function.grid, t.function.values, bc_type="natural")(r)
+            worst = max(worst, np.max(np.abs(joined(r * scale + off) - own)) / np.max(np.abs(own)))
+        assert (worst < 1e-10) if gaps_filled else (worst > 1e-4), (gaps_filled, worst)
 
 
 @pytest.mark.parametrize("platform", ["Reference", "CPU"])

@@ -7,34 +7,35 @@ import numpy as np
 import openmm as mm
 from openmm import unit
 
-from ..io.topology import SPECIES
 from ..losses.model import CSVR_TIME_PS, NOSE_HOOVER
 from ..units import KB_KJMOL_K
-from .forces import GROUP, SHARED_GROUP
+from .forces import ANTISYMMETRIC_GROUP, SHARED_GROUP
 
 
 def agent_forces(context: mm.Context, mode: str, species_codes) -> np.ndarray:
-    """The forces the learning dynamics applies (kJ/mol/nm): in agent mode group a's
-    force on the atoms of species a plus the shared group's on all, in reciprocal mode
-    the total force."""
+    """The forces the learning dynamics applies (kJ/mol/nm): in agent mode the shared
+    group's force plus the antisymmetric group's on O atoms and minus it on H atoms, in
+    reciprocal mode the total force."""
+    def group_forces(groups):
+        state = context.getState(getForces=True, groups=groups)
+        return state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+
     if mode == "reciprocal":
-        return context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(
-            unit.kilojoule_per_mole / unit.nanometer)
-    species_codes = np.asarray(species_codes)
-    forces = context.getState(getForces=True, groups={SHARED_GROUP}).getForces(asNumpy=True).value_in_unit(
-        unit.kilojoule_per_mole / unit.nanometer)
-    for code, name in enumerate(SPECIES):
-        f = context.getState(getForces=True, groups={GROUP[name]}).getForces(asNumpy=True)
-        mask = species_codes == code
-        forces[mask] += f.value_in_unit(unit.kilojoule_per_mole / unit.nanometer)[mask]
-    return forces
+        return group_forces(-1)
+    return group_forces({SHARED_GROUP}) + _signs(species_codes)[:, None] * group_forces({ANTISYMMETRIC_GROUP})
+
+
+def _signs(species_codes) -> np.ndarray:
+    """+1 on O atoms, -1 on H atoms: the sign each takes the antisymmetric remainder with."""
+    return 1.0 - 2.0 * np.asarray(species_codes, float)
 
 
 class LearningIntegrator(mm.CustomIntegrator):
     """Velocity Verlet with a thermostat: heavy-ball learning with adaptive momentum.
 
-    agent_species: per-atom species codes for agent mode (group a's force acts on the
-    atoms of species a only); None for reciprocal mode (the total force). The centre
+    agent_species: per-atom species codes for agent mode (the shared force group on
+    every atom, the antisymmetric group added on O and subtracted on H atoms: each
+    species descends its own loss); None for reciprocal mode (the total force). The centre
     of mass velocity is removed every step (agent forces need not sum to zero), so the
     thermostat sees 3N - 3 degrees of freedom.
 
@@ -87,8 +88,7 @@ class LearningIntegrator(mm.CustomIntegrator):
             self.addPerDofVariable(f"e{c}", 0.0)
         self.addPerDofVariable("fa", 0.0)
         if self.agent:
-            self.addPerDofVariable("isO", 0.0)
-            self.addPerDofVariable("isH", 0.0)
+            self.addPerDofVariable("sign", 0.0)
         self.addUpdateContextState()
         self.beginIfBlock("ready < 0.5")
         self._compute_force()
@@ -129,17 +129,13 @@ class LearningIntegrator(mm.CustomIntegrator):
             mask = (np.arange(3 * n) < n_dof - 1).astype(float).reshape(n, 3)
             self.setPerDofVariableByName("chimask", [mm.Vec3(*row) for row in mask])
         if self.agent:
-            species = np.asarray(agent_species)
-            for name, code in (("isO", 0), ("isH", 1)):
-                mask = np.repeat((species == code).astype(float)[:, None], 3, axis=1)
-                self.setPerDofVariableByName(name, [mm.Vec3(*row) for row in mask])
+            self.setPerDofVariableByName("sign", [mm.Vec3(s, s, s) for s in _signs(agent_species)])
 
     def _compute_force(self):
         if self.agent:
-            # one force group per computation step: OpenMM evaluates groups separately
-            self.addComputePerDof("fa", f"f{GROUP['O']}*isO")
-            self.addComputePerDof("fa", f"fa + f{GROUP['H']}*isH")
-            self.addComputePerDof("fa", f"fa + f{SHARED_GROUP}")  # point charges: on every atom
+            # one force group per computation step (OpenMM's rule)
+            self.addComputePerDof("fa", f"f{SHARED_GROUP}")
+            self.addComputePerDof("fa", f"fa + sign*f{ANTISYMMETRIC_GROUP}")
         else:
             self.addComputePerDof("fa", "f")
 
