@@ -8,10 +8,11 @@ module and registers a `fix external` callback that adds exactly
     remainder = F_agent(model) - F_reciprocal(model.symmetric_part())
 
 computed by the package's numba reference evaluator (in one pass, see
-remainder_model), so LAMMPS's total force is the
-agent force up to the table interpolation. `fix external` callbacks see only their
-rank's local atoms: every rank gathers all positions (an MPI collective), evaluates
-the remainder and keeps its own atoms' rows.
+remainder_model), so LAMMPS's total force is the agent force up to the table
+interpolation. Each rank computes the remainder of its own atoms from its atoms and
+their ghosts (local_remainder): the remainder is a short-ranged pair term plus
+own-molecule terms, and LAMMPS's ghost cutoff covers both, so no rank gathers the box
+and MPI divides the work.
 
     python -m lammps_plugin.agent in.lammps [-np N handled by mpirun outside]
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from openmm_learning.losses import kernels
 from openmm_learning.losses.model import Channel, LossModel
 
 from .writer import lammps_units
@@ -59,31 +61,73 @@ def remainder_model(model: LossModel) -> LossModel:
     return LossModel("agent", channels, model.r_cut, model.r_switch, k_wall=0.0)
 
 
+def local_remainder(model: LossModel, packed: dict, pos_nm, tags, species, nlocal: int) -> np.ndarray:
+    """Forces (kJ/mol/nm) of `model` on the first nlocal atoms of a rank, from its local
+    and ghost atoms (positions unwrapped as LAMMPS holds them, atom IDs in O H H order per
+    molecule).
+
+    Agent forces are sums over each atom's own terms, so an atom's force needs only its
+    neighbours within the cutoff and its own molecule. Pair terms: every atom with a box
+    wider than the atoms' extent by twice the cutoff, so no pair within the cutoff wraps
+    around. Own-molecule terms: one (O, H1, H2) per molecule with a local atom, each
+    partner the image nearest the molecule's first local atom; the forces on its atoms go
+    to their local copies (a ghost image of a local atom included, as when one rank holds
+    a molecule split by the periodic boundary), so each atom takes them exactly once.
+    """
+    pos = np.ascontiguousarray(pos_nm, dtype=float)
+    tags = np.asarray(tags, np.int64)
+    species = np.asarray(species, np.int64)
+    mol, role = (tags - 1) // 3, (tags - 1) % 3
+    args = (packed["pair_channel"], packed["angle_channel"], packed["ch_kind"], packed["ch_x0"], packed["ch_h"],
+            packed["ch_n"], packed["ch_off"], packed["y"], packed["z"], model.k_wall, model.r_switch)
+    lo = pos.min(axis=0)
+    box = pos.max(axis=0) - lo + 2.0 * model.r_cut + 1e-3
+    f, _ = kernels.model_forces(pos - lo, box, species, np.empty((0, 3), np.int64), mol, *args, model.r_cut)
+    f = f[:nlocal]
+    # own-molecule terms, one triple per molecule with a local atom
+    local_mols, anchor = np.unique(mol[:nlocal], return_index=True)
+    anchor_of = -np.ones(mol.max() + 1, np.int64)
+    anchor_of[local_mols] = anchor
+    cand = np.flatnonzero(anchor_of[mol] >= 0)
+    d2 = np.sum((pos[cand] - pos[anchor_of[mol[cand]]]) ** 2, axis=1)
+    order = cand[np.lexsort((d2, role[cand], mol[cand]))]
+    key = 3 * mol[order] + role[order]
+    nearest = order[np.r_[True, key[1:] != key[:-1]]]
+    if len(nearest) != 3 * len(local_mols) or np.any(role[nearest].reshape(-1, 3) != [0, 1, 2]):
+        raise RuntimeError("a molecule of this rank has an atom neither local nor ghost: "
+                           "raise LAMMPS's ghost cutoff (comm_modify cutoff)")
+    trip = pos[nearest]
+    k = len(local_mols)
+    f_own, _ = kernels.model_forces(trip, np.full(3, 1e6), species[nearest], np.arange(3 * k).reshape(k, 3),
+                                    np.repeat(np.arange(k), 3), *args, 0.0)
+    local_of_tag = -np.ones(tags.max() + 1, np.int64)
+    local_of_tag[tags[:nlocal]] = np.arange(nlocal)
+    target = local_of_tag[tags[nearest]]
+    mine = target >= 0
+    np.add.at(f, target[mine], f_own[mine])
+    return f
+
+
 class AgentRemainder:
     """The `fix external` callback adding the non-reciprocal part of an agent model."""
 
     def __init__(self, lmp, model: LossModel, units: str):
         self.lmp = lmp
         self.diff = remainder_model(model)
+        self.packed = self.diff.packed()
         self.u = lammps_units(units)
         types = np.asarray(lmp.gather_atoms("type", 0, 1), dtype=np.int64)
-        self.species = types - 1
-        n = len(types)
-        self.molecules = np.arange(n).reshape(-1, 3)
-        if not np.all(self.species[self.molecules] == [0, 1, 1]):
+        if len(types) % 3 or not np.all((types - 1).reshape(-1, 3) == [0, 1, 1]):
             raise ValueError("agent mode needs atom IDs in O H H order per molecule (type 1 = O, 2 = H)")
         self.steps = 0
 
-    def remainder(self, positions_nm, box_nm) -> np.ndarray:
-        """Agent minus symmetric forces (kJ/mol/nm) of all atoms."""
-        return self.diff.forces(positions_nm, box_nm, self.species, self.molecules)[0]
-
     def __call__(self, caller, ntimestep, nlocal, tag, x, fexternal):
-        lo, hi = self.lmp.extract_box()[:2]
-        box = (np.asarray(hi) - np.asarray(lo)) / self.u.length
-        pos = np.asarray(self.lmp.gather_atoms("x", 1, 3), dtype=float).reshape(-1, 3) / self.u.length
-        f = self.remainder(pos, box) * self.u.force
-        fexternal[:nlocal] = f[np.asarray(tag[:nlocal]) - 1]
+        nall = nlocal + self.lmp.extract_global("nghost")
+        pos = self.lmp.numpy.extract_atom("x", nelem=nall, dim=3) / self.u.length
+        tags = self.lmp.numpy.extract_atom("id", nelem=nall)
+        types = self.lmp.numpy.extract_atom("type", nelem=nall)
+        f = local_remainder(self.diff, self.packed, pos, tags, types - 1, nlocal)
+        fexternal[:nlocal] = f * self.u.force
         self.steps += 1
 
 

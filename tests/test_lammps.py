@@ -65,18 +65,52 @@ def test_pair_style_python_forces(xtb, xtb_models, saved_models, tmp_path, mode)
                                                system.molecules)
         assert rel(f, sym) < LAMMPS_PAIR_PYTHON, f"frame {frame}: pair_style python vs model {rel(f, sym):.2e}"
         if mode == "agent":
-            f = f + _remainder_only(model, system).remainder(run.positions[frame], run.box_nm[frame])
+            f = f + remainder_model(model).forces(run.positions[frame], run.box_nm[frame], system.species,
+                                                  system.molecules)[0]
         want, _ = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
         assert rel(f, want) < LAMMPS_PAIR_PYTHON
         assert rel(f, openmm_forces(model, xtb, frame)) < LAMMPS_PAIR_PYTHON
 
 
-def _remainder_only(model, system):
-    """An AgentRemainder without a LAMMPS instance, for adding the remainder by hand."""
-    r = AgentRemainder.__new__(AgentRemainder)
-    r.diff = remainder_model(model)
-    r.species, r.molecules = system.species, system.molecules
-    return r
+def rank_view(x, box, lo_frac, hi_frac, ghost_nm):
+    """What one rank holds of a periodic box split along x: (positions, tags, nlocal) of its
+    local atoms (wrapped x within [lo_frac, hi_frac) of the box) then its ghosts (every
+    image within ghost_nm of its slab), as LAMMPS keeps them."""
+    x = x - box * np.floor(x / box)
+    tags = np.arange(1, len(x) + 1)
+    local = (x[:, 0] >= lo_frac * box[0]) & (x[:, 0] < hi_frac * box[0])
+    lo = np.array([lo_frac * box[0], 0, 0]) - ghost_nm
+    hi = np.array([hi_frac * box[0], box[1], box[2]]) + ghost_nm
+    shifts = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]) * box
+    images = np.concatenate([x + s for s in shifts])
+    image_tags = np.tile(tags, len(shifts))
+    is_self = np.repeat(np.all(shifts == 0, axis=1), len(x)) & np.tile(local, len(shifts))
+    ghost = ~is_self & np.all((images >= lo) & (images < hi), axis=1)
+    return (np.concatenate([x[local], images[ghost]]), np.concatenate([tags[local], image_tags[ghost]]),
+            int(local.sum()))
+
+
+def test_rank_remainder_from_local_and_ghost_atoms(xtb, xtb_models):
+    """Each rank's remainder from its own and ghost atoms equals the periodic reference on its
+    atoms: half a box (two ranks), and the whole box on one rank, where molecules split
+    by the periodic boundary meet their ghost images. With ghosts short of the cutoff it
+    does not (planted), and a molecule short of an atom is refused."""
+    from lammps_plugin.agent import local_remainder
+
+    run, system = xtb
+    model = remainder_model(xtb_models["agent"])
+    frame = 300
+    want = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)[0]
+    for lo, hi in ((0.0, 0.5), (0.5, 1.0), (0.0, 1.0)):
+        pos, tags, nlocal = rank_view(run.positions[frame], run.box_nm[frame], lo, hi, model.r_cut + 0.1)
+        got = local_remainder(model, model.packed(), pos, tags, system.species[tags - 1], nlocal)
+        assert rel(got, want[tags[:nlocal] - 1]) < 1e-12, (lo, hi)
+    last = nlocal - 1  # the whole box without its last H: that molecule misses an atom
+    with pytest.raises(RuntimeError, match="ghost cutoff"):
+        local_remainder(model, model.packed(), pos[:last], tags[:last], system.species[tags[:last] - 1], last)
+    pos, tags, nlocal = rank_view(run.positions[frame], run.box_nm[frame], 0.0, 0.5, 0.25)  # ghosts short of r_cut
+    got = local_remainder(model, model.packed(), pos, tags, system.species[tags - 1], nlocal)
+    assert rel(got, want[tags[:nlocal] - 1]) > 0.01
 
 
 @pytest.mark.parametrize("mode", ["reciprocal", "agent"])

@@ -246,10 +246,13 @@ def _terms(pos, box, species, molecules, molecule_id, r_cut, pair_channel, angle
     """All (agent atom, channel, invariant, gradient of the invariant wrt the agent) terms.
 
     Every intermolecular pair gives two terms (one per agent), every intramolecular
-    pair two, every molecule one angle term per atom. Returns arrays
-    (atom, channel, x, grad[3]).
+    pair two, every molecule one angle term per atom; r_cut <= 0 leaves the pairs out
+    (own-molecule terms only). Returns arrays (atom, channel, x, grad[3]).
     """
-    pi, pj, pr = neighbour_pairs(pos, box, r_cut, molecule_id)
+    if r_cut > 0.0:
+        pi, pj, pr = neighbour_pairs(pos, box, r_cut, molecule_id)
+    else:
+        pi, pj, pr = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
     n_mol = molecules.shape[0]
     n_terms = 2 * pi.shape[0] + n_mol * (6 + 3)
     atom = np.empty(n_terms, np.int64)
