@@ -89,11 +89,16 @@ def run_lammps(deck, *, ranks: int = 1, package: str | None = None, timeout: flo
     """Run `deck` in its own folder; raises with LAMMPS's last lines when it fails.
 
     For pair_style python the deck's folder is put on PYTHONPATH (the pair class and
-    the model file live there).
+    the model file live there). An agent-mode deck (its `fix external`) runs in the
+    lammps_plugin.agent driver, one Python process per rank.
     """
     deck = Path(deck).resolve()
-    exe = find_lammps(package)
-    cmd = [exe, "-in", deck.name, "-log", log]
+    if "external pf/callback" in deck.read_text():
+        if log != "log.lammps":
+            raise ValueError("an agent-mode deck logs to log.lammps")
+        cmd = [sys.executable, "-m", "lammps_plugin.agent", deck.name]
+    else:
+        cmd = [find_lammps(package), "-in", deck.name, "-log", log]
     if ranks > 1:
         cmd = [find_mpirun(), "-np", str(ranks)] + cmd
     env = lammps_env()

@@ -155,11 +155,12 @@ def test_point_charges_run_as_coul_long_and_pppm(spcfw, spcfw_charged, tmp_path,
     assert rel(f, want) < LAMMPS_TABLES, f"{pair} with pppm vs model {rel(f, want):.2e}"
 
 
-@pytest.mark.parametrize("charged", [False, True])
-def test_mpi_two_ranks_match_one_rank(xtb, saved_models, spcfw_charged, tmp_path, charged):
+@pytest.mark.parametrize("mode, charged", [("reciprocal", False), ("reciprocal", True), ("agent", False)])
+def test_mpi_two_ranks_match_one_rank(xtb, saved_models, spcfw_charged, tmp_path, mode, charged):
     """A 2x2x2 replica (512 waters) split over 2 ranks: same thermo for 100 steps (with
-    point charges: pppm split over the ranks too)."""
-    model = saved_models["reciprocal"]
+    point charges: pppm split over the ranks too; agent mode: each rank's remainder from
+    its own and ghost atoms)."""
+    model = saved_models[mode]
     if charged:
         model = spcfw_charged["reciprocal"].model.save(tmp_path / "charged.json")
     thermo = {}

@@ -46,68 +46,98 @@ def neighbour_pairs(pos, box, r_cut, molecule_id):
     for k in range(3):
         ncell[k] = int(box[k] / r_cut)
     rc2 = r_cut * r_cut
-    pi = np.empty(64, np.int64)
-    pj = np.empty(64, np.int64)
-    pr = np.empty(64)
-    count = 0
-    d = np.empty(3)
+    cap = 64 + 48 * n  # ~45 pairs per atom in liquid water at 0.6 nm
     if ncell.min() < 3:
-        for i in range(n):
-            for j in range(i + 1, n):
-                if molecule_id[i] != molecule_id[j]:
-                    pi, pj, pr, count = _add_if_close(pos, box, i, j, rc2, d, pi, pj, pr, count)
+        count, pi, pj, pr = _all_pairs(pos, box, rc2, molecule_id, cap)
+        if count > pi.shape[0]:
+            count, pi, pj, pr = _all_pairs(pos, box, rc2, molecule_id, count)
         return pi[:count], pj[:count], pr[:count]
-    # cell list: head/next linked lists
+    # cell list: atoms sorted by cell
     ntot = ncell[0] * ncell[1] * ncell[2]
-    head = -np.ones(ntot, np.int64)
-    nxt = -np.ones(n, np.int64)
-    cell_of = np.empty((n, 3), np.int64)
+    cell = np.empty(n, np.int64)
     for i in range(n):
-        c = np.empty(3, np.int64)
+        idx = 0
         for k in range(3):
             f = pos[i, k] / box[k]
             f -= np.floor(f)
-            ck = int(f * ncell[k])
-            if ck >= ncell[k]:
-                ck = ncell[k] - 1
-            c[k] = ck
-            cell_of[i, k] = ck
-        idx = (c[0] * ncell[1] + c[1]) * ncell[2] + c[2]
-        nxt[i] = head[idx]
-        head[idx] = i
+            ck = min(int(f * ncell[k]), ncell[k] - 1)
+            idx = idx * ncell[k] + ck
+        cell[i] = idx
+    order = np.argsort(cell, kind="mergesort")
+    start = np.zeros(ntot + 1, np.int64)
     for i in range(n):
-        for dx in range(-1, 2):
-            for dy in range(-1, 2):
-                for dz in range(-1, 2):
-                    cx = (cell_of[i, 0] + dx) % ncell[0]
-                    cy = (cell_of[i, 1] + dy) % ncell[1]
-                    cz = (cell_of[i, 2] + dz) % ncell[2]
-                    j = head[(cx * ncell[1] + cy) * ncell[2] + cz]
-                    while j >= 0:
-                        if j > i and molecule_id[i] != molecule_id[j]:
-                            pi, pj, pr, count = _add_if_close(pos, box, i, j, rc2, d, pi, pj, pr, count)
-                        j = nxt[j]
+        start[cell[i] + 1] += 1
+    for c in range(ntot):
+        start[c + 1] += start[c]
+    count, pi, pj, pr = _cell_pairs(pos, box, rc2, molecule_id, ncell, order, start, 64 + 48 * n)
+    if count > pi.shape[0]:  # denser than liquid water: once more with room for every pair
+        count, pi, pj, pr = _cell_pairs(pos, box, rc2, molecule_id, ncell, order, start, count)
     return pi[:count], pj[:count], pr[:count]
 
 
 @njit(cache=True)
-def _add_if_close(pos, box, i, j, rc2, d, pi, pj, pr, count):
-    """Append the pair (i, j) when closer than the cutoff, growing the arrays as needed."""
+def _cell_pairs(pos, box, rc2, molecule_id, ncell, order, start, cap):
+    """Pairs closer than sqrt(rc2) from atoms sorted by cell, each pair of neighbouring
+    cells visited once (the cell itself and 13 of its 26 neighbours). Stores at most cap
+    pairs and counts them all (arrays of a fixed size: growing them in the loop measured
+    2-3x slower)."""
+    pi = np.empty(cap, np.int64)
+    pj = np.empty(cap, np.int64)
+    pr = np.empty(cap)
+    count = 0
+    for cx in range(ncell[0]):
+        for cy in range(ncell[1]):
+            for cz in range(ncell[2]):
+                a = (cx * ncell[1] + cy) * ncell[2] + cz
+                for dx in range(0, 2):
+                    for dy in range(-1, 2):
+                        for dz in range(-1, 2):
+                            if dx == 0 and (dy < 0 or (dy == 0 and dz < 0)):
+                                continue  # the mirror offset visits this pair of cells
+                            b = (((cx + dx) % ncell[0]) * ncell[1] + (cy + dy) % ncell[1]) * ncell[2] \
+                                + (cz + dz) % ncell[2]
+                            for ii in range(start[a], start[a + 1]):
+                                i = order[ii]
+                                for jj in range(ii + 1 if b == a else start[b], start[b + 1]):
+                                    j = order[jj]
+                                    if molecule_id[i] != molecule_id[j]:
+                                        r2 = _distance2(pos, box, i, j)
+                                        if r2 < rc2:
+                                            if count < cap:
+                                                pi[count], pj[count], pr[count] = min(i, j), max(i, j), np.sqrt(r2)
+                                            count += 1
+    return count, pi, pj, pr
+
+
+@njit(cache=True, inline="always")
+def _distance2(pos, box, i, j):
+    """Squared minimum-image distance of atoms i and j (no allocation: the hot check)."""
+    r2 = 0.0
     for k in range(3):
-        d[k] = pos[j, k] - pos[i, k]
-    _min_image(d, box)
-    r2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
-    if r2 >= rc2:
-        return pi, pj, pr, count
-    if count == pi.shape[0]:
-        cap = 2 * count
-        grown_i, grown_j, grown_r = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap)
-        grown_i[:count], grown_j[:count], grown_r[:count] = pi, pj, pr
-        pi, pj, pr = grown_i, grown_j, grown_r
-    pi[count] = i
-    pj[count] = j
-    pr[count] = np.sqrt(r2)
-    return pi, pj, pr, count + 1
+        d = pos[j, k] - pos[i, k]
+        d -= box[k] * np.rint(d / box[k])
+        r2 += d * d
+    return r2
+
+
+@njit(cache=True)
+def _all_pairs(pos, box, rc2, molecule_id, cap):
+    """Every intermolecular pair closer than sqrt(rc2), for boxes under 3 cells a side:
+    stores at most cap pairs and counts them all (see _cell_pairs)."""
+    n = pos.shape[0]
+    pi = np.empty(cap, np.int64)
+    pj = np.empty(cap, np.int64)
+    pr = np.empty(cap)
+    count = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            if molecule_id[i] != molecule_id[j]:
+                r2 = _distance2(pos, box, i, j)
+                if r2 < rc2:
+                    if count < cap:
+                        pi[count], pj[count], pr[count] = i, j, np.sqrt(r2)
+                    count += 1
+    return count, pi, pj, pr
 
 
 # ---------------------------------------------------------------- spline pieces
@@ -142,16 +172,10 @@ def spline_weights(x, x0, h, n):
     b = (xc - (x0 + j * h)) / h
     a = 1.0 - b
     hh = h * h / 6.0
-    v = np.empty(4)
-    dv = np.empty(4)
-    dv[0] = -1.0 / h
-    dv[1] = 1.0 / h
-    dv[2] = -(3.0 * a * a - 1.0) * h / 6.0
-    dv[3] = (3.0 * b * b - 1.0) * h / 6.0
-    v[0] = a + (x - xc) * dv[0]
-    v[1] = b + (x - xc) * dv[1]
-    v[2] = (a * a * a - a) * hh + (x - xc) * dv[2]
-    v[3] = (b * b * b - b) * hh + (x - xc) * dv[3]
+    # tuples, not arrays: no allocation per term in the hot loops
+    dv = (-1.0 / h, 1.0 / h, -(3.0 * a * a - 1.0) * h / 6.0, (3.0 * b * b - 1.0) * h / 6.0)
+    e = x - xc
+    v = (a + e * dv[0], b + e * dv[1], (a * a * a - a) * hh + e * dv[2], (b * b * b - b) * hh + e * dv[3])
     return j, v, dv
 
 
@@ -177,11 +201,8 @@ def channel_weights(c, x, ch_kind, ch_x0, ch_h, ch_n, k_wall, r_switch, r_cut):
     if ch_kind[c] == KIND_INTER:
         s, ds = switch(x, r_switch, r_cut)
         ew, dw = wall(x, ch_x0[c], x1, k_wall, False)
-        w = np.empty(4)
-        wv = np.empty(4)
-        for q in range(4):
-            w[q] = ds * v[q] + s * dv[q]
-            wv[q] = s * v[q]
+        w = (ds * v[0] + s * dv[0], ds * v[1] + s * dv[1], ds * v[2] + s * dv[2], ds * v[3] + s * dv[3])
+        wv = (s * v[0], s * v[1], s * v[2], s * v[3])
         return j, w, wv, ds * ew + s * dw, s * ew
     ew, dw = wall(x, ch_x0[c], x1, k_wall, True)
     return j, dv, v, dw, ew
@@ -320,8 +341,11 @@ def _weighted_terms(pos, box, species, molecules, molecule_id, pair_channel, ang
         c = chan[t]
         if c < 0 or (ch_kind[c] == KIND_INTER and xs[t] >= r_cut):
             continue
-        j, w[m], wv[m], dfix[m], efix[m] = channel_weights(c, xs[t], ch_kind, ch_x0, ch_h, ch_n,
-                                                           k_wall, r_switch, r_cut)
+        j, wt, wvt, dfix[m], efix[m] = channel_weights(c, xs[t], ch_kind, ch_x0, ch_h, ch_n,
+                                                       k_wall, r_switch, r_cut)
+        for q in range(4):
+            w[m, q] = wt[q]
+            wv[m, q] = wvt[q]
         offset[m] = ch_off[c] + j
         keep[m] = t
         m += 1
