@@ -1,20 +1,38 @@
-"""LAMMPS speed: pair_style python against tables on the same deck, and 1 against 2 MPI
-ranks on a large box. Every number is measured in this run (LAMMPS's own Loop time).
+"""LAMMPS speed: pair_style python against tables on the same deck, and the table route of
+both modes on 1 and 2 MPI ranks against SPC/Fw (lj/cut/coul/long + pppm) on large boxes.
+Every number is measured in this run (LAMMPS's own Loop time); the thermo of 1 and 2
+ranks is compared line by line.
 
-    python benchmarks/lammps_speed.py [--steps 100] [--replicate 4]
+    python benchmarks/lammps_speed.py [--steps 100] [--waters 4096 32768]
 """
 
 import argparse
+import dataclasses
 import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from lammps_plugin.run import run_lammps
+from lammps_plugin.run import read_thermo, run_lammps
 from lammps_plugin.writer import write_deck
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.losses.fit import fit_modes
+from openmm_learning.openmm import spcfw
+
+#: SPC/Fw in LAMMPS `units real` (harmonic styles are K (r - r0)^2: half of SPC/Fw's k)
+SPCFW_STYLES = [
+    "pair_style lj/cut/coul/long 6.0",
+    f"pair_coeff 1 1 {spcfw.EPSILON_OO_KJMOL / spcfw.KCAL_KJ:.7f} {10 * spcfw.SIGMA_OO_NM:.6f}",
+    "pair_coeff 1 2 0.0 1.0",
+    "pair_coeff 2 2 0.0 1.0",
+    "bond_style harmonic",
+    f"bond_coeff 1 {spcfw.K_OH_KJMOL_NM2 / spcfw.KCAL_KJ / 100 / 2:.4f} {10 * spcfw.R0_OH_NM:.4f}",
+    "bond_coeff 2 0.0 1.6",  # the learned decks' H-H bond type: no force in SPC/Fw
+    "angle_style harmonic",
+    f"angle_coeff 1 {spcfw.K_HOH_KJMOL_RAD2 / spcfw.KCAL_KJ / 2:.4f} {np.degrees(spcfw.THETA0_RAD):.2f}",
+]
+LEARNED_STYLES = ("pair_style", "pair_coeff", "bond_style", "bond_coeff", "angle_style", "angle_coeff")
 
 
 def loop_seconds(log: Path) -> tuple[float, int]:
@@ -23,40 +41,65 @@ def loop_seconds(log: Path) -> tuple[float, int]:
     return float(seconds) / int(steps), int(atoms)
 
 
+def spcfw_deck(deck: Path):
+    """A learned deck with point charges 0.41 e turned into SPC/Fw: its force field lines
+    replaced, the data, kspace and run kept."""
+    lines = [line for line in deck.read_text().splitlines() if not line.startswith(LEARNED_STYLES)]
+    at = next(k for k, line in enumerate(lines) if line.startswith("kspace_style"))
+    deck.write_text("\n".join(lines[:at] + SPCFW_STYLES + lines[at:]) + "\n")
+
+
+def max_thermo_difference(a: Path, b: Path) -> float:
+    ta, tb = read_thermo(a), read_thermo(b)
+    return max(float(np.max(np.abs(ta[k] - tb[k])) / np.max(np.abs(ta[k]))) for k in ("Temp", "PotEng", "TotEng",
+                                                                                        "Press"))
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--replicate", type=int, default=4, help="large box = N x N x N copies of 64 waters")
+    ap.add_argument("--waters", type=int, nargs="+", default=[4096, 32768])
     args = ap.parse_args()
     run, water = load_water_run(example_run_dir())
     idx = np.arange(0, run.n_frames, 4)
-    model = fit_modes(run.positions[idx], run.forces[idx], run.box_nm[idx], water, modes=("reciprocal",),
-                      progress=False)["reciprocal"].model
+    models = {m: r.model for m, r in fit_modes(run.positions[idx], run.forces[idx], run.box_nm[idx], water,
+                                               progress=False).items()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_path = model.save(tmp / "reciprocal.json")
+        paths = {m: model.save(tmp / f"{m}.json") for m, model in models.items()}
+        paths["spcfw"] = dataclasses.replace(models["reciprocal"], charge_h=spcfw.CHARGES["H"]).save(tmp / "q.json")
 
-        def deck(name, pair, steps, replicate=(1, 1, 1)):
-            return write_deck(tmp / name, model_path, run.positions[-1], run.velocities[-1], run.box_nm[-1],
+        def deck(name, model, pair, replicate=(1, 1, 1)):
+            return write_deck(tmp / name, paths[model], run.positions[-1], run.velocities[-1], run.box_nm[-1],
                               water.species, water.molecules, temperature_k=300.0, timestep_ps=0.0005,
-                              steps=steps, pair=pair, replicate=replicate, dump_every=10**6).deck
+                              steps=args.steps, pair=pair, replicate=replicate, dump_every=10**6).deck
 
-        rows = {}
+        print(f"{'deck':44s} {'atoms':>7s} {'ms/step':>10s} {'us/atom-step':>13s} {'/ SPC/Fw':>9s}")
+        small = {}
         for pair, package in (("python", "PYTHON"), ("table", None)):
-            d = deck(f"small-{pair}", pair, args.steps)
+            d = deck(f"small-{pair}", "reciprocal", pair)
             run_lammps(d, package=package)
-            rows[f"pair_style {pair}, 64 waters, 1 rank"] = loop_seconds(d.parent / "log.lammps")
-        n = args.replicate
-        for ranks in (1, 2):
-            d = deck(f"large-{ranks}", "table", args.steps, (n, n, n))
-            run_lammps(d, ranks=ranks)
-            rows[f"pair_style table, {64 * n**3} waters, {ranks} rank(s)"] = loop_seconds(d.parent / "log.lammps")
-    print(f"{'deck':45s} {'atoms':>7s} {'ms/step':>10s}")
-    for name, (s, atoms) in rows.items():
-        print(f"{name:45s} {atoms:7d} {1e3 * s:10.3f}")
-    keys = list(rows)
-    print(f"pair_style python / table (same deck): {rows[keys[0]][0] / rows[keys[1]][0]:.1f}x slower")
-    print(f"1 rank / 2 ranks on {rows[keys[2]][1]} atoms: speed-up {rows[keys[2]][0] / rows[keys[3]][0]:.2f}x")
+            small[pair], atoms = loop_seconds(d.parent / "log.lammps")
+            print(f"{f'reciprocal, pair_style {pair}, 64 waters':44s} {atoms:7d} {1e3 * small[pair]:10.3f}")
+        print(f"pair_style python / table (same deck): {small['python'] / small['table']:.1f}x slower\n")
+        for waters in args.waters:
+            n = round((waters / 64) ** (1 / 3))
+            base = None
+            for model, ranks in (("spcfw", 1), ("reciprocal", 1), ("reciprocal", 2), ("agent", 1), ("agent", 2)):
+                d = deck(f"{model}-{waters}-{ranks}", model, "table", (n, n, n))
+                if model == "spcfw":
+                    spcfw_deck(d)
+                run_lammps(d, ranks=ranks)
+                s, atoms = loop_seconds(d.parent / "log.lammps")
+                base = base or s
+                label = "SPC/Fw (lj/cut/coul/long, pppm)" if model == "spcfw" else f"learned {model} (tables)"
+                line = f"{label + f', {ranks} rank(s)':44s} {atoms:7d} {1e3 * s:10.2f} {1e6 * s / atoms:13.3f} " \
+                       f"{s / base:9.2f}"
+                if ranks == 2:
+                    one = d.parent.parent / f"{model}-{waters}-1" / "log.lammps"
+                    line += f"   speed-up {loop_seconds(one)[0] / s:.2f}x, thermo differs by " \
+                            f"{max_thermo_difference(one, d.parent / 'log.lammps'):.1e}"
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def run_lammps(deck, *, ranks: int = 1, package: str | None = None, timeout: flo
     lammps_plugin.agent driver, one Python process per rank.
     """
     deck = Path(deck).resolve()
-    if "external pf/callback" in deck.read_text():
+    if any("external pf/callback" in line.split("#", 1)[0] for line in deck.read_text().splitlines()):
         if log != "log.lammps":
             raise ValueError("an agent-mode deck logs to log.lammps")
         cmd = [sys.executable, "-m", "lammps_plugin.agent", deck.name]

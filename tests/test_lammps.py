@@ -5,7 +5,7 @@ import numpy as np
 import openmm as mm
 import pytest
 
-from lammps_plugin.agent import AgentRemainder, remainder_model, run_deck
+from lammps_plugin.agent import remainder_model, run_deck
 from lammps_plugin.run import lammps_available, read_force_dump, read_thermo, run_lammps
 from lammps_plugin.writer import write_deck
 from openmm_learning.losses.model import LossModel

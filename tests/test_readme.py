@@ -20,7 +20,7 @@ def test_engine_accuracies_are_the_tested_ones():
         f"below {tol.OPENMM_REFERENCE:.0e} on the Reference platform, below {tol.OPENMM_CPU:.0e} on CPU",
         f"within {tol.LAMMPS_TABLES:.0e} of the model (tested)",
         f"below {tol.LAMMPS_PAIR_PYTHON:.0e} for pair_style python and below {tol.LAMMPS_TABLES:.0e} for the tables",
-        f"(to {tol.LAMMPS_MPI:.0e} relative)",
+        f"(to {tol.LAMMPS_MPI:.0e} relative;",
     ])
 
 

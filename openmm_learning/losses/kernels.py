@@ -263,17 +263,41 @@ def angle_and_gradients(po, p1, p2, box):
 
 
 @njit(cache=True)
+def _molecule_terms(pos, box, species, molecule, pair_channel, angle_channel, atom, chan, xs, grad, t):
+    """The 9 own-molecule terms of one (O, H1, H2), written from row t on; returns t + 9."""
+    o, h1, h2 = molecule[0], molecule[1], molecule[2]
+    d = np.empty(3)
+    for (u, v) in ((o, h1), (h1, o), (o, h2), (h2, o), (h1, h2), (h2, h1)):
+        for k in range(3):
+            d[k] = pos[u, k] - pos[v, k]
+        _min_image(d, box)
+        r = np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+        atom[t] = u
+        chan[t] = pair_channel[species[u], species[v], 1]
+        xs[t] = r
+        for k in range(3):
+            grad[t, k] = d[k] / r
+        t += 1
+    theta, g0, g1, g2 = angle_and_gradients(pos[o], pos[h1], pos[h2], box)
+    for (u, g) in ((o, g0), (h1, g1), (h2, g2)):
+        atom[t] = u
+        chan[t] = angle_channel[species[u]]
+        xs[t] = theta
+        for k in range(3):
+            grad[t, k] = g[k]
+        t += 1
+    return t
+
+
+@njit(cache=True)
 def _terms(pos, box, species, molecules, molecule_id, r_cut, pair_channel, angle_channel):
     """All (agent atom, channel, invariant, gradient of the invariant wrt the agent) terms.
 
     Every intermolecular pair gives two terms (one per agent), every intramolecular
-    pair two, every molecule one angle term per atom; r_cut <= 0 leaves the pairs out
-    (own-molecule terms only). Returns arrays (atom, channel, x, grad[3]).
+    pair two, every molecule one angle term per atom. Returns arrays
+    (atom, channel, x, grad[3]).
     """
-    if r_cut > 0.0:
-        pi, pj, pr = neighbour_pairs(pos, box, r_cut, molecule_id)
-    else:
-        pi, pj, pr = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    pi, pj, pr = neighbour_pairs(pos, box, r_cut, molecule_id)
     n_mol = molecules.shape[0]
     n_terms = 2 * pi.shape[0] + n_mol * (6 + 3)
     atom = np.empty(n_terms, np.int64)
@@ -295,26 +319,7 @@ def _terms(pos, box, species, molecules, molecule_id, r_cut, pair_channel, angle
                 grad[t, k] = sign * d[k] / r
             t += 1
     for m in range(n_mol):
-        o, h1, h2 = molecules[m, 0], molecules[m, 1], molecules[m, 2]
-        for (u, v) in ((o, h1), (h1, o), (o, h2), (h2, o), (h1, h2), (h2, h1)):
-            for k in range(3):
-                d[k] = pos[u, k] - pos[v, k]
-            _min_image(d, box)
-            r = np.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
-            atom[t] = u
-            chan[t] = pair_channel[species[u], species[v], 1]
-            xs[t] = r
-            for k in range(3):
-                grad[t, k] = d[k] / r
-            t += 1
-        theta, g0, g1, g2 = angle_and_gradients(pos[o], pos[h1], pos[h2], box)
-        for (u, g) in ((o, g0), (h1, g1), (h2, g2)):
-            atom[t] = u
-            chan[t] = angle_channel[species[u]]
-            xs[t] = theta
-            for k in range(3):
-                grad[t, k] = g[k]
-            t += 1
+        t = _molecule_terms(pos, box, species, molecules[m], pair_channel, angle_channel, atom, chan, xs, grad, t)
     return atom[:t], chan[:t], xs[:t], grad[:t]
 
 
@@ -354,21 +359,60 @@ def _weighted_terms(pos, box, species, molecules, molecule_id, pair_channel, ang
 
 
 @njit(cache=True)
+def _term_value(c, x, ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut):
+    """dE/dx and E of channel c at x (spline, extension, wall, switch)."""
+    j, w, wv, dfix, efix = channel_weights(c, x, ch_kind, ch_x0, ch_h, ch_n, k_wall, r_switch, r_cut)
+    o = ch_off[c] + j
+    de = w[0] * y[o] + w[1] * y[o + 1] + w[2] * z[o] + w[3] * z[o + 1] + dfix
+    e = wv[0] * y[o] + wv[1] * y[o + 1] + wv[2] * z[o] + wv[3] * z[o + 1] + efix
+    return de, e
+
+
+@njit(cache=True)
 def model_forces(pos, box, species, molecules, molecule_id, pair_channel, angle_channel,
                  ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut):
-    """Agent forces (n, 3) and per-agent losses (n,) of a model: the reference evaluator."""
-    atom, offset, w, wv, dfix, efix, grad = _weighted_terms(
-        pos, box, species, molecules, molecule_id, pair_channel, angle_channel,
-        ch_kind, ch_x0, ch_h, ch_n, ch_off, k_wall, r_switch, r_cut)
+    """Agent forces (n, 3) and per-agent losses (n,) of a model: the reference evaluator.
+
+    Accumulated term by term, without the term arrays of the design matrix (which cost
+    more to fill than the forces at thousands of atoms); r_cut <= 0: own-molecule terms only.
+    """
     n = pos.shape[0]
     f = np.zeros((n, 3))
     loss = np.zeros(n)
-    for t in range(atom.shape[0]):
-        o = offset[t]
-        de = w[t, 0] * y[o] + w[t, 1] * y[o + 1] + w[t, 2] * z[o] + w[t, 3] * z[o + 1] + dfix[t]
-        loss[atom[t]] += wv[t, 0] * y[o] + wv[t, 1] * y[o + 1] + wv[t, 2] * z[o] + wv[t, 3] * z[o + 1] + efix[t]
-        for k in range(3):
-            f[atom[t], k] -= de * grad[t, k]
+    if r_cut > 0.0:
+        pi, pj, pr = neighbour_pairs(pos, box, r_cut, molecule_id)
+        for p in range(pi.shape[0]):
+            i, j, r = pi[p], pj[p], pr[p]
+            dx = pos[i, 0] - pos[j, 0]
+            dy = pos[i, 1] - pos[j, 1]
+            dz = pos[i, 2] - pos[j, 2]
+            dx -= box[0] * np.rint(dx / box[0])
+            dy -= box[1] * np.rint(dy / box[1])
+            dz -= box[2] * np.rint(dz / box[2])
+            for (u, v, sign) in ((i, j, 1.0), (j, i, -1.0)):
+                c = pair_channel[species[u], species[v], 0]
+                if c < 0:
+                    continue
+                de, e = _term_value(c, r, ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut)
+                loss[u] += e
+                s = sign * de / r
+                f[u, 0] -= s * dx
+                f[u, 1] -= s * dy
+                f[u, 2] -= s * dz
+    atom = np.empty(9, np.int64)
+    chan = np.empty(9, np.int64)
+    xs = np.empty(9)
+    grad = np.empty((9, 3))
+    for m in range(molecules.shape[0]):
+        _molecule_terms(pos, box, species, molecules[m], pair_channel, angle_channel, atom, chan, xs, grad, 0)
+        for t in range(9):
+            c = chan[t]
+            if c < 0:
+                continue
+            de, e = _term_value(c, xs[t], ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut)
+            loss[atom[t]] += e
+            for k in range(3):
+                f[atom[t], k] -= de * grad[t, k]
     return f, loss
 
 
