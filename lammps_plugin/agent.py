@@ -67,9 +67,10 @@ def local_remainder(model: LossModel, packed: dict, pos_nm, tags, species, nloca
     molecule).
 
     Agent forces are sums over each atom's own terms, so an atom's force needs only its
-    neighbours within the cutoff and its own molecule. Pair terms: every atom with a box
-    wider than the atoms' extent by twice the cutoff, so no pair within the cutoff wraps
-    around. Own-molecule terms: one (O, H1, H2) per molecule with a local atom, each
+    neighbours within the cutoff and its own molecule. Pair terms: the local atoms and the
+    ghosts within the cutoff of their bounding box, in a box wider than their extent by
+    twice the cutoff (no pair within the cutoff wraps around); only local atoms take terms.
+    Own-molecule terms: one (O, H1, H2) per molecule with a local atom, each
     partner the image nearest the molecule's first local atom; the forces on its atoms go
     to their local copies (a ghost image of a local atom included, as when one rank holds
     a molecule split by the periodic boundary), so each atom takes them exactly once.
@@ -80,9 +81,14 @@ def local_remainder(model: LossModel, packed: dict, pos_nm, tags, species, nloca
     mol, role = (tags - 1) // 3, (tags - 1) % 3
     args = (packed["pair_channel"], packed["angle_channel"], packed["ch_kind"], packed["ch_x0"], packed["ch_h"],
             packed["ch_n"], packed["ch_off"], packed["y"], packed["z"], model.k_wall, model.r_switch)
-    lo = pos.min(axis=0)
-    box = pos.max(axis=0) - lo + 2.0 * model.r_cut + 1e-3
-    f, _ = kernels.model_forces(pos - lo, box, species, np.empty((0, 3), np.int64), mol, *args, model.r_cut)
+    # ghosts beyond the cutoff of every local atom's box are nobody's neighbours here
+    near = np.all(np.abs(pos - np.clip(pos, pos[:nlocal].min(axis=0), pos[:nlocal].max(axis=0))) < model.r_cut,
+                  axis=1)
+    near[:nlocal] = True
+    lo = pos[near].min(axis=0)
+    box = pos[near].max(axis=0) - lo + 2.0 * model.r_cut + 1e-3
+    f, _ = kernels.model_forces(pos[near] - lo, box, species[near], np.empty((0, 3), np.int64), mol[near], *args,
+                                model.r_cut, nlocal)
     f = f[:nlocal]
     # own-molecule terms, one triple per molecule with a local atom
     local_mols, anchor = np.unique(mol[:nlocal], return_index=True)
@@ -99,7 +105,7 @@ def local_remainder(model: LossModel, packed: dict, pos_nm, tags, species, nloca
     trip = pos[nearest]
     k = len(local_mols)
     f_own, _ = kernels.model_forces(trip, np.full(3, 1e6), species[nearest], np.arange(3 * k).reshape(k, 3),
-                                    np.repeat(np.arange(k), 3), *args, 0.0)
+                                    np.repeat(np.arange(k), 3), *args, 0.0, 3 * k)
     local_of_tag = -np.ones(tags.max() + 1, np.int64)
     local_of_tag[tags[:nlocal]] = np.arange(nlocal)
     target = local_of_tag[tags[nearest]]

@@ -370,11 +370,13 @@ def _term_value(c, x, ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch
 
 @njit(cache=True)
 def model_forces(pos, box, species, molecules, molecule_id, pair_channel, angle_channel,
-                 ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut):
+                 ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut, n_agents):
     """Agent forces (n, 3) and per-agent losses (n,) of a model: the reference evaluator.
 
     Accumulated term by term, without the term arrays of the design matrix (which cost
-    more to fill than the forces at thousands of atoms); r_cut <= 0: own-molecule terms only.
+    more to fill than the forces at thousands of atoms); r_cut <= 0: own-molecule terms
+    only. Only atoms i < n_agents take their pair terms (the others are neighbours only,
+    such as an MPI rank's ghost atoms); n_agents = n for a whole box.
     """
     n = pos.shape[0]
     f = np.zeros((n, 3))
@@ -383,6 +385,8 @@ def model_forces(pos, box, species, molecules, molecule_id, pair_channel, angle_
         pi, pj, pr = neighbour_pairs(pos, box, r_cut, molecule_id)
         for p in range(pi.shape[0]):
             i, j, r = pi[p], pj[p], pr[p]
+            if i >= n_agents and j >= n_agents:
+                continue
             dx = pos[i, 0] - pos[j, 0]
             dy = pos[i, 1] - pos[j, 1]
             dz = pos[i, 2] - pos[j, 2]
@@ -391,7 +395,7 @@ def model_forces(pos, box, species, molecules, molecule_id, pair_channel, angle_
             dz -= box[2] * np.rint(dz / box[2])
             for (u, v, sign) in ((i, j, 1.0), (j, i, -1.0)):
                 c = pair_channel[species[u], species[v], 0]
-                if c < 0:
+                if c < 0 or u >= n_agents:
                     continue
                 de, e = _term_value(c, r, ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut)
                 loss[u] += e

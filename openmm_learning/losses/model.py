@@ -203,7 +203,7 @@ class LossModel:
         f, loss = kernels.model_forces(
             pos, np.asarray(box, float), np.asarray(species, np.int64), molecules, mol_id,
             p["pair_channel"], p["angle_channel"], p["ch_kind"], p["ch_x0"], p["ch_h"],
-            p["ch_n"], p["ch_off"], p["y"], p["z"], self.k_wall, self.r_switch, self.r_cut)
+            p["ch_n"], p["ch_off"], p["y"], p["z"], self.k_wall, self.r_switch, self.r_cut, len(pos))
         if self.charge_h:
             fq, eq = ewald.unit_charge_forces(pos, box, species, molecules, mol_id, self.r_cut)
             f, loss = f + self.charge_h**2 * fq, loss + self.charge_h**2 * eq
