@@ -78,6 +78,8 @@ def local_remainder(model: LossModel, packed: dict, pos_nm, tags, species, nloca
     pos = np.ascontiguousarray(pos_nm, dtype=float)
     tags = np.asarray(tags, np.int64)
     species = np.asarray(species, np.int64)
+    if nlocal == 0:  # a rank whose subdomain holds no atom
+        return np.zeros((0, 3))
     mol, role = (tags - 1) // 3, (tags - 1) % 3
     args = (packed["pair_channel"], packed["angle_channel"], packed["ch_kind"], packed["ch_x0"], packed["ch_h"],
             packed["ch_n"], packed["ch_off"], packed["y"], packed["z"], model.k_wall, model.r_switch)

@@ -93,6 +93,9 @@ def _joined_table(terms: list[Term]):
     """
     from ..losses.model import natural_spline_matrix
 
+    for t in terms:
+        if t.function.basis != "natural cubic spline":
+            raise ValueError(f"term {t.name}: no OpenMM pair form for a {t.function.basis!r} function")
     h = terms[0].function.h
     values, known, ends, offsets = [], [], [], {}
     for k, t in enumerate(terms):
