@@ -109,12 +109,13 @@ def test_every_metric_on_both_sides(suite):
             else:
                 assert np.isfinite(m["value"]), m
     # The planted equipartition failure: agent mode as fitted (free asymmetric channels)
-    # runs its O atoms ~110 K hot and its H atoms ~60 K cold within 0.6 ps of 3 runs
-    # (measured 170-200 K apart); the conservative reciprocal mode after the same start
-    # keeps them within 25 K of each other.
-    o, h = res.metric("learned agent", "kinetic_vs_target.O"), res.metric("learned agent", "kinetic_vs_target.H")
-    assert o["outcome"] == "fail" and o["value"] > 50 and h["value"] < -20, (o, h)
-    assert o["row_value"] - h["row_value"] > 120
+    # runs its O atoms 110-170 K hot within 0.6 ps of 3 runs and its H atoms 170-200 K
+    # colder than O (the agents' heat outruns CSVR, so where H sits against the target
+    # varies from run to run: 13-60 K cold measured); the conservative reciprocal mode
+    # after the same start keeps them within 25 K of each other.
+    o = res.metric("learned agent", "kinetic_vs_target.O")
+    assert o["outcome"] == "fail" and o["value"] > 50, o
+    assert o["row_value"] - res.metric("learned agent", "kinetic_vs_target.H")["row_value"] > 120
     assert res.verdicts["learned agent"] == "FAIL"
     ro, rh = (res.metric("learned reciprocal", f"kinetic_vs_target.{k}")["row_value"] for k in "OH")
     assert abs(ro - rh) < 60
@@ -219,8 +220,13 @@ def test_known_truth_passes_against_the_long_fist_run(spcfw, tmp_path):
     assert {m["metric"] for m in res.failed()} <= {"cost.speedup"}, res.failed()
     for key in ("rdf_OO.integrated_abs_diff", "rdf_OH.integrated_abs_diff", "rdf_HH.integrated_abs_diff",
                 "rdf_OO.first_peak_position", "rdf_OH.first_peak_position", "bond_length.mean",
-                "hoh_angle.mean", "hbonds.per_molecule"):
+                "hoh_angle.mean"):
         assert res.metric("learned reciprocal", key)["outcome"] == "pass", res.metric("learned reciprocal", key)
+    # OpenMM's exact SPC/Fw counts 0.13 more hydrogen bonds per molecule than the FIST run too
+    # (validation/results/known-truth-20ps.json: learned 0.11-0.14, exact 0.13), so 3 x 2 ps
+    # put this difference's interval across the 0.3 threshold in some runs: pass or inconclusive
+    hb = res.metric("learned reciprocal", "hbonds.per_molecule")
+    assert hb["outcome"] in ("pass", "inconclusive") and abs(hb["value"]) < 0.25, hb
     assert res.metric("learned reciprocal", "cost.speedup")["reference_value"] < 0.01  # FIST: s per step
     assert res.equipartition["CP2K reference"]["vibration"]["outcome"] == "fail"
     assert res.metric("learned reciprocal", "kinetic_vs_reference.vibration")["outcome"] == "n/a"

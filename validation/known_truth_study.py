@@ -11,8 +11,9 @@ then summarise that folder (the README table of validation/README.md is this fil
     python validation/known_truth_study.py DIR [--out validation/results/known-truth-20ps.json]
 
 The summary keeps, per row, the integrated |dg| of O-O, O-H and H-H with their
-uncertainty and noise floor, the kinetic temperatures of O, H and molecular translation,
-rotation and vibration, and the verdict counts; and per fitted mode the charge and the
+uncertainty and noise floor, the hydrogen bonds per molecule against the reference, the
+kinetic temperatures of O, H and molecular translation, rotation and vibration, and the
+verdict counts; and per fitted mode the charge and the
 held-out relative force error.
 """
 
@@ -33,6 +34,8 @@ def summarise(folder: Path) -> dict:
         rows[row] = {"dg": {p: [round(recs[f"rdf_{p}.integrated_abs_diff"]["value"], 3),
                                 round(recs[f"rdf_{p}.integrated_abs_diff"]["uncertainty"], 3)] for p in PAIRS},
                      "T": {k: round(metrics["equipartition"][row][k]["value"]) for k in KINDS},
+                     "hbonds_difference": [round(recs["hbonds.per_molecule"]["value"], 3),
+                                           round(recs["hbonds.per_molecule"]["uncertainty"], 3)],
                      "counts": next(r[-1] for r in metrics["summary"]["rows"] if r[0] == row)}
     floor = {p: round(metrics["noise_floor"][f"rdf_{p}.integrated_abs_diff"], 2) for p in PAIRS}
     fits = {}
