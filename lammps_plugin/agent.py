@@ -8,7 +8,7 @@ module and registers a `fix external` callback that adds exactly
     remainder = F_agent(model) - F_reciprocal(model.symmetric_part())
 
 computed by the package's numba reference evaluator (in one pass, see
-remainder_model), so LAMMPS's total force is the agent force up to the table
+LossModel.antisymmetric_part), so LAMMPS's total force is the agent force up to the table
 interpolation. Each rank computes the remainder of its own atoms from its atoms and
 their ghosts (local_remainder): the remainder is a short-ranged pair term plus
 own-molecule terms, and LAMMPS's ghost cutoff covers both, so no rank gathers the box
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from openmm_learning.losses import kernels
-from openmm_learning.losses.model import Channel, LossModel
+from openmm_learning.losses.model import LossModel
 
 from .writer import lammps_units
 
@@ -50,15 +50,6 @@ def import_lammps():
         raise RuntimeError(f"the LAMMPS Python module is not usable ({e}); "
                            "install it with: pip install 'lammps[mpi]'") from None
     return lammps
-
-
-def remainder_model(model: LossModel) -> LossModel:
-    """Agent model minus its symmetric part, without walls (they cancel): forces are linear
-    in the spline values, so this model's forces are exactly the remainder, in one pass."""
-    sym = model.symmetric_part()
-    channels = [Channel(a.agent, a.neighbour, a.kind, a.x0, a.h, a.values - b.values)
-                for a, b in zip(model.channels, sym.channels)]
-    return LossModel("agent", channels, model.r_cut, model.r_switch, k_wall=0.0)
 
 
 def local_remainder(model: LossModel, packed: dict, pos_nm, tags, species, nlocal: int) -> np.ndarray:
@@ -121,7 +112,7 @@ class AgentRemainder:
 
     def __init__(self, lmp, model: LossModel, units: str):
         self.lmp = lmp
-        self.diff = remainder_model(model)
+        self.diff = model.antisymmetric_part()
         self.packed = self.diff.packed()
         self.u = lammps_units(units)
         types = np.asarray(lmp.gather_atoms("type", 0, 1), dtype=np.int64)

@@ -5,7 +5,7 @@ import numpy as np
 import openmm as mm
 import pytest
 
-from lammps_plugin.agent import remainder_model, run_deck
+from lammps_plugin.agent import run_deck
 from lammps_plugin.run import lammps_available, read_force_dump, read_thermo, run_lammps
 from lammps_plugin.writer import write_deck
 from openmm_learning.losses.model import LossModel
@@ -65,7 +65,7 @@ def test_pair_style_python_forces(xtb, xtb_models, saved_models, tmp_path, mode)
                                                system.molecules)
         assert rel(f, sym) < LAMMPS_PAIR_PYTHON, f"frame {frame}: pair_style python vs model {rel(f, sym):.2e}"
         if mode == "agent":
-            f = f + remainder_model(model).forces(run.positions[frame], run.box_nm[frame], system.species,
+            f = f + model.antisymmetric_part().forces(run.positions[frame], run.box_nm[frame], system.species,
                                                   system.molecules)[0]
         want, _ = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)
         assert rel(f, want) < LAMMPS_PAIR_PYTHON
@@ -98,7 +98,7 @@ def test_rank_remainder_from_local_and_ghost_atoms(xtb, xtb_models):
     from lammps_plugin.agent import local_remainder
 
     run, system = xtb
-    model = remainder_model(xtb_models["agent"])
+    model = xtb_models["agent"].antisymmetric_part()
     frame = 300
     want = model.forces(run.positions[frame], run.box_nm[frame], system.species, system.molecules)[0]
     for lo, hi in ((0.0, 0.5), (0.5, 1.0), (0.0, 1.0)):

@@ -69,7 +69,7 @@ def neighbour_pairs(pos, box, r_cut, molecule_id):
         start[cell[i] + 1] += 1
     for c in range(ntot):
         start[c + 1] += start[c]
-    count, pi, pj, pr = _cell_pairs(pos, box, rc2, molecule_id, ncell, order, start, 64 + 48 * n)
+    count, pi, pj, pr = _cell_pairs(pos, box, rc2, molecule_id, ncell, order, start, cap)
     if count > pi.shape[0]:  # denser than liquid water: once more with room for every pair
         count, pi, pj, pr = _cell_pairs(pos, box, rc2, molecule_id, ncell, order, start, count)
     return pi[:count], pj[:count], pr[:count]
@@ -219,14 +219,13 @@ def channel_curve(xs, kind, x0, h, n, y, z, k_wall, r_switch, r_cut):
     ch_x0 = np.array([x0])
     ch_h = np.array([h])
     ch_n = np.array([n], np.int64)
+    ch_off = np.zeros(1, np.int64)
     e = np.zeros(xs.shape[0])
     de = np.zeros(xs.shape[0])
     for p in range(xs.shape[0]):
         if kind == KIND_INTER and xs[p] >= r_cut:
             continue
-        j, w, wv, dfix, efix = channel_weights(0, xs[p], ch_kind, ch_x0, ch_h, ch_n, k_wall, r_switch, r_cut)
-        de[p] = w[0] * y[j] + w[1] * y[j + 1] + w[2] * z[j] + w[3] * z[j + 1] + dfix
-        e[p] = wv[0] * y[j] + wv[1] * y[j + 1] + wv[2] * z[j] + wv[3] * z[j + 1] + efix
+        de[p], e[p] = _term_value(0, xs[p], ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut)
     return e, de
 
 

@@ -228,11 +228,24 @@ class LossModel:
         keys = [c.key for c in channels]
         for a, b in RECIPROCAL_TIES:
             ca, cb = channels[keys.index(a)], channels[keys.index(b)]
+            if (ca.x0, ca.h, ca.n) != (cb.x0, cb.h, cb.n):
+                raise ValueError(f"{ca.name} and {cb.name}: the two views of one invariant must share one grid "
+                                 "to be split into symmetric and antisymmetric parts")
             mean = 0.5 * (ca.values + cb.values)
             ca.values, cb.values = mean, mean.copy()
         return LossModel("reciprocal", channels, self.r_cut, self.r_switch, self.k_wall,
                          dict(self.fit_metrics), dict(self.provenance, symmetric_part_of=self.mode),
                          self.charge_h)
+
+    def antisymmetric_part(self) -> "LossModel":
+        """The agent model minus its symmetric part, without walls (they cancel): on each tied
+        channel half the difference of the two views (+ in the O view, - in the H view),
+        zero elsewhere. Forces are linear in the spline values, so this model's forces are
+        exactly the remainder, in one pass."""
+        sym = self.symmetric_part()
+        channels = [Channel(a.agent, a.neighbour, a.kind, a.x0, a.h, a.values - b.values)
+                    for a, b in zip(self.channels, sym.channels)]
+        return LossModel("agent", channels, self.r_cut, self.r_switch, k_wall=0.0)
 
     # ------------------------------------------------------------ file
 

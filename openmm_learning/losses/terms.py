@@ -100,41 +100,20 @@ def plan(model) -> list[Term]:
     return terms
 
 
-def split_agent_terms(terms: list[Term]) -> tuple[list[Term], list[Term]]:
-    """Agent-mode terms as a shared potential S and an antisymmetric remainder D.
+def split_agent_terms(model) -> tuple[list[Term], list[Term]]:
+    """An agent model's terms as a shared potential S and an antisymmetric remainder D.
 
     With L_O and L_H the losses of the two agent species, S = (L_O + L_H)/2 and
     D = (L_O - L_H)/2: an O atom takes -grad(S + D) = -grad L_O, an H atom -grad(S - D) =
-    -grad L_H, which is the agent dynamics exactly. S is one conservative potential (an
-    engine's ordinary force on every atom); only D needs the sign per species. Terms
-    among the atoms of one species only (O-O, H-H pairs, the H-H bond) are all in S, so D
-    holds just the cross-species views (O-H pairs and bonds, the angle), each the half
-    difference of its two views on one grid.
+    -grad L_H, which is the agent dynamics exactly. S is the model's symmetric part, one
+    conservative potential (an engine's ordinary force on every atom); only D needs the
+    sign per species. Terms among the atoms of one species only (O-O, H-H pairs, the H-H
+    bond) are all in S, so D holds just the O views of the antisymmetric part's tied
+    channels (O-H pairs and bonds, the angle), each written as a potential.
     """
-    views: dict = {}
-    for t in terms:
-        views.setdefault((t.invariant, tuple(sorted(t.species))), {})[t.agents[0]] = t
-    shared, antisymmetric = [], []
-    for pair in views.values():
-        first = next(iter(pair.values()))
-        if set(first.species) == set(first.agents):
-            shared.append(first)  # a potential among one species' atoms
-            continue
-        o, h = pair.get("O"), pair.get("H")
-        both = [t for t in (o, h) if t is not None]
-        for t in both[1:]:
-            if (t.function.x0, t.function.h, t.function.n) != (both[0].function.x0, both[0].function.h,
-                                                                 both[0].function.n):
-                raise ValueError(f"{o.name} and {h.name}: the two views of one invariant must share one grid "
-                                 "to be split into shared and antisymmetric parts")
-        zero = np.zeros(both[0].function.n)
-        v_o = np.asarray(o.function.values, float) if o is not None else zero
-        v_h = np.asarray(h.function.values, float) if h is not None else zero
-        base = o or h
-        species = base.species if base.invariant == "angle" else ("O", "H")
-        k_o, k_h = (t.k_wall if t is not None else 0.0 for t in (o, h))
-        for sign, out in ((1.0, shared), (-1.0, antisymmetric)):
-            values, k_wall = 0.5 * (v_o + sign * v_h), 0.5 * (k_o + sign * k_h)
-            f = replace(base.function, agent="O", neighbour=None if base.invariant == "angle" else "H", values=values)
-            out.append(replace(base, species=species, agents=("O", "H"), function=f, k_wall=k_wall))
-    return shared, antisymmetric
+    from .model import RECIPROCAL_TIES
+
+    o_views = {a for a, _ in RECIPROCAL_TIES}
+    antisymmetric = [replace(t, agents=("O", "H")) for t in model.antisymmetric_part().terms()
+                     if t.function.key in o_views]
+    return model.symmetric_part().terms(), antisymmetric

@@ -235,7 +235,7 @@ def add_forces(model: LossModel, system: mm.System, species_codes, molecules, bo
     if model.mode == "reciprocal":
         parts = {force_group: (model.terms(), "")}
     else:
-        shared, antisymmetric = split_agent_terms(model.terms())
+        shared, antisymmetric = split_agent_terms(model)
         parts = {SHARED_GROUP: (shared, "shared "), ANTISYMMETRIC_GROUP: (antisymmetric, "antisymmetric ")}
     for group, (terms, what) in parts.items():
         pairs = [t for t in terms if t.invariant == "pair"]
