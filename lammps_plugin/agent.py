@@ -72,7 +72,8 @@ def local_remainder(model: LossModel, packed: dict, pos_nm, tags, species, nloca
     if nlocal == 0:  # a rank whose subdomain holds no atom
         return np.zeros((0, 3))
     mol, role = (tags - 1) // 3, (tags - 1) % 3
-    args = (packed["pair_channel"], packed["angle_channel"], packed["ch_kind"], packed["ch_x0"], packed["ch_h"],
+    args = (packed["pair_channel"], packed["angle_channel"], packed["ch_kind"], packed["ch_basis"],
+            packed["ch_x0"], packed["ch_h"],
             packed["ch_n"], packed["ch_off"], packed["y"], packed["z"], model.k_wall, model.r_switch)
     # ghosts beyond the cutoff of every local atom's box are nobody's neighbours here
     near = np.all(np.abs(pos - np.clip(pos, pos[:nlocal].min(axis=0), pos[:nlocal].max(axis=0))) < model.r_cut,

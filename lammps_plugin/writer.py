@@ -187,6 +187,9 @@ def write_pair_coefficients(path, model: LossModel):
     for a, b in PAIR_SPECIES:
         t = terms[("pair", (a, b))]
         f = t.function
+        if f.basis != "natural cubic spline":
+            raise ValueError(f"pair_style python evaluates spline pair terms; {t.name} is a {f.basis!r} "
+                             "function: write the tabulated route (pair='table') for this model")
         pairs[a + b] = {"x0": f.x0, "h": f.h, "y": [float(v) for v in f.values],
                         "z": [float(v) for v in f.second_derivatives()], "slope_lo": float(t.end_slopes()[0])}
     doc = {"format": "openmm-learning-pair-coefficients", "version": 1, "mode_of_model": model.mode,

@@ -22,7 +22,7 @@ def _fit(args):
     from .workflow import fit_run
 
     settings = FitSettings(r_cut=args.cutoff, r_switch=args.switch, agent_asymmetry=args.agent_asymmetry,
-                           asymmetry_mu=args.asymmetry_mu, charges=args.charges)
+                           asymmetry_mu=args.asymmetry_mu, charges=args.charges, basis=args.basis)
     results = fit_run(args.run, args.out, tuple(args.modes), settings, args.allow_truncated)
     for mode, res in results.items():
         m = res.model.fit_metrics["held_out"]
@@ -174,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "dynamics: validation/README.md), or 'cv' for the force cross-validation's pick")
     f.add_argument("--charges", action=argparse.BooleanOptionalAction, default=FitSettings.charges,
                    help="fit point charges (q_O = -2 q_H) run with Ewald/PME beside the splines (default on)")
+    f.add_argument("--basis", choices=["spline", "chebyshev"], default=FitSettings.basis,
+                   help="functions of the model file: the fitted splines (default), or compiled to Chebyshev "
+                        "series, which OpenMM evaluates as expressions, several times faster on the CPU "
+                        "(held-out error within 1%%; LAMMPS runs them through tables)")
     f.add_argument("--allow-truncated", action="store_true", help="drop an incomplete last frame")
     f.set_defaults(func=_fit)
 

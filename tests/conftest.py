@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from openmm_learning.io.water_run import example_run_dir, load_water_run
-from openmm_learning.losses.fit import FitSettings, fit_modes
+from openmm_learning.losses.fit import FitSettings, chebyshev_model, fit_modes
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +30,14 @@ def xtb_models(xtb):
 
 
 @pytest.fixture(scope="session")
+def xtb_compiled(xtb, xtb_models):
+    """xtb_models compiled to Chebyshev series (FitSettings.basis "chebyshev") on their frames."""
+    run, system = xtb
+    idx = np.arange(0, run.n_frames, 4)
+    return {mode: chebyshev_model(m, run.positions[idx], run.box_nm[idx], system) for mode, m in xtb_models.items()}
+
+
+@pytest.fixture(scope="session")
 def spcfw_charged(spcfw):
     """Both modes with point charges fitted on the SPC/Fw known truth after 5 ps: {mode: FitResult}."""
     run, system = spcfw
@@ -39,7 +47,7 @@ def spcfw_charged(spcfw):
 
 
 #: fixtures that fit models (tens of seconds): every test using one is in the slow tier
-SLOW_FIXTURES = {"xtb_models", "saved_models", "spcfw_fit", "spcfw_charged", "fitted", "suite"}
+SLOW_FIXTURES = {"xtb_models", "xtb_compiled", "saved_models", "spcfw_fit", "spcfw_charged", "fitted", "suite"}
 #: modules that drive LAMMPS, CP2K or whole runs throughout
 SLOW_MODULES = {"test_lammps", "test_validation_suite", "test_cli", "test_simulate"}
 

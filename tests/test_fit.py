@@ -1,11 +1,15 @@
 """Force matching: planted models are recovered, the SPC/Fw known truth is recovered."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from tolerances import SPCFW_CHARGE_PERCENT, SPCFW_CHARGED_HELD_OUT_PERCENT, SPCFW_HELD_OUT_PERCENT
+from tolerances import (COMPILED_ADDED_PERCENT, SPCFW_CHARGE_PERCENT, SPCFW_CHARGED_HELD_OUT_PERCENT,
+                        SPCFW_HELD_OUT_PERCENT)
 
-from openmm_learning.losses.fit import FitSettings, accumulate, build_channels, fit_modes, solve_cv, solve_mode
+from openmm_learning.losses.fit import (FitSettings, accumulate, build_channels, chebyshev_model, fit_modes,
+                                        force_errors, solve_cv, solve_mode)
 from openmm_learning.losses.model import RECIPROCAL_TIES, Channel, LossModel, ModelFileError
 
 
@@ -201,3 +205,52 @@ def test_asymmetry_penalty_follows_the_data(xtb, truth_mode, symmetric):
         assert mu <= 1e-3, curve
         best = min(e for e, _ in curve.values())
         assert curve[max(MUS)][0] > 1.5 * best  # tying the views costs the fit dearly
+
+
+def _added_percent(compiled: dict, splines: dict) -> float:
+    """What a compiled model adds to the splines' held-out force RMSE, in percent of the RMS
+    reference force (the larger of the two species)."""
+    return max(100 * (compiled[s]["rmse"] - e["rmse"]) * e["relative_rmse"] / e["rmse"] for s, e in splines.items())
+
+
+@pytest.mark.parametrize("truth", ["xtb", "spcfw"])
+def test_compiled_series_keep_the_held_out_error(xtb, spcfw, truth):
+    """FitSettings(basis="chebyshev"): every function of the file a Chebyshev series that adds
+    less than COMPILED_ADDED_PERCENT of the RMS force to the fitted splines' held-out error, on
+    the ab initio run and on the known truth (whose splines are 0.1-0.3 % off); series of a
+    degree too low to follow the splines fail the same check."""
+    run, system = xtb if truth == "xtb" else spcfw
+    keep = np.zeros(run.n_frames, bool)
+    keep[::4] = True
+    settings = FitSettings(basis="chebyshev", charges=truth == "spcfw")
+    results = fit_modes(run.positions[keep], run.forces[keep], run.box_nm[keep], system, settings=settings,
+                        progress=False)
+    for mode, result in results.items():
+        metrics = result.model.fit_metrics
+        assert {c.basis for c in result.model.channels} == {"chebyshev"}
+        assert result.model.is_reciprocal() == (mode == "reciprocal")
+        splines = metrics["held_out_of_fitted_splines"]
+        assert _added_percent(metrics["held_out"], splines) < COMPILED_ADDED_PERCENT, (mode, metrics["held_out"])
+        # planted failure: cubic series cannot follow the fitted splines
+        spline_model = fit_modes(run.positions[keep], run.forces[keep], run.box_nm[keep], system, modes=(mode,),
+                                 settings=replace(settings, basis="spline"), progress=False)[mode].model
+        coarse = chebyshev_model(spline_model, run.positions[keep], run.box_nm[keep], system, 3, 3)
+        frames = np.flatnonzero(keep)[result.test_frames]
+        pred = np.stack([coarse.forces(run.positions[f], run.box_nm[f], system.species, system.molecules)[0]
+                         for f in frames])
+        assert _added_percent(force_errors(result.test_reference, pred, system.species), splines) \
+            > COMPILED_ADDED_PERCENT
+
+
+def test_compiled_model_file_round_trip(xtb_compiled, tmp_path):
+    model = xtb_compiled["reciprocal"]
+    back = LossModel.load(model.save(tmp_path / "compiled.json"))
+    assert [c.basis for c in back.channels] == ["chebyshev"] * len(model.channels)
+    for a, b in zip(model.channels, back.channels):
+        np.testing.assert_array_equal(a.values, b.values)
+        assert (a.x0, a.x1) == (b.x0, b.x1)
+    text = (tmp_path / "compiled.json").read_text()
+    bad = tmp_path / "bad.json"
+    bad.write_text(text.replace('"basis": "chebyshev"', '"basis": "legendre"', 1))
+    with pytest.raises(ModelFileError, match="basis 'legendre'"):
+        LossModel.load(bad)

@@ -7,11 +7,13 @@ import openmm as mm
 import pytest
 
 from openmm_learning.openmm.forces import create_system
-from tolerances import OPENMM_CPU, OPENMM_PME, OPENMM_REFERENCE, PME_ERROR_TOLERANCE
+from tolerances import (OPENMM_CPU, OPENMM_CPU_SERIES, OPENMM_PME, OPENMM_REFERENCE, OPENMM_REFERENCE_SERIES,
+                        PME_ERROR_TOLERANCE)
 from openmm_learning.openmm.integrator import LearningIntegrator, agent_forces
 
 
-TOLERANCE = {"Reference": OPENMM_REFERENCE, "CPU": OPENMM_CPU}
+TOLERANCE = {("spline", "Reference"): OPENMM_REFERENCE, ("spline", "CPU"): OPENMM_CPU,
+             ("chebyshev", "Reference"): OPENMM_REFERENCE_SERIES, ("chebyshev", "CPU"): OPENMM_CPU_SERIES}
 
 
 def assert_engine_forces(model, omm, run, system, platform, n_frames, tolerance, properties=None):
@@ -28,13 +30,14 @@ def assert_engine_forces(model, omm, run, system, platform, n_frames, tolerance,
     return frame, got, want
 
 
+@pytest.mark.parametrize("basis", ["spline", "chebyshev"])
 @pytest.mark.parametrize("platform", ["Reference", "CPU"])
 @pytest.mark.parametrize("mode", ["agent", "reciprocal"])
-def test_openmm_forces_equal_reference_forces(xtb, xtb_models, mode, platform):
+def test_openmm_forces_equal_reference_forces(xtb, xtb_models, xtb_compiled, mode, platform, basis):
     run, system = xtb
-    model = xtb_models[mode]
+    model = (xtb_models if basis == "spline" else xtb_compiled)[mode]
     omm = create_system(model, system.species, system.molecules, run.box_nm[0])
-    assert_engine_forces(model, omm, run, system, platform, 20, TOLERANCE[platform])
+    assert_engine_forces(model, omm, run, system, platform, 20, TOLERANCE[(basis, platform)])
 
 
 @pytest.mark.parametrize("platform", ["CUDA", "OpenCL"])

@@ -4,6 +4,13 @@ that README says exactly these numbers)."""
 #: relative RMS difference of forces between engines and the numba reference evaluator
 OPENMM_REFERENCE = 1e-13
 OPENMM_CPU = 2e-6
+#: the same for a model compiled to Chebyshev series: OpenMM evaluates each as a polynomial
+#: in Horner form, whose coefficients are larger than its values (single precision on the CPU)
+OPENMM_REFERENCE_SERIES = 1e-12
+OPENMM_CPU_SERIES = 2e-4
+#: what compiling a model's splines to Chebyshev series may add to its held-out force
+#: RMSE, in percent of the RMS reference force
+COMPILED_ADDED_PERCENT = 0.1
 LAMMPS_PAIR_PYTHON = 1e-6
 LAMMPS_TABLES = 1e-6
 #: models with point charges: OpenMM's PME at error tolerance PME_ERROR_TOLERANCE and LAMMPS's

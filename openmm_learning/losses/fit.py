@@ -30,11 +30,15 @@ from .model import (
     CHANNEL_KEYS,
     RECIPROCAL_TIES,
     Channel,
+    ChebyshevChannel,
     LossModel,
     angle_channel_table,
     natural_spline_matrix,
     pair_channel_table,
 )
+
+
+BASES = ("spline", "chebyshev")
 
 
 @dataclass
@@ -64,10 +68,21 @@ class FitSettings:
     asymmetry_mu: float | str = 0.1
     #: fit point charges (q_O = -2 q_H, Ewald sum over the box) with the splines
     charges: bool = True
+    #: the functions of the model file: "spline" (the fitted tables) or "chebyshev" (the
+    #: fitted splines compiled to Chebyshev series, which OpenMM evaluates as expressions
+    #: instead of table lookups; chebyshev_model), of pair_degree for intermolecular pairs
+    #: and own_degree for the bonds and the angle
+    basis: str = "spline"
+    pair_degree: int = 16
+    own_degree: int = 16
 
     def __post_init__(self):
         if self.agent_asymmetry not in AGENT_ASYMMETRIES:
             raise ValueError(f"agent_asymmetry {self.agent_asymmetry!r}: use one of {AGENT_ASYMMETRIES}")
+        if self.basis not in BASES:
+            raise ValueError(f"basis {self.basis!r}: use one of {BASES}")
+        if min(self.pair_degree, self.own_degree) < 3:
+            raise ValueError("polynomial degrees must be at least 3")
 
 
 @dataclass
@@ -401,8 +416,16 @@ def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "re
     for mode in modes:
         y, chosen, cv, asymmetry = solve_mode(blocks, channels, mode, settings)
         model, pred = _model_and_predictions(y, channels, mode, settings, positions, boxes, system, test)
-        model.provenance = dict(provenance or {})
         metrics = force_errors(forces[test], pred, system.species)
+        spline_metrics = None
+        if settings.basis == "chebyshev":
+            spline_metrics = metrics
+            model = chebyshev_model(model, positions[train], boxes[train], system, settings.pair_degree,
+                                    settings.own_degree)
+            pred = np.stack([model.forces(positions[f], boxes[f], system.species, system.molecules)[0]
+                             for f in test])
+            metrics = force_errors(forces[test], pred, system.species)
+        model.provenance = dict(provenance or {})
         model.fit_metrics = {
             "held_out": metrics,
             "lambda": chosen,
@@ -415,6 +438,8 @@ def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "re
         }
         if asymmetry:
             model.fit_metrics["asymmetry"] = asymmetry
+        if spline_metrics:
+            model.fit_metrics["held_out_of_fitted_splines"] = spline_metrics
         results[mode] = FitResult(model, chosen, cv, test, forces[test], pred)
     return results
 
@@ -455,6 +480,60 @@ def _model_and_predictions(y, channels, mode, settings, positions, boxes, system
     pred = np.stack([model.forces(positions[f], boxes[f], system.species, system.molecules)[0]
                      for f in frames])
     return model, pred
+
+
+#: bins of the invariants' histograms that weigh a compiled polynomial, and the weight
+#: spread evenly over each range (so the function stays tame where the data are thin)
+COMPILE_BINS = 400
+COMPILE_FLOOR = 2e-4
+
+
+def chebyshev_model(model: LossModel, positions, boxes, system: WaterSystem, pair_degree=16,
+                    own_degree=16) -> LossModel:
+    """The model with every spline compiled to a Chebyshev series (model.ChebyshevChannel)
+    on the spline's range (intermolecular pairs up to r_cut, times their cutoff factor).
+
+    Each series is the least-squares fit to the spline's dE/dx (the force along the
+    invariant), weighted by how often the invariant occurs in the training frames plus
+    COMPILE_FLOOR spread over the range; the energy constant of a bond or angle matches
+    the spline's at the upper end. The two views of a tied invariant share one histogram,
+    so a reciprocal model stays reciprocal and an agent model's split is unchanged.
+    """
+    lo = np.array([c.x0 for c in model.channels])
+    hi = np.array([model.r_cut if c.kind == "inter" else c.x1 for c in model.channels])
+    counts = kernels.invariant_histograms(np.ascontiguousarray(positions, dtype=float),
+                                          np.ascontiguousarray(boxes, dtype=float), system.species,
+                                          system.molecules, system.molecule_id, model.r_cut,
+                                          pair_channel_table(), angle_channel_table(), lo, hi, COMPILE_BINS)
+    for a, b in RECIPROCAL_TIES:
+        ia, ib = CHANNEL_KEYS.index(a), CHANNEL_KEYS.index(b)
+        counts[ia] = counts[ib] = counts[ia] + counts[ib]
+    # one term per channel (an agent-mode plan lists both views of a tied invariant)
+    as_agents = LossModel("agent", model.channels, model.r_cut, model.r_switch, model.k_wall)
+    spline = {t.function.key: t for t in as_agents.terms()}
+    compiled = []
+    for c, ch in enumerate(model.channels):
+        if ch.basis != "natural cubic spline":
+            raise ValueError(f"channel {ch.name} is already a {ch.basis!r} function")
+        pair = ch.kind == "inter"
+        degree = pair_degree if pair else own_degree
+        x = lo[c] + (np.arange(COMPILE_BINS) + 0.5) * (hi[c] - lo[c]) / COMPILE_BINS
+        w = counts[c] / max(counts[c].sum(), 1.0) + COMPILE_FLOOR / COMPILE_BINS
+        term = spline[ch.key]
+        de_target = term.energy(x)[1]
+        unit = np.eye(degree + 1)
+        basis = np.array([[kernels.chebyshev_series(xi, lo[c], hi[c], unit[k], 0, degree + 1, pair)
+                           for k in range(degree + 1)] for xi in x])  # (bins, k, [E, dE/dx])
+        first = 0 if pair else 1  # T_0 has no slope: a bond's or angle's constant is set below
+        sw = np.sqrt(w)[:, None]
+        coef = np.zeros(degree + 1)
+        coef[first:] = np.linalg.lstsq(basis[:, first:, 1] * sw, de_target * sw[:, 0], rcond=None)[0]
+        if not pair:
+            end = kernels.chebyshev_series(hi[c], lo[c], hi[c], coef, 0, degree + 1, False)[0]
+            coef[0] = term.energy(hi[c])[0] - end
+        compiled.append(ChebyshevChannel(ch.agent, ch.neighbour, ch.kind, float(lo[c]), float(hi[c]), coef))
+    return LossModel(model.mode, compiled, model.r_cut, model.r_switch, model.k_wall, dict(model.fit_metrics),
+                     dict(model.provenance), model.charge_h)
 
 
 def force_errors(reference, predicted, species) -> dict:

@@ -13,6 +13,11 @@ Conventions shared by every kernel (OpenMM units: nm, rad, kJ/mol):
   switching function between r_switch and r_cut), 1 = intramolecular pair and
   2 = H-O-H angle (walls below x0 and above x1). Walls are fixed, not fitted: they
   only guard against leaving the range the model was trained on.
+* A channel may instead be a compiled polynomial (basis 1): Chebyshev coefficients ``y``
+  of T_k(u), u = 2 w - 1, w = (x - x0) / (x1 - x0) on [x0, x1]; an intermolecular one is
+  multiplied by (1 - w)^3, which ends it smoothly at x1 = r_cut in place of the switch.
+  Engines evaluate it as a compiled expression (no table lookup per pair); outside
+  [x0, x1] it is continued and walled like a spline.
 * Agent forces: the force on atom i is -dH_a(i)/dx_i, where H_a(i) sums the channels
   of agent species a = species[i] over i's neighbours (and its own molecule's angle).
 """
@@ -23,6 +28,7 @@ import numpy as np
 from numba import njit
 
 KIND_INTER, KIND_INTRA, KIND_ANGLE = 0, 1, 2
+BASIS_SPLINE, BASIS_CHEBYSHEV = 0, 1
 
 
 # ---------------------------------------------------------------- neighbour pairs
@@ -209,13 +215,15 @@ def channel_weights(c, x, ch_kind, ch_x0, ch_h, ch_n, k_wall, r_switch, r_cut):
 
 
 @njit(cache=True)
-def channel_curve(xs, kind, x0, h, n, y, z, k_wall, r_switch, r_cut):
-    """A channel's full term E(x) and dE/dx at many points (spline, extension, walls, switch).
+def channel_curve(xs, kind, basis, x0, h, n, y, z, k_wall, r_switch, r_cut):
+    """A channel's full term E(x) and dE/dx at many points (function, extension, walls, switch).
 
     The one evaluator behind LAMMPS tables, the pair_style python coefficients' checks
-    and plots; y, z are this channel's spline values and second derivatives.
+    and plots; y, z are this channel's spline values and second derivatives (or its
+    Chebyshev coefficients and zeros, h its span, for basis BASIS_CHEBYSHEV).
     """
     ch_kind = np.array([kind], np.int64)
+    ch_basis = np.array([basis], np.int64)
     ch_x0 = np.array([x0])
     ch_h = np.array([h])
     ch_n = np.array([n], np.int64)
@@ -225,7 +233,7 @@ def channel_curve(xs, kind, x0, h, n, y, z, k_wall, r_switch, r_cut):
     for p in range(xs.shape[0]):
         if kind == KIND_INTER and xs[p] >= r_cut:
             continue
-        de[p], e[p] = _term_value(0, xs[p], ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut)
+        de[p], e[p] = _term_value(0, xs[p], ch_kind, ch_basis, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut)
     return e, de
 
 
@@ -358,8 +366,44 @@ def _weighted_terms(pos, box, species, molecules, molecule_id, pair_channel, ang
 
 
 @njit(cache=True)
-def _term_value(c, x, ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut):
-    """dE/dx and E of channel c at x (spline, extension, wall, switch)."""
+def chebyshev_series(x, x0, x1, c, o, n, cutoff):
+    """E and dE/dx of sum_k c[o+k] T_k(2w - 1), w = (x - x0)/(x1 - x0), times (1 - w)^3 when
+    `cutoff`; continued beyond [x0, x1] as the straight line of its end slope."""
+    xc = min(max(x, x0), x1)
+    if cutoff:  # pairs: a series in 1/r (repulsion and charges are tame there)
+        span = 1.0 / x0 - 1.0 / x1
+        w = (1.0 / x0 - 1.0 / xc) / span
+        dwdx = 1.0 / (xc * xc * span)
+    else:
+        span = x1 - x0
+        w = (xc - x0) / span
+        dwdx = 1.0 / span
+    u = 2.0 * w - 1.0
+    t_prev, t_now, d_prev, d_now = 1.0, u, 0.0, 1.0
+    p = c[o] + (c[o + 1] * u if n > 1 else 0.0)
+    dp = c[o + 1] if n > 1 else 0.0
+    for k in range(2, n):
+        t_next = 2.0 * u * t_now - t_prev
+        d_next = 2.0 * t_now + 2.0 * u * d_now - d_prev
+        p += c[o + k] * t_next
+        dp += c[o + k] * d_next
+        t_prev, t_now, d_prev, d_now = t_now, t_next, d_now, d_next
+    dp *= 2.0 * dwdx
+    if cutoff:
+        g = (1.0 - w) ** 3
+        dg = -3.0 * (1.0 - w) ** 2 * dwdx
+        p, dp = g * p, g * dp + dg * p
+    return p + (x - xc) * dp, dp
+
+
+@njit(cache=True)
+def _term_value(c, x, ch_kind, ch_basis, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut):
+    """dE/dx and E of channel c at x (function, extension, wall, and the spline's switch)."""
+    if ch_basis[c] == BASIS_CHEBYSHEV:
+        x1 = ch_x0[c] + ch_h[c]  # a polynomial's ch_h is its span
+        e, de = chebyshev_series(x, ch_x0[c], x1, y, ch_off[c], ch_n[c], ch_kind[c] == KIND_INTER)
+        ew, dw = wall(x, ch_x0[c], x1, k_wall, ch_kind[c] != KIND_INTER)
+        return de + dw, e + ew
     j, w, wv, dfix, efix = channel_weights(c, x, ch_kind, ch_x0, ch_h, ch_n, k_wall, r_switch, r_cut)
     o = ch_off[c] + j
     de = w[0] * y[o] + w[1] * y[o + 1] + w[2] * z[o] + w[3] * z[o + 1] + dfix
@@ -369,7 +413,7 @@ def _term_value(c, x, ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch
 
 @njit(cache=True)
 def model_forces(pos, box, species, molecules, molecule_id, pair_channel, angle_channel,
-                 ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut, n_agents):
+                 ch_kind, ch_basis, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut, n_agents):
     """Agent forces (n, 3) and per-agent losses (n,) of a model: the reference evaluator.
 
     Accumulated term by term, without the term arrays of the design matrix (which cost
@@ -396,7 +440,7 @@ def model_forces(pos, box, species, molecules, molecule_id, pair_channel, angle_
                 c = pair_channel[species[u], species[v], 0]
                 if c < 0 or u >= n_agents:
                     continue
-                de, e = _term_value(c, r, ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut)
+                de, e = _term_value(c, r, ch_kind, ch_basis, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut)
                 loss[u] += e
                 s = sign * de / r
                 f[u, 0] -= s * dx
@@ -412,7 +456,7 @@ def model_forces(pos, box, species, molecules, molecule_id, pair_channel, angle_
             c = chan[t]
             if c < 0:
                 continue
-            de, e = _term_value(c, xs[t], ch_kind, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut)
+            de, e = _term_value(c, xs[t], ch_kind, ch_basis, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut)
             loss[atom[t]] += e
             for k in range(3):
                 f[atom[t], k] -= de * grad[t, k]
@@ -461,3 +505,19 @@ def invariant_ranges(positions, boxes, species, molecules, molecule_id, r_cut,
                 lo[c] = min(lo[c], xs[t])
                 hi[c] = max(hi[c], xs[t])
     return lo, hi
+
+
+@njit(cache=True)
+def invariant_histograms(positions, boxes, species, molecules, molecule_id, r_cut,
+                         pair_channel, angle_channel, lo, hi, n_bins):
+    """Counts of every channel's invariant over all frames in n_bins bins on [lo[c], hi[c]]
+    (values outside are left out)."""
+    counts = np.zeros((lo.shape[0], n_bins))
+    for f in range(positions.shape[0]):
+        atom, chan, xs, grad = _terms(positions[f], boxes[f], species, molecules,
+                                      molecule_id, r_cut, pair_channel, angle_channel)
+        for t in range(atom.shape[0]):
+            c = chan[t]
+            if c >= 0 and lo[c] <= xs[t] < hi[c]:
+                counts[c, int((xs[t] - lo[c]) / (hi[c] - lo[c]) * n_bins)] += 1.0
+    return counts

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +125,53 @@ class Channel:
     def second_derivatives(self) -> np.ndarray:
         return natural_spline_matrix(self.n, self.h) @ self.values
 
+    def same_form(self, other) -> bool:
+        """Same basis on the same grid: the two functions differ in their values only."""
+        return (self.basis, self.x0, self.h, self.n) == (other.basis, other.x0, other.h, other.n)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "agent": self.agent, "neighbour": self.neighbour, "kind": self.kind,
+                "x0": self.x0, "h": self.h, "values": [float(v) for v in self.values]}
+
+
+@dataclass
+class ChebyshevChannel:
+    """One compiled function: sum_k values[k] T_k(2w - 1), w = (x - x0)/(x1 - x0), times
+    (1 - w)^3 for an intermolecular pair (which ends it smoothly at x1 = r_cut instead of
+    the spline's switch). Engines emit it as an expression; kernels.chebyshev_series."""
+
+    basis = "chebyshev"
+
+    agent: str
+    neighbour: str | None
+    kind: str
+    x0: float
+    x1: float
+    values: np.ndarray
+
+    key = Channel.key
+    name = Channel.name
+    n = Channel.n
+
+    @property
+    def h(self) -> float:
+        """The span x1 - x0 (the kernels read a polynomial's span where a spline has its step)."""
+        return self.x1 - self.x0
+
+    def second_derivatives(self) -> np.ndarray:
+        return np.zeros(self.n)  # the kernels' z: unused by a polynomial
+
+    def same_form(self, other) -> bool:
+        return (self.basis, self.x0, self.x1, self.n) == (other.basis, other.x0, other.x1, other.n)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "agent": self.agent, "neighbour": self.neighbour, "kind": self.kind,
+                "basis": self.basis, "x0": self.x0, "x1": self.x1, "values": [float(v) for v in self.values]}
+
+
+#: kernels' basis code of each channel class
+BASIS_CODES = {Channel.basis: kernels.BASIS_SPLINE, ChebyshevChannel.basis: kernels.BASIS_CHEBYSHEV}
+
 
 @dataclass
 class LossModel:
@@ -150,6 +197,13 @@ class LossModel:
 
     def channel(self, agent, neighbour, kind) -> Channel:
         return self.channels[CHANNEL_KEYS.index((agent, neighbour, kind))]
+
+    def basis_text(self) -> str:
+        """The model file's description of its functions."""
+        texts = {Channel.basis: "natural cubic spline on a uniform grid (OpenMM Continuous1DFunction)",
+                 ChebyshevChannel.basis: "Chebyshev series on [x0, x1], times (1 - w)^3 for intermolecular "
+                                         "pairs (OpenMM compiled expression)"}
+        return "; ".join(texts[b] for b in dict.fromkeys(c.basis for c in self.channels))
 
     # ------------------------------------------------------------ numerical form
 
@@ -186,6 +240,7 @@ class LossModel:
                 other = term.species[1 - i]
                 pair_channel[a, SPECIES_INDEX[other], int(term.invariant == "bond")] = c
         ch_kind = np.array([KIND_CODES[f.kind] for f in functions], np.int64)
+        ch_basis = np.array([BASIS_CODES[f.basis] for f in functions], np.int64)
         ch_x0 = np.array([f.x0 for f in functions])
         ch_h = np.array([f.h for f in functions])
         ch_n = np.array([f.n for f in functions], np.int64)
@@ -193,7 +248,7 @@ class LossModel:
         y = np.concatenate([f.values for f in functions]).astype(float)
         z = np.concatenate([f.second_derivatives() for f in functions])
         return dict(pair_channel=pair_channel, angle_channel=angle_channel,
-                    ch_kind=ch_kind, ch_x0=ch_x0, ch_h=ch_h, ch_n=ch_n, ch_off=ch_off, y=y, z=z)
+                    ch_kind=ch_kind, ch_basis=ch_basis, ch_x0=ch_x0, ch_h=ch_h, ch_n=ch_n, ch_off=ch_off, y=y, z=z)
 
     def forces(self, positions, box, species, molecules):
         """Agent forces (kJ/mol/nm) and per-agent losses (kJ/mol) of one frame (nm)."""
@@ -202,7 +257,7 @@ class LossModel:
         mol_id = molecule_ids(molecules, len(pos))
         f, loss = kernels.model_forces(
             pos, np.asarray(box, float), np.asarray(species, np.int64), molecules, mol_id,
-            p["pair_channel"], p["angle_channel"], p["ch_kind"], p["ch_x0"], p["ch_h"],
+            p["pair_channel"], p["angle_channel"], p["ch_kind"], p["ch_basis"], p["ch_x0"], p["ch_h"],
             p["ch_n"], p["ch_off"], p["y"], p["z"], self.k_wall, self.r_switch, self.r_cut, len(pos))
         if self.charge_h:
             fq, eq = ewald.unit_charge_forces(pos, box, species, molecules, mol_id, self.r_cut)
@@ -212,7 +267,7 @@ class LossModel:
     def is_reciprocal(self, rtol=1e-12) -> bool:
         for a, b in RECIPROCAL_TIES:
             ca, cb = self.channel(*a), self.channel(*b)
-            if (ca.x0, ca.h, ca.n) != (cb.x0, cb.h, cb.n):
+            if not ca.same_form(cb):
                 return False
             if not np.allclose(ca.values, cb.values, rtol=rtol, atol=0.0):
                 return False
@@ -224,13 +279,13 @@ class LossModel:
         An agent model equals this conservative part plus an antisymmetric remainder
         (half the difference of the two views), which engines apply separately.
         """
-        channels = [Channel(c.agent, c.neighbour, c.kind, c.x0, c.h, c.values.copy()) for c in self.channels]
+        channels = [replace(c, values=c.values.copy()) for c in self.channels]
         keys = [c.key for c in channels]
         for a, b in RECIPROCAL_TIES:
             ca, cb = channels[keys.index(a)], channels[keys.index(b)]
-            if (ca.x0, ca.h, ca.n) != (cb.x0, cb.h, cb.n):
-                raise ValueError(f"{ca.name} and {cb.name}: the two views of one invariant must share one grid "
-                                 "to be split into symmetric and antisymmetric parts")
+            if not ca.same_form(cb):
+                raise ValueError(f"{ca.name} and {cb.name}: the two views of one invariant must share one basis "
+                                 "and grid to be split into symmetric and antisymmetric parts")
             mean = 0.5 * (ca.values + cb.values)
             ca.values, cb.values = mean, mean.copy()
         return LossModel("reciprocal", channels, self.r_cut, self.r_switch, self.k_wall,
@@ -243,8 +298,7 @@ class LossModel:
         zero elsewhere. Forces are linear in the spline values, so this model's forces are
         exactly the remainder, in one pass."""
         sym = self.symmetric_part()
-        channels = [Channel(a.agent, a.neighbour, a.kind, a.x0, a.h, a.values - b.values)
-                    for a, b in zip(self.channels, sym.channels)]
+        channels = [replace(a, values=a.values - b.values) for a, b in zip(self.channels, sym.channels)]
         return LossModel("agent", channels, self.r_cut, self.r_switch, k_wall=0.0)
 
     # ------------------------------------------------------------ file
@@ -256,7 +310,7 @@ class LossModel:
             "mode": self.mode,
             "species": list(SPECIES),
             "units": {"length": "nm", "angle": "rad", "energy": "kJ/mol", "force": "kJ/mol/nm"},
-            "basis": "natural cubic spline on a uniform grid (OpenMM Continuous1DFunction)",
+            "basis": self.basis_text(),
             "outside_range": "linear extension with the end slope, plus k_wall * (distance from the end)^2",
             "r_cut": self.r_cut,
             "r_switch": self.r_switch,
@@ -265,11 +319,7 @@ class LossModel:
                 "electrostatics": "Ewald/PME over the periodic box, real-space cutoff r_cut, "
                                   "intramolecular pairs excluded"},
             "k_wall": self.k_wall,
-            "channels": [
-                {"name": c.name, "agent": c.agent, "neighbour": c.neighbour, "kind": c.kind,
-                 "x0": c.x0, "h": c.h, "values": [float(v) for v in c.values]}
-                for c in self.channels
-            ],
+            "channels": [c.to_dict() for c in self.channels],
             "fit_metrics": self.fit_metrics,
             "provenance": self.provenance,
         }
@@ -309,12 +359,22 @@ class LossModel:
             values = np.asarray(need(c, "values", where, list), dtype=float)
             if values.ndim != 1 or len(values) < 4 or not np.all(np.isfinite(values)):
                 raise ModelFileError(f"{source}: {where}values must be >= 4 finite numbers")
+            basis = c.get("basis", Channel.basis)
+            head = (need(c, "agent", where, str), c.get("neighbour"), need(c, "kind", where, str),
+                    float(need(c, "x0", where, (int, float))))
+            if basis == ChebyshevChannel.basis:
+                x1 = float(need(c, "x1", where, (int, float)))
+                if not x1 > head[3]:
+                    raise ModelFileError(f"{source}: {where}x1 must be above x0")
+                channels.append(ChebyshevChannel(*head, x1, values))
+                continue
+            if basis != Channel.basis:
+                raise ModelFileError(f"{source}: {where}basis {basis!r} is not one of "
+                                     f"{[Channel.basis, ChebyshevChannel.basis]}")
             h = float(need(c, "h", where, (int, float)))
             if not h > 0:
                 raise ModelFileError(f"{source}: {where}h must be positive")
-            channels.append(Channel(need(c, "agent", where, str), c.get("neighbour"),
-                                    need(c, "kind", where, str),
-                                    float(need(c, "x0", where, (int, float))), h, values))
+            channels.append(Channel(*head, h, values))
         r_cut = float(need(d, "r_cut", "", (int, float)))
         r_switch = float(need(d, "r_switch", "", (int, float)))
         if not 0 < r_switch < r_cut:

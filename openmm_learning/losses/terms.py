@@ -9,9 +9,8 @@ agents that descend it, and its guards:
     species    ("O", "H") for a pair or bond, ("H", "O", "H") for the angle
     agents     the species whose atoms take this term's gradient as their force: all the
                species of the term for a potential (reciprocal), one for an agent's own view
-    function   today a natural cubic spline table (Channel); each engine's emitter
-               dispatches on function.basis, so another basis (a polynomial emitted as
-               an expression) adds one form per emitter without touching the plan
+    function   a natural cubic spline table (Channel) or a compiled Chebyshev series
+               (ChebyshevChannel); each engine's emitter dispatches on function.basis
 
 Outside its fitted range [lower, upper] every term continues linearly with its end slope
 and a harmonic wall (zero slope at the end, stiffness k_wall) adds to it, so forces are
@@ -37,7 +36,7 @@ class Term:
     invariant: str
     species: tuple
     agents: tuple
-    function: object  # Channel: x0, x1, h, n, values, second_derivatives()
+    function: object  # Channel or ChebyshevChannel: basis, x0, x1, h, n, values, second_derivatives()
     k_wall: float
     r_switch: float | None = None  # pair terms: switched off between r_switch and r_cut
     r_cut: float | None = None
@@ -62,18 +61,25 @@ class Term:
         return None if self.invariant == "pair" else self.function.x1
 
     def end_slopes(self) -> np.ndarray:
-        """dE/dx of the table at its lower and upper end (the slopes of its extensions)."""
+        """dE/dx of the function at its lower and upper end (the slopes of its extensions;
+        a pair polynomial's includes its cutoff factor)."""
         f = self.function
-        return kernels.end_slopes(f.x0, f.h, f.n, np.asarray(f.values, float), f.second_derivatives())
+        values = np.asarray(f.values, float)
+        if f.basis == "chebyshev":
+            return np.array([kernels.chebyshev_series(x, f.x0, f.x1, values, 0, f.n, self.invariant == "pair")[1]
+                             for x in (f.x0, f.x1)])
+        return kernels.end_slopes(f.x0, f.h, f.n, values, f.second_derivatives())
 
     def energy(self, x):
         """E(x) and dE/dx (kJ/mol, per nm or rad) with extension, walls and switch."""
+        from .model import BASIS_CODES
+
         f = self.function
         kind = {"pair": kernels.KIND_INTER, "bond": kernels.KIND_INTRA, "angle": kernels.KIND_ANGLE}
         xs = np.atleast_1d(np.asarray(x, float))
-        e, de = kernels.channel_curve(xs, kind[self.invariant], f.x0, f.h, f.n, np.asarray(f.values, float),
-                                      f.second_derivatives(), self.k_wall, self.r_switch or 0.0,
-                                      self.r_cut or 0.0)
+        e, de = kernels.channel_curve(xs, kind[self.invariant], BASIS_CODES[f.basis], f.x0, f.h, f.n,
+                                      np.asarray(f.values, float), f.second_derivatives(), self.k_wall,
+                                      self.r_switch or 0.0, self.r_cut or 0.0)
         return (e, de) if np.ndim(x) else (e[0], de[0])
 
 

@@ -2,13 +2,15 @@
 
 Every spline term becomes an OpenMM Continuous1DFunction with the same nodes (OpenMM
 interpolates with the same natural cubic spline), so the engine reproduces the numba
-reference evaluator to round-off; outside the table the Lepton expression continues it
+reference evaluator to round-off; every Chebyshev term (a compiled model) becomes a
+polynomial in Horner form, which the CPU platform evaluates vectorised where a table is
+one call per pair. Outside the fitted range the Lepton expression continues the function
 with its end slope and adds the wall, as every engine does (losses.terms).
 
 * pair terms: one CustomNonbondedForce per force group over OpenMM's neighbour list, the
-  species pair read from a per-particle parameter, intramolecular pairs excluded,
-  OpenMM's switching function is the model's;
-* bond and angle terms: one CustomCompoundBondForce over each (O, H1, H2) per force group;
+  species pair read from a per-particle parameter, intramolecular pairs excluded;
+  OpenMM's switching function is a spline model's (a series carries its own cutoff factor);
+* bond and angle terms: a CustomBondForce or CustomAngleForce per term;
 * point charges (a model with charge_h): a NonbondedForce with PME, intramolecular pairs
   as exceptions, acting on every atom.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 import openmm as mm
+from numpy.polynomial import chebyshev
 
 from ..io.topology import SPECIES, SPECIES_INDEX
 from ..io.water_run import replicas_needed
@@ -39,36 +42,52 @@ ANTISYMMETRIC_GROUP = 1
 #: water models (1e-5 costs 5-6x more at 4096 waters; tests ask for tighter ones)
 EWALD_TOLERANCE = 5e-4
 
-#: Lepton variable of each bond and angle term inside a CustomCompoundBondForce over (O, H1, H2)
-_MOLECULE_VARIABLES = {("bond", ("O", "H")): ("distance(p1,p2)", "distance(p1,p3)"),
-                       ("bond", ("H", "O")): ("distance(p1,p2)", "distance(p1,p3)"),
-                       ("bond", ("H", "H")): ("distance(p2,p3)",),
-                       ("angle", ("H", "O", "H")): ("angle(p2,p1,p3)",)}
-
-
-def lepton_energy(term: Term, x: str, name: str) -> tuple[str, dict]:
-    """Lepton text of a term at invariant x, and the tabulated functions it uses (by basis)."""
+def lepton_energy(term: Term, x: str, name: str) -> tuple[str, dict, list]:
+    """Lepton text of a bond or angle term at invariant x, the tabulated functions it uses
+    and the definitions it needs (by basis; every name it defines starts with `name`)."""
     emit = _LEPTON_FORMS.get(term.function.basis)
     if emit is None:
         raise ValueError(f"term {term.name}: no OpenMM form for a {term.function.basis!r} function")
     return emit(term, x, name)
 
 
-def _spline_lepton(term: Term, x: str, name: str) -> tuple[str, dict]:
-    """The table at the clamped invariant, its linear extension with the end slope, and the
-    wall outside the fitted range (OpenMM's Continuous1DFunction is 0 outside its range)."""
-    f = term.function
+def _extended(term: Term, x: str, inside: str) -> str:
+    """`inside` (the function at the clamped invariant), its linear extension with the end
+    slopes and the walls outside the fitted range."""
     lo, k = repr(float(term.lower)), repr(float(term.k_wall))
     s_lo, s_hi = (repr(float(v)) for v in term.end_slopes())
-    tables = {name: mm.Continuous1DFunction([float(v) for v in f.values], f.x0, f.x1)}
-    if term.upper is None:
-        return f"({name}(max({x}, {lo})) + {s_lo}*min(0, {x}-{lo}) + {k}*max(0, {lo}-{x})^2)", tables
     hi = repr(float(term.upper))
-    return (f"({name}(min(max({x}, {lo}), {hi})) + {s_lo}*min(0, {x}-{lo}) + {s_hi}*max(0, {x}-{hi})"
-            f" + {k}*(max(0, {lo}-{x})^2 + max(0, {x}-{hi})^2))"), tables
+    return (f"({inside} + {s_lo}*min(0, {x}-{lo}) + {s_hi}*max(0, {x}-{hi})"
+            f" + {k}*(max(0, {lo}-{x})^2 + max(0, {x}-{hi})^2))")
 
 
-_LEPTON_FORMS = {"natural cubic spline": _spline_lepton}
+def _spline_lepton(term: Term, x: str, name: str) -> tuple[str, dict, list]:
+    """The table at the clamped invariant (OpenMM's Continuous1DFunction is 0 outside its range)."""
+    f = term.function
+    tables = {name: mm.Continuous1DFunction([float(v) for v in f.values], f.x0, f.x1)}
+    return _extended(term, x, f"{name}(min(max({x}, {term.lower!r}), {term.upper!r}))"), tables, []
+
+
+def horner(coefficients, u: str) -> str:
+    """Lepton text of sum_k coefficients[k] u^k in Horner form (coefficients: Lepton texts)."""
+    text = coefficients[-1]
+    for c in reversed(coefficients[:-1]):
+        text = f"({c} + {u}*{text})"
+    return text
+
+
+def _chebyshev_lepton(term: Term, x: str, name: str) -> tuple[str, dict, list]:
+    """The series as a polynomial in u in Horner form: a compiled expression, no table
+    (Clenshaw's recurrence would round better, but Lepton copies each definition into
+    the tree, so its two-term recurrence grows the expression exponentially)."""
+    f = term.function
+    u = f"{name}u"
+    clamped = f"(min(max({x}, {f.x0!r}), {f.x1!r}) - {f.x0!r})"
+    mono = [repr(float(c)) for c in chebyshev.cheb2poly(f.values)]
+    return _extended(term, x, horner(mono, u)), {}, [f"{u} = {2.0 / (f.x1 - f.x0)!r}*{clamped} - 1"]
+
+
+_LEPTON_FORMS = {"natural cubic spline": _spline_lepton, "chebyshev": _chebyshev_lepton}
 
 
 #: Intervals of the gap between two pair functions in the joined table (at least 3 let
@@ -93,9 +112,6 @@ def _joined_table(terms: list[Term]):
     """
     from ..losses.model import natural_spline_matrix
 
-    for t in terms:
-        if t.function.basis != "natural cubic spline":
-            raise ValueError(f"term {t.name}: no OpenMM pair form for a {t.function.basis!r} function")
     h = terms[0].function.h
     values, known, ends, offsets = [], [], [], {}
     for k, t in enumerate(terms):
@@ -121,14 +137,17 @@ def _mixed(values: dict) -> str:
     return " + ".join(parts) if parts else "0"
 
 
-def _pair_force(model: LossModel, terms: list[Term], species_codes, molecules, group, name):
-    """One CustomNonbondedForce for all pair terms (O-O, O-H, H-H), over OpenMM's neighbour
-    list: the type of each pair comes from the per-particle parameter t, and every type
-    reads the joined table (_joined_table) with the model's extension and wall below it.
+def _by_type(values: dict) -> str:
+    """Lepton text of a per-type constant as a quadratic in s = t1 + t2 (O-O 0, O-H 1,
+    H-H 2) through the three types' values (0 for a type not given): two multiply-adds."""
+    v0, v1, v2 = (float(values.get(k, 0.0)) for k in (("O", "O"), ("H", "O"), ("H", "H")))
+    c = (v2 - 2.0 * v1 + v0) / 2.0
+    return f"({v0!r} + s*({v1 - v0 - c!r} + s*{c!r}))"
 
-    Pairs of a type without a term weigh 0. One force with per-particle types costs O(N)
-    on every platform; interaction groups loop over all pairs of the two groups on the CPU.
-    """
+
+def _spline_pair_energy(terms: list[Term]) -> tuple[str, dict, bool]:
+    """Every type reads the joined table (_joined_table) with its extension and wall below it;
+    OpenMM's switching function is the model's."""
     table, placement = _joined_table(terms)
     keys = [tuple(sorted(t.species)) for t in terms]
     lo = {k: float(t.lower) for k, t in zip(keys, terms)}
@@ -141,8 +160,51 @@ def _pair_force(model: LossModel, terms: list[Term], species_codes, molecules, g
                       f"sc = {_mixed({k: p[0] for k, p in placement.items()})}",
                       f"off = {_mixed({k: p[1] for k, p in placement.items()})}", f"slo = {_mixed(slope)}",
                       f"kw = {_mixed(wall)}"])
+    return text, {"pair": table}, True
+
+
+def _chebyshev_pair_energy(terms: list[Term]) -> tuple[str, dict, bool]:
+    """Every type's series as one polynomial in u whose coefficients are quadratics in
+    the type (_by_type), times its cutoff factor (1 - w)^3, which replaces OpenMM's
+    switching function (measured: the switch alone costs about as much as the polynomial)."""
+    keys = [tuple(sorted(t.species)) for t in terms]
+    if len({(t.function.n, t.function.x1) for t in terms}) != 1:
+        raise ValueError("the pair series of one force must share their degree and upper end")
+    mono = {k: chebyshev.cheb2poly(t.function.values) for k, t in zip(keys, terms)}
+    n = terms[0].function.n
+    coefficients = [_by_type({k: m[i] for k, m in mono.items()}) for i in range(n)]
+    # a type without a term weighs 0 (zero coefficients, slope and wall) on a neighbour's range
+    lo = {k: float(t.lower) for k, t in zip(keys, terms)}
+    lo_all = {k: lo.get(k, float(terms[0].lower)) for k in _PAIR_WEIGHT}
+    inverse_span = {k: 1.0 / (terms[0].function.x1 - v) for k, v in lo_all.items()}
+    slope = {k: float(t.end_slopes()[0]) for k, t in zip(keys, terms)}
+    wall = {k: float(t.k_wall) for k, t in zip(keys, terms)}
+    text = "; ".join([f"(1 - w)^3*{horner(coefficients, 'u')} + slo*min(0, r-lo) + kw*max(0, lo-r)^2",
+                      "u = 2*w - 1", "w = (max(r, lo) - lo)*isp", f"lo = {_by_type(lo_all)}",
+                      f"isp = {_by_type(inverse_span)}", f"slo = {_by_type(slope)}", f"kw = {_by_type(wall)}",
+                      "s = t1 + t2"])
+    return text, {}, False
+
+
+_PAIR_FORMS = {"natural cubic spline": _spline_pair_energy, "chebyshev": _chebyshev_pair_energy}
+
+
+def _pair_force(model: LossModel, terms: list[Term], species_codes, molecules, group, name):
+    """One CustomNonbondedForce for all pair terms (O-O, O-H, H-H), over OpenMM's neighbour
+    list: the type of each pair comes from the per-particle parameter t (O 0, H 1), and the
+    energy of every type is written by the terms' basis (_PAIR_FORMS).
+
+    Pairs of a type without a term weigh 0. One force with per-particle types costs O(N)
+    on every platform; interaction groups loop over all pairs of the two groups on the CPU.
+    """
+    bases = {t.function.basis for t in terms}
+    emit = _PAIR_FORMS.get(bases.pop()) if len(bases) == 1 else None
+    if emit is None:
+        raise ValueError(f"pair terms {[t.name for t in terms]}: no OpenMM pair form for their bases")
+    text, tables, switched = emit(terms)
     force = mm.CustomNonbondedForce(text)
-    force.addTabulatedFunction("pair", table)
+    for table_name, table in tables.items():
+        force.addTabulatedFunction(table_name, table)
     force.addPerParticleParameter("t")
     for s in species_codes:
         force.addParticle([float(SPECIES_INDEX["H"] == s)])
@@ -152,8 +214,9 @@ def _pair_force(model: LossModel, terms: list[Term], species_codes, molecules, g
         force.addExclusion(int(h1), int(h2))
     force.setNonbondedMethod(mm.CustomNonbondedForce.CutoffPeriodic)
     force.setCutoffDistance(model.r_cut)
-    force.setUseSwitchingFunction(True)
-    force.setSwitchingDistance(model.r_switch)
+    force.setUseSwitchingFunction(switched)
+    if switched:
+        force.setSwitchingDistance(model.r_switch)
     force.setUseLongRangeCorrection(False)
     force.setForceGroup(group)
     force.setName(_force_name(model.mode, name))
@@ -174,19 +237,30 @@ def is_agent_system(system: mm.System) -> bool:
     return any(system.getForce(k).getName().startswith(AGENT_PREFIX) for k in range(system.getNumForces()))
 
 
-def _molecule_force(mode, terms: list[Term], molecules, group, name):
-    """CustomCompoundBondForce over each (O, H1, H2) with the bond and angle terms given."""
-    texts, tables = [], {}
-    for k, term in enumerate(terms):
-        for x in _MOLECULE_VARIABLES[(term.invariant, term.species)]:
-            text, t = lepton_energy(term, x, f"{term.invariant}{k}")
-            texts.append(text)
-            tables.update(t)
-    force = mm.CustomCompoundBondForce(3, " + ".join(texts))
-    for table_name, table in tables.items():
-        force.addTabulatedFunction(table_name, table)
-    for o, h1, h2 in molecules:
-        force.addBond([int(o), int(h1), int(h2)], [])
+def _molecule_force(mode, term: Term, molecules, group, name):
+    """The term's bonds (O-H1 and O-H2, or H1-H2) or angles (H1-O-H2) of every molecule, one
+    force per term: a CustomBondForce or CustomAngleForce for a compiled expression (one
+    invariant per force measures 8x cheaper on the CPU platform than a CustomCompoundBondForce
+    over (O, H1, H2)); a CustomCompoundBondForce for a table, the only bonded force that
+    holds tabulated functions."""
+    angle = term.invariant == "angle"
+    text, tables, definitions = lepton_energy(term, "x", f"{term.invariant}_table")
+    members = ((1, 0, 2),) if angle else ((0, 1), (0, 2)) if set(term.species) == {"O", "H"} else ((1, 2),)
+    if tables:
+        variable = "angle(p1,p2,p3)" if angle else "distance(p1,p2)"
+        force = mm.CustomCompoundBondForce(len(members[0]), "; ".join([text] + definitions + [f"x = {variable}"]))
+        for table_name, table in tables.items():
+            force.addTabulatedFunction(table_name, table)
+        add = lambda atoms: force.addBond(atoms, [])
+    elif angle:
+        force = mm.CustomAngleForce("; ".join([text] + definitions + ["x = theta"]))
+        add = lambda atoms: force.addAngle(*atoms, [])
+    else:
+        force = mm.CustomBondForce("; ".join([text] + definitions + ["x = r"]))
+        add = lambda atoms: force.addBond(*atoms, [])
+    for molecule in molecules:
+        for m in members:
+            add([int(molecule[i]) for i in m])
     force.setUsesPeriodicBoundaryConditions(True)
     force.setForceGroup(group)
     force.setName(_force_name(mode, name))
@@ -241,9 +315,10 @@ def add_forces(model: LossModel, system: mm.System, species_codes, molecules, bo
         pairs = [t for t in terms if t.invariant == "pair"]
         if pairs:
             system.addForce(_pair_force(model, pairs, species_codes, molecules, group, f"{what}pair terms"))
-        own = [t for t in terms if t.invariant != "pair"]
-        if own:
-            system.addForce(_molecule_force(model.mode, own, molecules, group, f"{what}own-molecule terms"))
+        for t in terms:
+            if t.invariant != "pair":
+                system.addForce(_molecule_force(model.mode, t, molecules, group,
+                                                f"{what}{t.invariant} {'-'.join(t.species)} terms"))
     if model.charge_h:
         group = force_group if model.mode == "reciprocal" else SHARED_GROUP
         system.addForce(_coulomb_force(model, species_codes, molecules, group, ewald_tolerance))

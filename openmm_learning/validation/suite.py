@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from ..io import Cp2kRun
 from ..io.topology import KINETIC_KINDS, SPECIES, WaterSystem
 from ..io.water_run import default_equilibration_ps, load_water_run, trajectory_of
 from ..losses.fit import FitSettings, file_hashes, fit_modes, force_errors, learning_curve, sha256_of
-from ..losses.model import CHANNEL_KEYS, CSVR_TIME_PS, Channel, LossModel
+from ..losses.model import CHANNEL_KEYS, CSVR_TIME_PS, LossModel
 from . import analysis
 
 BASELINE_NAME = "SPC/Fw"
@@ -172,7 +173,7 @@ def channel_sensitivity(model: LossModel, positions, boxes, system: WaterSystem)
     contribution (kJ/mol/nm) and that RMS over the RMS of a's total agent force.
     """
     def with_values(keep):
-        chans = [Channel(c.agent, c.neighbour, c.kind, c.x0, c.h, c.values if k in keep else np.zeros_like(c.values))
+        chans = [replace(c, values=c.values if k in keep else np.zeros_like(c.values))
                  for k, c in enumerate(model.channels)]
         return LossModel(model.mode, chans, model.r_cut, model.r_switch, model.k_wall)
 
