@@ -24,7 +24,7 @@ import openmm as mm
 
 from openmm_learning.io.topology import WaterSystem
 from openmm_learning.io.water_run import example_run_dir, load_water_run
-from openmm_learning.losses.fit import fit_modes
+from openmm_learning.losses.fit import chebyshev_model, fit_modes
 from openmm_learning.openmm.forces import create_system
 from openmm_learning.openmm.integrator import LearningIntegrator
 from openmm_learning.openmm.spcfw import spcfw_system
@@ -54,8 +54,10 @@ def main():
     args = ap.parse_args()
     run, water = load_water_run(example_run_dir())
     idx = np.arange(0, run.n_frames, 4)
-    models = {m: r.model for m, r in fit_modes(run.positions[idx], run.forces[idx], run.box_nm[idx],
-                                               water, progress=False).items()}
+    splines = {m: r.model for m, r in fit_modes(run.positions[idx], run.forces[idx], run.box_nm[idx],
+                                                water, progress=False).items()}
+    models = {"spline": splines, "chebyshev": {m: chebyshev_model(model, run.positions[idx], run.box_nm[idx], water)
+                                               for m, model in splines.items()}}
     dt, T = run.settings.timestep_ps, run.settings.temperature_k
     plat = mm.Platform.getPlatformByName(args.platform)
     print(f"OpenMM {mm.__version__}, platform {args.platform}, {os.cpu_count()} CPUs ({host.processor() or host.machine()}); "
@@ -72,15 +74,16 @@ def main():
         x, v, box = frame.positions[0], frame.velocities[0], frame.box_nm[0]
         system = WaterSystem.from_frame(frame.elements, x, box)
         atoms = len(system.species)
-        rows = {"SPC/Fw (PME, Verlet)": (spcfw_system(atoms // 3, box), mm.VerletIntegrator(dt)),
-                "learned reciprocal (Verlet)": (create_system(models["reciprocal"], system.species,
-                                                              system.molecules, box), mm.VerletIntegrator(dt)),
-                "learned reciprocal (learning, CSVR)": (
-                    create_system(models["reciprocal"], system.species, system.molecules, box),
-                    LearningIntegrator(T, dt, n_atoms=atoms)),
-                "learned agent (learning, CSVR)": (
-                    create_system(models["agent"], system.species, system.molecules, box),
-                    LearningIntegrator(T, dt, agent_species=system.species))}
+        rows = {"SPC/Fw (PME, Verlet)": (spcfw_system(atoms // 3, box), mm.VerletIntegrator(dt))}
+        for basis in ("spline", "chebyshev"):
+            recip, agent = models[basis]["reciprocal"], models[basis]["agent"]
+            rows[f"reciprocal {basis} (Verlet)"] = (create_system(recip, system.species, system.molecules, box),
+                                                    mm.VerletIntegrator(dt))
+            if basis == "chebyshev":
+                rows[f"reciprocal {basis} (learning, CSVR)"] = (
+                    create_system(recip, system.species, system.molecules, box), LearningIntegrator(T, dt, n_atoms=atoms))
+            rows[f"agent {basis} (learning, CSVR)"] = (create_system(agent, system.species, system.molecules, box),
+                                                       LearningIntegrator(T, dt, agent_species=system.species))
         base = None
         for name, (sys_, integ) in rows.items():
             s = seconds_per_step(sys_, integ, x, v, args.platform, args.seconds)
@@ -96,7 +99,7 @@ def main():
     cp2k = run.seconds_per_step()
     print(f"\nCP2K GFN1-xTB, 64 waters (bundled run's UsedTime median): {1e3 * cp2k:.0f} ms/step")
     # numba reference evaluator against one OpenMM force evaluation, 64 waters
-    model, x, box = models["agent"], run.positions[-1], run.box_nm[-1]
+    model, x, box = models["chebyshev"]["agent"], run.positions[-1], run.box_nm[-1]
     model.forces(x, box, water.species, water.molecules)
     t0 = time.perf_counter()
     for _ in range(20):
@@ -110,7 +113,7 @@ def main():
         ctx.setPositions(x + 1e-6 * k)
         ctx.getState(getForces=True)
     t_omm = (time.perf_counter() - t0) / 20
-    print(f"agent forces of one 64-water frame: numba reference {1e3 * t_numba:.2f} ms, OpenMM {args.platform} "
+    print(f"compiled agent forces of one 64-water frame: numba reference {1e3 * t_numba:.2f} ms, OpenMM {args.platform} "
           f"{1e3 * t_omm:.2f} ms")
 
 

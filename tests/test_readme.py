@@ -18,6 +18,8 @@ def assert_says(claims):
 def test_engine_accuracies_are_the_tested_ones():
     assert_says([
         f"below {tol.OPENMM_REFERENCE:.0e} on the Reference platform, below {tol.OPENMM_CPU:.0e} on CPU",
+        f"below {tol.OPENMM_REFERENCE_SERIES:.0e} on the Reference platform and below {tol.OPENMM_CPU_SERIES:.0e} on CPU",
+        f"within {tol.COMPILED_ADDED_PERCENT} % of the RMS force of its splines' (tested",
         f"within {tol.LAMMPS_TABLES:.0e} of the model (tested)",
         f"below {tol.LAMMPS_PAIR_PYTHON:.0e} for pair_style python and below {tol.LAMMPS_TABLES:.0e} for the tables",
         f"(to {tol.LAMMPS_MPI:.0e} relative;",
