@@ -491,7 +491,7 @@ COMPILE_FLOOR = 2e-4
 def chebyshev_model(model: LossModel, positions, boxes, system: WaterSystem, pair_degree=16,
                     own_degree=16) -> LossModel:
     """The model with every spline compiled to a Chebyshev series (model.ChebyshevChannel)
-    on the spline's range (intermolecular pairs up to r_cut, times their cutoff factor).
+    on the spline's range (intermolecular pairs in 1/r up to r_cut, times their cutoff factor).
 
     Each series is the least-squares fit to the spline's dE/dx (the force along the
     invariant), weighted by how often the invariant occurs in the training frames plus

@@ -14,8 +14,9 @@ Conventions shared by every kernel (OpenMM units: nm, rad, kJ/mol):
   2 = H-O-H angle (walls below x0 and above x1). Walls are fixed, not fitted: they
   only guard against leaving the range the model was trained on.
 * A channel may instead be a compiled polynomial (basis 1): Chebyshev coefficients ``y``
-  of T_k(u), u = 2 w - 1, w = (x - x0) / (x1 - x0) on [x0, x1]; an intermolecular one is
-  multiplied by (1 - w)^3, which ends it smoothly at x1 = r_cut in place of the switch.
+  of T_k(u), u = 2 w - 1 on [x0, x1], with w = (x - x0) / (x1 - x0) for a bond or the angle;
+  an intermolecular pair's series is in 1/r, w = (1/x0 - 1/r) / (1/x0 - 1/x1), multiplied
+  by (1 - w)^3, which ends it smoothly at x1 = r_cut in place of the switch.
   Engines evaluate it as a compiled expression (no table lookup per pair); outside
   [x0, x1] it is continued and walled like a spline.
 * Agent forces: the force on atom i is -dH_a(i)/dx_i, where H_a(i) sums the channels

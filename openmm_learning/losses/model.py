@@ -136,8 +136,9 @@ class Channel:
 
 @dataclass
 class ChebyshevChannel:
-    """One compiled function: sum_k values[k] T_k(2w - 1), w = (x - x0)/(x1 - x0), times
-    (1 - w)^3 for an intermolecular pair (which ends it smoothly at x1 = r_cut instead of
+    """One compiled function: sum_k values[k] T_k(2w - 1) on [x0, x1], w = (x - x0)/(x1 - x0)
+    for a bond or the angle; for an intermolecular pair w = (1/x0 - 1/r)/(1/x0 - 1/x1) and
+    the series is multiplied by (1 - w)^3 (which ends it smoothly at x1 = r_cut instead of
     the spline's switch). Engines emit it as an expression; kernels.chebyshev_series."""
 
     basis = "chebyshev"
@@ -201,8 +202,8 @@ class LossModel:
     def basis_text(self) -> str:
         """The model file's description of its functions."""
         texts = {Channel.basis: "natural cubic spline on a uniform grid (OpenMM Continuous1DFunction)",
-                 ChebyshevChannel.basis: "Chebyshev series on [x0, x1], times (1 - w)^3 for intermolecular "
-                                         "pairs (OpenMM compiled expression)"}
+                 ChebyshevChannel.basis: "Chebyshev series on [x0, x1] (intermolecular pairs in 1/r, times "
+                                         "(1 - w)^3; OpenMM compiled expression)"}
         return "; ".join(texts[b] for b in dict.fromkeys(c.basis for c in self.channels))
 
     # ------------------------------------------------------------ numerical form

@@ -164,8 +164,8 @@ def _spline_pair_energy(terms: list[Term]) -> tuple[str, dict, bool]:
 
 
 def _chebyshev_pair_energy(terms: list[Term]) -> tuple[str, dict, bool]:
-    """Every type's series as one polynomial in u whose coefficients are quadratics in
-    the type (_by_type), times its cutoff factor (1 - w)^3, which replaces OpenMM's
+    """Every type's series (in 1/r, kernels.chebyshev_series) as one polynomial in u whose
+    coefficients are quadratics in the type (_by_type), times its cutoff factor (1 - w)^3, which replaces OpenMM's
     switching function (measured: the switch alone costs about as much as the polynomial)."""
     keys = [tuple(sorted(t.species)) for t in terms]
     if len({(t.function.n, t.function.x1) for t in terms}) != 1:
@@ -176,11 +176,12 @@ def _chebyshev_pair_energy(terms: list[Term]) -> tuple[str, dict, bool]:
     # a type without a term weighs 0 (zero coefficients, slope and wall) on a neighbour's range
     lo = {k: float(t.lower) for k, t in zip(keys, terms)}
     lo_all = {k: lo.get(k, float(terms[0].lower)) for k in _PAIR_WEIGHT}
-    inverse_span = {k: 1.0 / (terms[0].function.x1 - v) for k, v in lo_all.items()}
+    # the series' variable: w = (1/lo - 1/r) / (1/lo - 1/x1), 0 at lo and 1 at the cutoff
+    inverse_span = {k: 1.0 / (1.0 / v - 1.0 / terms[0].function.x1) for k, v in lo_all.items()}
     slope = {k: float(t.end_slopes()[0]) for k, t in zip(keys, terms)}
     wall = {k: float(t.k_wall) for k, t in zip(keys, terms)}
     text = "; ".join([f"(1 - w)^3*{horner(coefficients, 'u')} + slo*min(0, r-lo) + kw*max(0, lo-r)^2",
-                      "u = 2*w - 1", "w = (max(r, lo) - lo)*isp", f"lo = {_by_type(lo_all)}",
+                      "u = 2*w - 1", "w = (1/lo - 1/max(r, lo))*isp", f"lo = {_by_type(lo_all)}",
                       f"isp = {_by_type(inverse_span)}", f"slo = {_by_type(slope)}", f"kw = {_by_type(wall)}",
                       "s = t1 + t2"])
     return text, {}, False
