@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -50,16 +51,12 @@ def _validate(args):
     for item in args.simulation or []:
         name, _, folder = item.rpartition("=")
         sims[name or Path(folder).name] = folder
-    try:
-        res = run_validation(args.reference, args.out, models=args.model, simulations=sims,
-                             train_steps=args.train_steps, ps=args.ps, seeds=args.seeds, first_seed=args.seed,
-                             langevin_ps=args.langevin_ps, equilibration_ps=args.equilibration_ps,
-                             row_equilibration_ps=args.row_equilibration_ps, baseline=args.baseline,
-                             thresholds=args.thresholds, velocity_ps=args.velocity_ps, platform=args.platform,
-                             allow_truncated=args.allow_truncated)
-    except ValueError as e:  # bad --train-steps, thresholds file, too short a run: one line, exit 2
-        print(f"openmm-learning validate: error: {e}", file=sys.stderr)
-        return 2
+    res = run_validation(args.reference, args.out, models=args.model, simulations=sims,
+                         train_steps=args.train_steps, ps=args.ps, seeds=args.seeds, first_seed=args.seed,
+                         langevin_ps=args.langevin_ps, equilibration_ps=args.equilibration_ps,
+                         row_equilibration_ps=args.row_equilibration_ps, baseline=args.baseline,
+                         thresholds=args.thresholds, velocity_ps=args.velocity_ps, platform=args.platform,
+                         allow_truncated=args.allow_truncated)
     _print_validation(res)
     return 0 if res.passed else 1
 
@@ -276,7 +273,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: set to 1 to see the traceback of an unexpected error instead of its one line
+TRACEBACK_VARIABLE = "OPENMM_LEARNING_TRACEBACK"
+
+
+def _origin(exc: BaseException) -> str:
+    """file:line inside the package where an unexpected error was raised."""
+    tb, where = exc.__traceback__, ""
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if "openmm_learning" in name or "lammps_plugin" in name:
+            where = f"{Path(name).name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
 def main(argv=None) -> int:
+    """Exit codes: 0 done, 1 a validation metric failed, 2 any error (one line on stderr,
+    naming the file or stage), 130 interrupted."""
+    import openmm
+
     from .io import Cp2kFormatError, Cp2kRunError
     from .io.topology import TopologyError
     from .losses.model import ModelFileError
@@ -287,13 +303,23 @@ def main(argv=None) -> int:
     try:
         return args.func(args) or 0
     except (Cp2kFormatError, Cp2kRunError, ModelFileError, SimulationError, TopologyError, ValidationError,
-            FileNotFoundError) as e:
+            OSError, ValueError) as e:
         print(f"openmm-learning {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except openmm.OpenMMException as e:
+        print(f"openmm-learning {args.command}: error: OpenMM: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished files and checkpoints are kept; run the same command to resume",
               file=sys.stderr)
         return 130
+    except Exception as e:  # a case no check foresaw: still one line, and how to see more
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        print(f"openmm-learning {args.command}: error: {type(e).__name__}: {' '.join(str(e).split())} "
+              f"(at {_origin(e) or 'an unknown place'}; {TRACEBACK_VARIABLE}=1 shows the traceback)",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def test_model_file_round_trip_and_errors(xtb_models, tmp_path):
     with pytest.raises(ModelFileError, match="tied channels differ"):
         LossModel.load(bad)
     bad.write_text(text[: len(text) // 2])
-    with pytest.raises(ModelFileError, match="not valid JSON"):
+    with pytest.raises(ModelFileError, match="not a JSON model file"):
         LossModel.load(bad)
     with pytest.raises(ModelFileError, match="no such model file"):
         LossModel.load(tmp_path / "missing.json")

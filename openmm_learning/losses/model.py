@@ -405,14 +405,16 @@ class LossModel:
             d = json.loads(path.read_text())
         except FileNotFoundError:
             raise ModelFileError(f"{path}: no such model file") from None
-        except json.JSONDecodeError as e:
-            raise ModelFileError(f"{path}: not valid JSON ({e})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ModelFileError(f"{path}: not a JSON model file ({e})") from None
+        except OSError as e:
+            raise ModelFileError(f"{path}: cannot be read ({e.strerror or e})") from None
         try:
             return cls.from_dict(d, source=str(path))
         except ModelFileError:
             raise
-        except (TypeError, ValueError) as e:
-            raise ModelFileError(f"{path}: {e}") from None
+        except (TypeError, ValueError, AttributeError, KeyError) as e:
+            raise ModelFileError(f"{path}: {type(e).__name__} {e}") from None
 
 
 def pair_channel_table() -> np.ndarray:

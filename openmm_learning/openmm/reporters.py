@@ -172,7 +172,7 @@ class StateLogReporter(_Reporter):
         ke = 0.5 * float(np.sum(masses[:, None] * vel**2))
         pot = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) if self.conservative else np.nan
         heat = integ.getGlobalVariableByName("heat") if learning else np.nan
-        fnet = float(np.linalg.norm([integ.getGlobalVariableByName(f"fnet_{c}") for c in "xyz"])) if learning else np.nan
+        fnet = float(np.linalg.norm(integ.net_force(simulation.context))) if learning else np.nan
         o = slice(None) if self.order is None else self.order
         kinds = kinetic_temperatures(pos[o], vel[o], masses[o], box)
         step = simulation.currentStep

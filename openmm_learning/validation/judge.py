@@ -191,7 +191,10 @@ def load_thresholds(thresholds=None) -> dict:
     or {"confidence": 0.99}; a metric set to None is reported but not judged.
     """
     if isinstance(thresholds, (str, Path)):
-        cfg = json.loads(Path(thresholds).read_text())
+        try:
+            cfg = json.loads(Path(thresholds).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValidationError(f"{thresholds}: not a thresholds JSON file ({e})") from None
     else:
         if not DEFAULT_THRESHOLDS.exists():
             raise FileNotFoundError(

@@ -66,13 +66,19 @@ def _step_mask(steps, span) -> np.ndarray:
 def _stage_done(folder: Path, stamp: dict, *files) -> bool:
     """The stage's files exist and were made from the same inputs."""
     f = folder / STAMP
-    return f.exists() and json.loads(f.read_text()) == json.loads(json.dumps(stamp)) and \
-        all((folder / x).exists() for x in files)
+    try:
+        same = f.exists() and json.loads(f.read_text()) == json.loads(json.dumps(stamp))
+    except ValueError:  # a damaged stamp vouches for nothing: the stage runs again
+        return False
+    return same and all((folder / x).exists() for x in files)
 
 
 def _write_stamp(folder: Path, stamp: dict):
+    """Atomically (temporary file, then rename): an interrupted write leaves no half stamp."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / STAMP).write_text(json.dumps(stamp, indent=1))
+    tmp = folder / (STAMP + ".tmp")
+    tmp.write_text(json.dumps(stamp, indent=1))
+    tmp.replace(folder / STAMP)
 
 
 def _say(progress, text):
