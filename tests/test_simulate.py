@@ -47,3 +47,46 @@ def test_blow_up_stops_with_last_good_frame(xtb, xtb_models, tmp_path):
     assert (tmp_path / "last_good.pdb").exists()
     frame = mdtraj.load(str(tmp_path / "last_good.pdb"))
     assert np.all(np.isfinite(frame.xyz))
+
+
+RESUME_SCRIPT = """
+import sys
+from openmm_learning.io.water_run import example_run_dir, load_water_run
+from openmm_learning.losses.model import LossModel
+from openmm_learning.openmm.simulate import simulate
+run, system = load_water_run(example_run_dir("water64-xtb-300K"))
+simulate(LossModel.load(sys.argv[1]), run.positions[-1], run.velocities[-1], run.box_nm[-1], system.species,
+         system.molecules, temperature_k=300.0, timestep_ps=0.0005, steps=int(sys.argv[3]), out_dir=sys.argv[2],
+         report_interval=20, checkpoint_interval=100, progress=False, platform="Reference", seed=5)
+"""
+
+
+@pytest.mark.parametrize("mode", ["reciprocal", "agent"])
+def test_killed_run_resumes_to_the_same_trajectory(xtb, xtb_models, tmp_path, mode):
+    """A run killed (SIGKILL) after its first checkpoint and resumed gives bitwise the
+    trajectory and state log of an uninterrupted run: Reference platform, CSVR seeded."""
+    import subprocess
+    import sys
+    import time
+
+    steps = 400
+    model_path = xtb_models[mode].save(tmp_path / "model.json")
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    cmd = [sys.executable, "-c", RESUME_SCRIPT, str(model_path)]
+    subprocess.run(cmd + [str(whole), str(steps)], check=True)
+    proc = subprocess.Popen(cmd + [str(killed), str(steps)])
+    deadline = time.time() + 300
+    while not (killed / "checkpoint.chk").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # somewhere between two checkpoints
+    proc.kill()
+    proc.wait()
+    done = read_state_log(killed / "state.csv")["step"]
+    assert 0 < done[-1] < steps, "the run was not stopped mid-way"
+    subprocess.run(cmd + [str(killed), str(steps)], check=True)
+    a, b = read_state_log(whole / "state.csv"), read_state_log(killed / "state.csv")
+    for column in a:
+        np.testing.assert_array_equal(a[column], b[column], err_msg=column)
+    ta = mdtraj.load(str(whole / "trajectory.dcd"), top=str(whole / "topology.pdb"))
+    tb = mdtraj.load(str(killed / "trajectory.dcd"), top=str(killed / "topology.pdb"))
+    np.testing.assert_array_equal(ta.xyz, tb.xyz)

@@ -30,6 +30,10 @@ def _signs(species_codes) -> np.ndarray:
     return 1.0 - 2.0 * np.asarray(species_codes, float)
 
 
+#: Park-Miller generator of the CSVR thermostat (multiplier, modulus)
+_LCG_A, _LCG_M = 48271, 2147483647
+
+
 class LearningIntegrator(mm.CustomIntegrator):
     """Velocity Verlet with a thermostat: heavy-ball learning with adaptive momentum.
 
@@ -103,9 +107,12 @@ class LearningIntegrator(mm.CustomIntegrator):
         self.friction_per_ps = friction_per_ps
         if self.thermostat == "csvr":
             self.addGlobalVariable("tau", float(collision_time_ps))
-            for name in ("r1", "r2", "chisq", "alpha2"):
+            for name in ("r1", "r2", "chisq", "alpha2", "u1", "u2"):
                 self.addGlobalVariable(name, 0.0)
-            self.setRandomNumberSeed(int(seed))
+            # CSVR's own generator (_csvr_half): its state is a global variable, which OpenMM
+            # checkpoints, so a resumed run draws the same numbers (CustomIntegrator's
+            # "gaussian" is not restored by a checkpoint)
+            self.addGlobalVariable("rng", float((int(seed) * 2654435761) % (_LCG_M - 1) + 1))
         if friction_per_ps is not None:
             self.addGlobalVariable("fric", float(friction_per_ps))
             self.addGlobalVariable("ke2old", 0.0)
@@ -174,8 +181,13 @@ class LearningIntegrator(mm.CustomIntegrator):
         (which cost as much as the forces at 32768 waters)."""
         k = self.n_dof - 1
         self.addComputeSum("ke2", "m*v*v")
-        self.addComputeGlobal("r1", "gaussian")
-        self.addComputeGlobal("r2", "gaussian")
+        # two gaussians (Box-Muller) from two draws of the Park-Miller generator (48271 mod
+        # 2^31 - 1: exact in double precision, period 2^31 - 2, i.e. 5e8 steps)
+        for u in ("u1", "u2"):
+            self.addComputeGlobal("rng", f"rng*{_LCG_A} - {_LCG_M}*floor(rng*{_LCG_A}/{_LCG_M})")
+            self.addComputeGlobal(u, f"rng/{_LCG_M}")
+        self.addComputeGlobal("r1", "sqrt(-2*log(u1))*cos(6.283185307179586*u2)")
+        self.addComputeGlobal("r2", "sqrt(-2*log(u1))*sin(6.283185307179586*u2)")
         self.addComputeGlobal("chisq", f"{k}*max(0, 1 - {2 / (9 * k)!r} + r2*{float(np.sqrt(2 / (9 * k)))!r})^3")
         c = "exp(-0.5*dt/tau)"
         self.addComputeGlobal("alpha2", f"{c} + (1-{c})*(kT/ke2)*(r1^2 + chisq) + 2*r1*sqrt({c}*(1-{c})*kT/ke2)")

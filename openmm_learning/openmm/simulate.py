@@ -116,7 +116,7 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
         return _summary(paths, steps, seconds, timestep_ps)
     if resuming:
         _truncate_log(paths["log"], done)
-        _truncate_dcd(paths["trajectory"], paths["pdb"], done // report_interval)
+        _truncate_dcd(paths["trajectory"], done // report_interval)
     extrapolation = None if model is None else ExtrapolationReporter(report_interval, model, species, molecules)
     log = StateLogReporter(paths["log"], report_interval, extrapolation, append=resuming,
                            conservative=mode == "reciprocal")
@@ -181,13 +181,28 @@ def _truncate_log(path: Path, last_step: int):
     path.write_text("".join(keep))
 
 
-def _truncate_dcd(path: Path, pdb: Path, n_frames: int):
-    """Drop trajectory frames written after the checkpoint we resume from."""
-    import mdtraj
+def _truncate_dcd(path: Path, n_frames: int):
+    """Drop trajectory frames written after the checkpoint we resume from: the file is cut
+    after frame n_frames and its header's frame count set, bytes untouched (rewriting the
+    frames would round them through another float conversion)."""
+    import struct
 
-    traj = mdtraj.load_dcd(str(path), top=str(pdb))
-    if len(traj) > n_frames:
-        traj[:n_frames].save_dcd(str(path))
+    with open(path, "r+b") as fh:
+        head = fh.read(100)
+        count, first, interval = struct.unpack("<3i", head[8:20])
+        if count <= n_frames:
+            return
+        box = struct.unpack("<i", head[48:52])[0]
+        comments = struct.unpack("<i", head[92:96])[0]
+        fh.seek(104 + comments)
+        n_atoms = struct.unpack("<i", fh.read(4))[0]
+        header = 104 + comments + 8
+        frame = (56 if box else 0) + 3 * (8 + 4 * n_atoms)
+        fh.truncate(header + n_frames * frame)
+        fh.seek(8)
+        fh.write(struct.pack("<i", n_frames))
+        fh.seek(20)
+        fh.write(struct.pack("<i", first + (n_frames - 1) * interval))
 
 
 def read_state_log(path) -> dict[str, np.ndarray]:
