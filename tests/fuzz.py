@@ -111,6 +111,9 @@ def _check_run(run) -> None:
             raise AssertionError(f"{name}: shape {a.shape} or non-finite values read without an error")
     if not np.all(np.isfinite(run.box_nm)) or np.any(run.box_nm <= 0):
         raise AssertionError("a box that is not finite and positive read without an error")
+    for name, values in (run.energies or {}).items():  # their own steps: any length
+        if not np.all(np.isfinite(values)):
+            raise AssertionError(f"energy column {name}: non-finite values read without an error")
 
 
 def _read_model(path: Path):

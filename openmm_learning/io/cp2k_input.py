@@ -165,6 +165,9 @@ def _parse_input(inp_path: Path) -> dict:
         cause = f" ({exc.__cause__})" if exc.__cause__ else ""
         raise Cp2kFormatError(f"{fname}, line {line}: {msg}{cause}: {text!r}. "
                               "Fix the input (CP2K would reject it too).") from exc
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:  # the parser's own slips
+        raise Cp2kFormatError(f"{inp_path}: cannot be parsed as a CP2K input ({type(exc).__name__}: {exc}). "
+                              "Fix the input (CP2K would reject it too).") from exc
 
 
 def _get(tree: dict, *keys, default=None):
@@ -321,7 +324,12 @@ def _cell_nm(tree: dict, inp_path: Path) -> np.ndarray:
         raise Cp2kFormatError(f"{inp_path}: &CELL has neither ABC nor A, B, C: the box is unknown")
     mult = cell.get("multiple_unit_cell")
     factor = np.asarray(mult, dtype=np.float64) if mult is not None else np.ones(3)
-    return np.asarray(edges_a, dtype=np.float64) * factor * units.ANGSTROM_NM
+    box = np.asarray(edges_a, dtype=np.float64) * factor * units.ANGSTROM_NM
+    if box.shape != (3,) or not np.all(np.isfinite(box)) or np.any(box <= 0):
+        line = _input_line(inp_path, {"ABC", "A", "B", "C", "MULTIPLE_UNIT_CELL"})
+        raise Cp2kFormatError(f"{inp_path}{f', line {line}' if line else ''}: the cell edges {box.tolist()} nm are "
+                              "not three finite positive lengths")
+    return box
 
 
 # --------------------------------------------------------------------------- reading runs

@@ -387,10 +387,13 @@ class LossModel:
             if not math.isclose(float(need(charges, "O", "charges.", (int, float))), -2.0 * charge_h,
                                 rel_tol=1e-9) or charges.get("unit") != "e":
                 raise ModelFileError(f"{source}: charges must be in e with O = -2 H (a neutral water)")
-        model = cls(mode=need(d, "mode", "", str), channels=channels, r_cut=r_cut,
-                    r_switch=r_switch, k_wall=float(need(d, "k_wall", "", (int, float))),
-                    fit_metrics=d.get("fit_metrics", {}), provenance=d.get("provenance", {}),
-                    charge_h=charge_h)
+        try:
+            model = cls(mode=need(d, "mode", "", str), channels=channels, r_cut=r_cut,
+                        r_switch=r_switch, k_wall=float(need(d, "k_wall", "", (int, float))),
+                        fit_metrics=d.get("fit_metrics", {}), provenance=d.get("provenance", {}),
+                        charge_h=charge_h)
+        except ModelFileError as e:
+            raise ModelFileError(f"{source}: {e}") from None
         for c in channels:
             if c.kind == "inter" and not math.isclose(c.x1, r_cut, rel_tol=1e-9):
                 raise ModelFileError(f"{source}: channel {c.name} must end at r_cut = {r_cut}")

@@ -1,0 +1,87 @@
+"""Long learning-dynamics runs: do they stay stable? (a study, not a test)
+
+Both modes, fitted on the bundled xTB run and compiled (the fastest OpenMM form), run on
+the bundled 64-water box at 300 K with CSVR and a 0.5 fs step for `--ps` (1 ns by
+default, about an hour per mode on 2 cores), checkpointed: run the same command again to
+continue an interrupted soak. Reported per mode: blow-ups (the run's guard stops at a
+temperature over 4x the target), the mean temperature and its drift per 100 ps, the
+fraction of reports with an invariant outside the fitted range, and in reciprocal mode
+the drift of the conserved quantity (kinetic + potential energy + the heat CSVR removed,
+Bussi's effective energy: it drifts only by integration error).
+
+    python validation/soak.py [--ps 1000] [--out soak] [--modes reciprocal agent]
+
+Prints a table and writes soak/soak.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from openmm_learning.io.water_run import example_run_dir, load_water_run
+from openmm_learning.losses.fit import FitSettings, fit_modes
+from openmm_learning.openmm.reporters import SimulationError
+from openmm_learning.openmm.simulate import read_state_log, simulate
+
+DT_PS = 0.0005
+WINDOW_PS = 100.0
+
+
+def soak(mode, model, run, system, out: Path, ps: float) -> dict:
+    """One mode's soak, resumed from its checkpoint when there is one."""
+    steps = int(round(ps / DT_PS))
+    blow_ups = 0
+    try:
+        simulate(model, run.positions[-1], None, run.box_nm[-1], system.species, system.molecules,
+                 temperature_k=300.0, timestep_ps=DT_PS, steps=steps, out_dir=out, report_interval=200,
+                 checkpoint_interval=20000, seed=1, equilibration_ps=2.0, thermostat="csvr")
+    except SimulationError as e:
+        blow_ups, note = 1, str(e)
+    log = read_state_log(out / "state.csv")
+    t, temp = log["time_ps"], log["temperature_K"]
+    slope = float(np.polyfit(t, temp, 1)[0]) * WINDOW_PS if len(t) > 2 else float("nan")
+    result = {"mode": mode, "ps": float(t[-1]) if len(t) else 0.0, "blow_ups": blow_ups,
+              "temperature_mean_K": float(np.mean(temp)), "temperature_drift_K_per_100ps": slope,
+              "window_means_K": [float(np.mean(temp[(t >= a) & (t < a + WINDOW_PS)]))
+                                 for a in np.arange(0.0, t[-1], WINDOW_PS) if np.any((t >= a) & (t < a + WINDOW_PS))],
+              "out_of_range_fraction": float(np.mean(log["out_of_range_terms"] > 0))}
+    if mode == "reciprocal":
+        conserved = log["kinetic_kJmol"] + log["potential_kJmol"] + log["thermostat_heat_kJmol"]
+        per_ns = float(np.polyfit(t, conserved, 1)[0]) * 1000.0
+        result.update(conserved_drift_kJmol_per_ns=per_ns,
+                      conserved_drift_kJmol_per_ns_per_atom=per_ns / len(system.species))
+    if blow_ups:
+        result["blow_up"] = note
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ps", type=float, default=1000.0)
+    ap.add_argument("--out", default="soak")
+    ap.add_argument("--modes", nargs="+", default=["reciprocal", "agent"], choices=["reciprocal", "agent"])
+    args = ap.parse_args()
+    run, system = load_water_run(example_run_dir())
+    models = {m: r.model for m, r in fit_modes(run.positions, run.forces, run.box_nm, system, tuple(args.modes),
+                                               FitSettings(basis="chebyshev"), progress=False).items()}
+    out = Path(args.out)
+    results = [soak(m, models[m], run, system, out / m, args.ps) for m in args.modes]
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "soak.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out / "soak.json")
+    print(f"{'mode':11s} {'ps':>7s} {'blow-ups':>8s} {'T mean (K)':>10s} {'T drift (K/100 ps)':>19s} "
+          f"{'out of range':>12s} {'conserved drift (kJ/mol/ns/atom)':>33s}")
+    for r in results:
+        drift = r.get("conserved_drift_kJmol_per_ns_per_atom")
+        print(f"{r['mode']:11s} {r['ps']:7.1f} {r['blow_ups']:8d} {r['temperature_mean_K']:10.1f} "
+              f"{r['temperature_drift_K_per_100ps']:19.2f} {100 * r['out_of_range_fraction']:11.2f}% "
+              f"{'' if drift is None else f'{drift:33.4f}'}")
+
+
+if __name__ == "__main__":
+    main()
