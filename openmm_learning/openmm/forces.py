@@ -165,8 +165,9 @@ def _spline_pair_energy(terms: list[Term]) -> tuple[str, dict, bool]:
 
 def _chebyshev_pair_energy(terms: list[Term]) -> tuple[str, dict, bool]:
     """Every type's series (in 1/r, kernels.chebyshev_series) as one polynomial in u whose
-    coefficients are quadratics in the type (_by_type), times its cutoff factor (1 - w)^3, which replaces OpenMM's
-    switching function (measured: the switch alone costs about as much as the polynomial)."""
+    coefficients are quadratics in the type (_by_type), times its cutoff factor (1 - w)^3,
+    which replaces OpenMM's switching function (measured: the switch alone costs about as
+    much as the polynomial)."""
     keys = [tuple(sorted(t.species)) for t in terms]
     if len({(t.function.n, t.function.x1) for t in terms}) != 1:
         raise ValueError("the pair series of one force must share their degree and upper end")
@@ -245,7 +246,7 @@ def _molecule_force(mode, term: Term, molecules, group, name):
     over (O, H1, H2)); a CustomCompoundBondForce for a table, the only bonded force that
     holds tabulated functions."""
     angle = term.invariant == "angle"
-    text, tables, definitions = lepton_energy(term, "x", f"{term.invariant}_table")
+    text, tables, definitions = lepton_energy(term, "x", f"{term.invariant}_term")  # not angle(), a function
     members = ((1, 0, 2),) if angle else ((0, 1), (0, 2)) if set(term.species) == {"O", "H"} else ((1, 2),)
     if tables:
         variable = "angle(p1,p2,p3)" if angle else "distance(p1,p2)"
