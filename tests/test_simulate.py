@@ -69,7 +69,7 @@ def test_killed_run_resumes_to_the_same_trajectory(xtb, xtb_models, tmp_path, mo
     import sys
     import time
 
-    steps = 400
+    steps = 240
     model_path = xtb_models[mode].save(tmp_path / "model.json")
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     cmd = [sys.executable, "-c", RESUME_SCRIPT, str(model_path)]
