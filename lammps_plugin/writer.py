@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openmm_learning.losses.model import CSVR_TIME_PS, NOSE_HOOVER, LossModel
+from openmm_learning.losses.model import CSVR_TIME_PS, NOSE_HOOVER, Channel, LossModel
 from openmm_learning.units import MASSES_AMU
 
 PAIR_MODULE = Path(__file__).with_name("pair_learning.py")
@@ -187,7 +187,7 @@ def write_pair_coefficients(path, model: LossModel):
     for a, b in PAIR_SPECIES:
         t = terms[("pair", (a, b))]
         f = t.function
-        if f.basis != "natural cubic spline":
+        if f.basis != Channel.basis:
             raise ValueError(f"pair_style python evaluates spline pair terms; {t.name} is a {f.basis!r} "
                              "function: write the tabulated route (pair='table') for this model")
         pairs[a + b] = {"x0": f.x0, "h": f.h, "y": [float(v) for v in f.values],

@@ -143,7 +143,7 @@ def _lammps(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .losses.fit import FitSettings  # the fit options' defaults
+    from .losses.fit import BASES, FitSettings  # the fit options' defaults
 
     p = argparse.ArgumentParser(prog="openmm-learning", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "dynamics: validation/README.md), or 'cv' for the force cross-validation's pick")
     f.add_argument("--charges", action=argparse.BooleanOptionalAction, default=FitSettings.charges,
                    help="fit point charges (q_O = -2 q_H) run with Ewald/PME beside the splines (default on)")
-    f.add_argument("--basis", choices=["spline", "chebyshev"], default=FitSettings.basis,
+    f.add_argument("--basis", choices=BASES, default=FitSettings.basis,
                    help="functions of the model file: the fitted splines (default), or compiled to Chebyshev "
                         "series, which OpenMM evaluates as expressions, 2-5x faster on the CPU (adds under "
                         "0.1%% of the RMS force to the held-out error; LAMMPS runs them through tables)")

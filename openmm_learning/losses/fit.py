@@ -422,8 +422,7 @@ def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "re
             spline_metrics = metrics
             model = chebyshev_model(model, positions[train], boxes[train], system, settings.pair_degree,
                                     settings.own_degree)
-            pred = np.stack([model.forces(positions[f], boxes[f], system.species, system.molecules)[0]
-                             for f in test])
+            pred = _predictions(model, positions, boxes, system, test)
             metrics = force_errors(forces[test], pred, system.species)
         model.provenance = dict(provenance or {})
         model.fit_metrics = {
@@ -477,9 +476,12 @@ def _model_and_predictions(y, channels, mode, settings, positions, boxes, system
                              "forces do not look like those of point charges; fit without charges")
         charge_h = float(np.sqrt(y[o]))
     model = LossModel(mode, fitted, settings.r_cut, settings.r_switch, settings.k_wall, charge_h=charge_h)
-    pred = np.stack([model.forces(positions[f], boxes[f], system.species, system.molecules)[0]
-                     for f in frames])
-    return model, pred
+    return model, _predictions(model, positions, boxes, system, frames)
+
+
+def _predictions(model: LossModel, positions, boxes, system: WaterSystem, frames) -> np.ndarray:
+    """The model's forces on `frames` (n_frames, n_atoms, 3)."""
+    return np.stack([model.forces(positions[f], boxes[f], system.species, system.molecules)[0] for f in frames])
 
 
 #: bins of the invariants' histograms that weigh a compiled polynomial, and the weight
@@ -513,7 +515,7 @@ def chebyshev_model(model: LossModel, positions, boxes, system: WaterSystem, pai
     spline = {t.function.key: t for t in as_agents.terms()}
     compiled = []
     for c, ch in enumerate(model.channels):
-        if ch.basis != "natural cubic spline":
+        if ch.basis != Channel.basis:
             raise ValueError(f"channel {ch.name} is already a {ch.basis!r} function")
         pair = ch.kind == "inter"
         degree = pair_degree if pair else own_degree

@@ -63,9 +63,11 @@ class Term:
     def end_slopes(self) -> np.ndarray:
         """dE/dx of the function at its lower and upper end (the slopes of its extensions;
         a pair polynomial's includes its cutoff factor)."""
+        from .model import ChebyshevChannel
+
         f = self.function
         values = np.asarray(f.values, float)
-        if f.basis == "chebyshev":
+        if f.basis == ChebyshevChannel.basis:
             return np.array([kernels.chebyshev_series(x, f.x0, f.x1, values, 0, f.n, self.invariant == "pair")[1]
                              for x in (f.x0, f.x1)])
         return kernels.end_slopes(f.x0, f.h, f.n, values, f.second_derivatives())

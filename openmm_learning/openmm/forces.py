@@ -29,7 +29,7 @@ from numpy.polynomial import chebyshev
 
 from ..io.topology import SPECIES, SPECIES_INDEX
 from ..io.water_run import replicas_needed
-from ..losses.model import LossModel
+from ..losses.model import Channel, ChebyshevChannel, LossModel
 from ..losses.terms import Term, split_agent_terms
 from ..units import MASSES_AMU
 
@@ -87,7 +87,7 @@ def _chebyshev_lepton(term: Term, x: str, name: str) -> tuple[str, dict, list]:
     return _extended(term, x, horner(mono, u)), {}, [f"{u} = {2.0 / (f.x1 - f.x0)!r}*{clamped} - 1"]
 
 
-_LEPTON_FORMS = {"natural cubic spline": _spline_lepton, "chebyshev": _chebyshev_lepton}
+_LEPTON_FORMS = {Channel.basis: _spline_lepton, ChebyshevChannel.basis: _chebyshev_lepton}
 
 
 #: Intervals of the gap between two pair functions in the joined table (at least 3 let
@@ -145,16 +145,20 @@ def _by_type(values: dict) -> str:
     return f"({v0!r} + s*({v1 - v0 - c!r} + s*{c!r}))"
 
 
+def _per_type(terms: list[Term], value) -> dict:
+    """{species pair: value(term)} of the pair terms of one force."""
+    return {tuple(sorted(t.species)): value(t) for t in terms}
+
+
 def _spline_pair_energy(terms: list[Term]) -> tuple[str, dict, bool]:
     """Every type reads the joined table (_joined_table) with its extension and wall below it;
     OpenMM's switching function is the model's."""
     table, placement = _joined_table(terms)
-    keys = [tuple(sorted(t.species)) for t in terms]
-    lo = {k: float(t.lower) for k, t in zip(keys, terms)}
-    hi = {k: float(t.function.x1) for k, t in zip(keys, terms)}
-    slope = {k: float(t.end_slopes()[0]) for k, t in zip(keys, terms)}
-    wall = {k: float(t.k_wall) for k, t in zip(keys, terms)}
-    weight = _mixed({k: 1.0 for k in keys}) if len(keys) < 3 else None
+    lo = _per_type(terms, lambda t: float(t.lower))
+    hi = _per_type(terms, lambda t: float(t.function.x1))
+    slope = _per_type(terms, lambda t: float(t.end_slopes()[0]))
+    wall = _per_type(terms, lambda t: float(t.k_wall))
+    weight = _mixed({k: 1.0 for k in lo}) if len(lo) < 3 else None
     energy = "pair(min(max(r, lo), hi)*sc + off) + slo*min(0, r-lo) + kw*max(0, lo-r)^2"
     text = "; ".join([f"({weight})*({energy})" if weight else energy, f"lo = {_mixed(lo)}", f"hi = {_mixed(hi)}",
                       f"sc = {_mixed({k: p[0] for k, p in placement.items()})}",
@@ -168,19 +172,17 @@ def _chebyshev_pair_energy(terms: list[Term]) -> tuple[str, dict, bool]:
     coefficients are quadratics in the type (_by_type), times its cutoff factor (1 - w)^3,
     which replaces OpenMM's switching function (measured: the switch alone costs about as
     much as the polynomial)."""
-    keys = [tuple(sorted(t.species)) for t in terms]
     if len({(t.function.n, t.function.x1) for t in terms}) != 1:
         raise ValueError("the pair series of one force must share their degree and upper end")
-    mono = {k: chebyshev.cheb2poly(t.function.values) for k, t in zip(keys, terms)}
-    n = terms[0].function.n
-    coefficients = [_by_type({k: m[i] for k, m in mono.items()}) for i in range(n)]
+    mono = _per_type(terms, lambda t: chebyshev.cheb2poly(t.function.values))
+    coefficients = [_by_type({k: m[i] for k, m in mono.items()}) for i in range(terms[0].function.n)]
     # a type without a term weighs 0 (zero coefficients, slope and wall) on a neighbour's range
-    lo = {k: float(t.lower) for k, t in zip(keys, terms)}
+    lo = _per_type(terms, lambda t: float(t.lower))
     lo_all = {k: lo.get(k, float(terms[0].lower)) for k in _PAIR_WEIGHT}
     # the series' variable: w = (1/lo - 1/r) / (1/lo - 1/x1), 0 at lo and 1 at the cutoff
     inverse_span = {k: 1.0 / (1.0 / v - 1.0 / terms[0].function.x1) for k, v in lo_all.items()}
-    slope = {k: float(t.end_slopes()[0]) for k, t in zip(keys, terms)}
-    wall = {k: float(t.k_wall) for k, t in zip(keys, terms)}
+    slope = _per_type(terms, lambda t: float(t.end_slopes()[0]))
+    wall = _per_type(terms, lambda t: float(t.k_wall))
     text = "; ".join([f"(1 - w)^3*{horner(coefficients, 'u')} + slo*min(0, r-lo) + kw*max(0, lo-r)^2",
                       "u = 2*w - 1", "w = (1/lo - 1/max(r, lo))*isp", f"lo = {_by_type(lo_all)}",
                       f"isp = {_by_type(inverse_span)}", f"slo = {_by_type(slope)}", f"kw = {_by_type(wall)}",
@@ -188,7 +190,7 @@ def _chebyshev_pair_energy(terms: list[Term]) -> tuple[str, dict, bool]:
     return text, {}, False
 
 
-_PAIR_FORMS = {"natural cubic spline": _spline_pair_energy, "chebyshev": _chebyshev_pair_energy}
+_PAIR_FORMS = {Channel.basis: _spline_pair_energy, ChebyshevChannel.basis: _chebyshev_pair_energy}
 
 
 def _pair_force(model: LossModel, terms: list[Term], species_codes, molecules, group, name):
