@@ -33,7 +33,9 @@ def results_block(out: Path) -> str:
              f"cut; each row {suite['seeds']} runs of {suite['ps']:g} ps (after {suite['langevin_ps']:g} ps of Langevin "
              f"each) from CP2K "
              f"frames {', '.join(map(str, suite['start_frames']))}; z from Student's t at "
-             f"{100 * s['confidence']:g} % confidence.", ""]
+             f"{100 * s['confidence']:g} % confidence"
+             + ("; fail decisions family-wise over each row's judged metrics." if s.get("family_wise_fail")
+                else "."), ""]
     lines += _table(["held-out force RMSE (kJ/mol/nm)", "O", "H"],
                     [[mode, f"{e['O']['rmse']:.1f} ({100 * e['O']['relative_rmse']:.1f} %)",
                       f"{e['H']['rmse']:.1f} ({100 * e['H']['relative_rmse']:.1f} %)"] for mode, e in fit.items()])

@@ -14,7 +14,8 @@ uncertainty from contiguous blocks, which slow processes correlate (say so when
 judging a short reference). Every judged metric has one of three
 outcomes against its threshold (``validation/thresholds.json``), with z Student's t
 quantile of the two-sided ``confidence`` for the uncertainty's degrees of freedom:
-pass (the whole interval value +- z sigma is inside), fail (all of it is outside), or
+pass (the whole interval value +- z sigma is inside), fail (all of value +- z_fail sigma
+is outside, z_fail at the family-wise confidence of the row's judged metrics), or
 inconclusive (the data cannot decide). A metric that the data cannot measure (a feature
 absent in row and reference, a band above the Nyquist frequency, a run too short for
 diffusion, different masses for dynamics) is "n/a" with the reason, never a pass.
@@ -626,18 +627,26 @@ def _with_error(x):
 
 # --------------------------------------------------------------------------- judging
 
-def _judge(rec, spec, confidence):
+def _judge(rec, spec, confidence, family: int = 1):
     """Fill threshold, kind, outcome, passed and note into rec.
 
-    outcome: "pass" when value +- z sigma lies inside the threshold, "fail" when it lies
-    outside, "inconclusive" when the interval straddles it; z is Student's t quantile of
+    outcome: "pass" when value +- z sigma lies inside the threshold, "fail" when value
+    +- z_fail sigma lies outside, "inconclusive" otherwise; z is Student's t quantile of
     the two-sided `confidence` for the record's degrees of freedom (few blocks or runs
-    widen the interval). "n/a" when the data cannot measure the metric, "reported" when
-    it has no threshold. passed: True, False or None.
+    widen the interval). A row fails when any of its `family` metrics fails, so a fail
+    decision must hold with all of them looked at, or a row of good metrics fails by
+    chance in some runs: z_fail is z times the ratio of the normal quantiles at the
+    family-wise (Bonferroni) and the single confidence. Student's t at the Bonferroni
+    level itself would make 2-3 runs unable to fail anything (t_1 = 840 for 30 metrics).
+    "n/a" when the data cannot measure the metric, "reported" when it has no threshold.
+    passed: True, False or None.
     """
+    from scipy.stats import norm
     from scipy.stats import t as student_t
 
     z = float(student_t.ppf(0.5 + 0.5 * confidence, max(rec.get("dof", 1e6), 1)))
+    alpha = 1.0 - confidence
+    z_fail = z * float(norm.ppf(1.0 - 0.5 * alpha / max(family, 1)) / norm.ppf(1.0 - 0.5 * alpha))
     label, unit = METRICS[rec["metric"]]
     rec.update({"label": label, "unit": unit, "threshold": None, "kind": None, "passed": None,
                 "outcome": "n/a", "note": rec.pop("skipped", ""), "interval": None})
@@ -664,16 +673,18 @@ def _judge(rec, spec, confidence):
     if sigma is None or not np.isfinite(sigma):
         sigma = 0.0
         notes.append("uncertainty unknown: decided on the value alone")
+    # interval: [the fail test's lower end, the pass test's upper end] for "max", the
+    # other way round for "min"; equal z's when family is 1
     if kind == "max":
-        lo, hi = max(abs(v) - rec.get("noise_bias", 0.0) - z * sigma, 0.0), abs(v) + z * sigma
+        lo, hi = max(abs(v) - rec.get("noise_bias", 0.0) - z_fail * sigma, 0.0), abs(v) + z * sigma
         outcome = "pass" if hi <= thr else "fail" if lo > thr else "inconclusive"
-        shown = f"|value| ± {z:.2f}σ = [{lo:.3g}, {hi:.3g}] against max {thr:.3g}"
+        shown = f"|value| - {z_fail:.2f}σ, |value| + {z:.2f}σ = [{lo:.3g}, {hi:.3g}] against max {thr:.3g}"
     else:
-        lo, hi = v - z * sigma, v + z * sigma
+        lo, hi = v - z * sigma, v + z_fail * sigma
         outcome = "pass" if lo >= thr else "fail" if hi < thr else "inconclusive"
-        shown = f"value ± {z:.2f}σ = [{lo:.3g}, {hi:.3g}] against min {thr:.3g}"
+        shown = f"value - {z:.2f}σ, value + {z_fail:.2f}σ = [{lo:.3g}, {hi:.3g}] against min {thr:.3g}"
     rec.update({"threshold": thr, "kind": kind, "outcome": outcome, "interval": [lo, hi], "z": z,
-                "passed": {"pass": True, "fail": False}.get(outcome)})
+                "z_fail": z_fail, "family": family, "passed": {"pass": True, "fail": False}.get(outcome)})
     rec["note"] = "; ".join([shown] + notes)
     return rec
 
@@ -705,7 +716,8 @@ def reference_equipartition(ref: _Profile, target_k, tolerance_k, confidence) ->
     for k in KINDS:
         v, e = ref.kinetic[k]
         rec = _judge({"metric": f"kinetic_vs_target.{k}", "value": v - target_k, "uncertainty": e,
-                      "row_value": v, "reference_value": target_k, "dof": ref.dof}, {"max": tolerance_k}, confidence)
+                      "row_value": v, "reference_value": target_k, "dof": ref.dof}, {"max": tolerance_k}, confidence,
+                     len(KINDS))
         kinds[k] = {"value": v, "uncertainty": e, "outcome": rec["outcome"]}
     return {"ok": all(x["outcome"] != "fail" for x in kinds.values()), "kinds": kinds}
 
@@ -778,8 +790,10 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
         prof = profile(runs, first)
         profiles[name] = prof
         seconds = cost.get(name, _mean_seconds(groups[name]))
-        recs = [_judge(rec, cfg["metrics"].get(rec["metric"]), confidence)
-                for rec in _compare(prof, ref, seconds, cp2k_seconds, target_temperature_k, ref_eq["ok"])]
+        recs = _compare(prof, ref, seconds, cp2k_seconds, target_temperature_k, ref_eq["ok"])
+        family = sum(cfg["metrics"].get(r["metric"]) is not None and not r.get("skipped") for r in recs) \
+            if cfg.get("family_wise_fail", True) else 1
+        recs = [_judge(rec, cfg["metrics"].get(rec["metric"]), confidence, family) for rec in recs]
         for rec in recs:
             rec["row"] = name
             rec["noise_floor"] = floors.get(rec["metric"])
@@ -814,7 +828,8 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
         "reference_equilibration_cut_ps": equilibration_ps, "row_equilibration_cut_ps": row_equilibration_ps,
         "rows": {n: {"runs": p.seeds, "frames": sum(r.traj.n_frames for r in p.runs), "span_ps": p.duration_ps,
                      "uncertainty_from": p.part_kind} for n, p in profiles.items()},
-        "target_temperature_K": target_temperature_k, "confidence": confidence, "diffusion_window_ps": list(window),
+        "target_temperature_K": target_temperature_k, "confidence": confidence,
+        "family_wise_fail": bool(cfg.get("family_wise_fail", True)), "diffusion_window_ps": list(window),
         "velocity_series": spec_info, "vacf_lag_ps": lag,
         "spectral_band_windows_cm1": analysis.SPECTRAL_BANDS,
         "n_blocks": n_blocks, "rdf_r_max_nm": r_max, "rdf_bins": n_bins,
@@ -1090,7 +1105,8 @@ _LEGEND = ("Values are row − reference unless the metric says otherwise; a row
            "independent runs and ± is the standard error (between those runs: their spread is √n times it; "
            "between blocks for the reference's one run); *floor* is the same "
            "number for the reference's first half against its second half. Outcomes: PASS when value ± zσ "
-           "lies inside the threshold, FAIL when it lies outside, INCONCLUSIVE when it straddles it (the data "
+           "lies inside the threshold, FAIL when value ± z_fail σ lies outside (z_fail at the family-wise "
+           "confidence of the row's judged metrics: a row fails when any one fails), INCONCLUSIVE when it straddles it (the data "
            "cannot decide), n/a when the data cannot measure the metric (the note says why); n/a and "
            "inconclusive never count as passes. 'needs': the reference length (ps) at which its own error "
            "would use half the threshold.")
