@@ -24,12 +24,31 @@ def _fit(args):
 
     settings = FitSettings(r_cut=args.cutoff, r_switch=args.switch, agent_asymmetry=args.agent_asymmetry,
                            asymmetry_mu=args.asymmetry_mu, charges=args.charges, basis=args.basis)
-    results = fit_run(args.run, args.out, tuple(args.modes), settings, args.allow_truncated)
+    results = fit_run(args.run, args.out, tuple(args.modes), settings, args.allow_truncated,
+                      committee=args.committee)
     for mode, res in results.items():
         m = res.model.fit_metrics["held_out"]
         print(f"{mode:10s} held-out force RMSE: O {m['O']['rmse']:.1f} kJ/mol/nm "
               f"({100 * m['O']['relative_rmse']:.1f} %), H {m['H']['rmse']:.1f} kJ/mol/nm "
-              f"({100 * m['H']['relative_rmse']:.1f} %)  -> {Path(args.out) / (mode + '.json')}")
+              f"({100 * m['H']['relative_rmse']:.1f} %)  -> {Path(args.out) / (mode + '.json')}"
+              + (f" and {len(res.committee)} committee members in {Path(args.out) / 'committee'}"
+                 if res.committee else ""))
+
+
+def _evaluate(args):
+    from .evaluate import committee_paths, evaluate, parse_frames, summary_lines, write_evaluation
+    from .losses.model import LossModel
+
+    model = LossModel.load(args.model)
+    paths = [Path(p) for p in args.committee] if args.committee else committee_paths(args.model)
+    committee = [LossModel.load(p) for p in paths]
+    if len(committee) == 1:
+        raise ValueError(f"{paths[0]}: a committee needs at least 2 models")
+    ev = evaluate(model, args.run, parse_frames(args.frames), committee, allow_truncated=args.allow_truncated,
+                  model_path=args.model)
+    files = write_evaluation(ev, args.out)
+    print("\n".join(summary_lines(ev.summary)))
+    print(f"-> {files['json']}, {files['csv'].name}, {files['parity'].name}, {files['frames'].name}")
 
 
 def _simulate(args):
@@ -175,8 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="functions of the model file: the fitted splines (default), or compiled to Chebyshev "
                         "series, which OpenMM evaluates as expressions, 2-5x faster on the CPU (adds under "
                         "0.1%% of the RMS force to the held-out error; LAMMPS runs them through tables)")
+    f.add_argument("--committee", action="store_true",
+                   help="also write the models refitted without each cross-validation block "
+                        "(committee/MODE-k.json): `evaluate` reports the spread of their forces")
     f.add_argument("--allow-truncated", action="store_true", help="drop an incomplete last frame")
     f.set_defaults(func=_fit)
+
+    ev = sub.add_parser("evaluate", help="force errors of a model on any CP2K run with forces")
+    ev.add_argument("model", help="model JSON written by `fit`")
+    ev.add_argument("run", help="CP2K run folder with a forces file (*-frc-*.xyz)")
+    ev.add_argument("--frames", default=None, help="frames of the run A:B:S (Python slice; default all)")
+    ev.add_argument("--out", default="evaluation", help="folder for evaluation.json, per_frame.csv and plots")
+    ev.add_argument("--committee", nargs="+", default=None,
+                    help="committee model files (default: committee/MODE-*.json beside the model, if any)")
+    ev.add_argument("--allow-truncated", action="store_true", help="drop an incomplete last frame")
+    ev.set_defaults(func=_evaluate)
 
     s = sub.add_parser("simulate", help="run learning dynamics of a model in OpenMM from a CP2K frame")
     s.add_argument("model", help="model JSON written by `fit`")

@@ -24,8 +24,9 @@ def say_replica(run, progress=True):
 
 
 def fit_run(run_dir, out_dir, modes=("agent", "reciprocal"), settings: FitSettings | None = None,
-            allow_truncated=False, progress=True) -> dict:
-    """Fit the agent losses of a CP2K run; write MODE.json, parity.png, channels.png, fit.json."""
+            allow_truncated=False, progress=True, committee=False) -> dict:
+    """Fit the agent losses of a CP2K run; write MODE.json, parity.png, channels.png, fit.json,
+    and with committee the models refitted without each CV block, committee/MODE-k.json."""
     from .validation.plots import channel_plot, parity_plot
 
     out = Path(out_dir)
@@ -41,9 +42,11 @@ def fit_run(run_dir, out_dir, modes=("agent", "reciprocal"), settings: FitSettin
                   "temperature_K": run.settings.temperature_k if run.settings else None,
                   "replica": run.replica}
     results = fit_modes(run.positions, run.forces, run.box_nm, system, modes, settings,
-                        provenance, progress)
+                        provenance, progress, committee)
     for mode, res in results.items():
         res.model.save(out / f"{mode}.json")
+        for k, member in enumerate(res.committee):
+            member.save(out / "committee" / f"{mode}-{k}.json")
     parity_plot(results, system.species, out / "parity.png")
     channel_plot({m: r.model for m, r in results.items()}, out / "channels.png")
     summary = {m: r.model.fit_metrics["held_out"] for m, r in results.items()}

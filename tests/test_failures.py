@@ -61,6 +61,11 @@ CASES = {
     "lammps, no such run": ("lammps", "{root}/good.json", "--cp2k", "{root}/missing", "--out", "{root}/o12"),
     "lammps, pair_style python of a compiled model": ("lammps", "{root}/compiled.json", "--cp2k", "{good}", "--pair",
                                                       "python", "--out", "{root}/o14"),
+    "evaluate, bad --frames": ("evaluate", "{root}/good.json", "{good}", "--frames", "1:x", "--out", "{root}/o15"),
+    "evaluate, no frames in the range": ("evaluate", "{root}/good.json", "{good}", "--frames", "5000:", "--out",
+                                         "{root}/o16"),
+    "evaluate, junk committee member": ("evaluate", "{root}/good.json", "{good}", "--committee", "{root}/junk.json",
+                                        "{root}/good.json", "--out", "{root}/o17"),
     "cp2k write over a file": ("cp2k", "write", "{root}/a-file/inputs", "--molecules", "8"),
     "cp2k run of junk": ("cp2k", "run", "{root}/junk.inp"),
 }

@@ -31,7 +31,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from openmm_learning.io.water_run import example_run_dir, load_water_run
-from openmm_learning.losses.fit import (MUS, FitSettings, _model_and_predictions, accumulate, build_channels,
+from openmm_learning.losses.fit import (MUS, FitSettings, _model_of, _predictions, accumulate, build_channels,
                                         force_errors, solve_coupled, solve_mode, time_split)
 from openmm_learning.openmm.simulate import read_state_log, simulate
 
@@ -53,7 +53,8 @@ def fit_variants(run, system, settings, mus=MUS[1:]):
     variants["reciprocal"] = (solve_mode(blocks, channels, "reciprocal", settings)[0], None)  # mu = infinity
     out = {}
     for name, (y, mu) in variants.items():
-        model, pred = _model_and_predictions(y, channels, "agent", settings, pos, box, system, test)
+        model = _model_of(y, channels, "agent", settings)
+        pred = _predictions(model, pos, box, system, test)
         err = force_errors(frc[test], pred, system.species)
         out[name] = (model, {"mu": mu, "rmse_O": err["O"]["rmse"], "rmse_H": err["H"]["rmse"],
                              "net_force_held_out": float(np.mean(np.linalg.norm(pred.sum(axis=1), axis=1)))})

@@ -31,7 +31,7 @@ import numpy as np
 
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.losses import kernels
-from openmm_learning.losses.fit import (FitSettings, _model_and_predictions, accumulate, build_channels,
+from openmm_learning.losses.fit import (FitSettings, _model_of, _predictions, accumulate, build_channels,
                                         force_errors, solve_coupled, solve_cv, time_split)
 
 #: (agent species, neighbour species, r_in, r_out) of each density (nm); species O = 0, H = 1
@@ -193,7 +193,7 @@ def fit_and_score(run, system, settings, frames, test, extra, groups):
                         extra_columns=extra)
     _, lambdas, _ = solve_cv(blocks, channels, "agent", settings)
     y, _, _ = solve_coupled(blocks, channels, settings, lambdas, mus=(0.0,))
-    _, pred = _model_and_predictions(y, channels, "agent", settings, pos, box, system, test)
+    pred = _predictions(_model_of(y, channels, "agent", settings), pos, box, system, test)
     carried = {}
     if extra is not None:
         edges = np.cumsum([0] + [k for _, _, k in groups])

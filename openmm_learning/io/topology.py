@@ -134,6 +134,9 @@ class WaterSystem:
 
     species: np.ndarray
     molecules: np.ndarray
+    #: each atom's 0-based index in the CP2K files (a periodic replica repeats the
+    #: original's); None when the atoms did not come from a CP2K run
+    cp2k_index: np.ndarray | None = None
 
     @classmethod
     def from_frame(cls, elements, positions, box):

@@ -56,7 +56,8 @@ def load_water_run(path, allow_truncated=False, r_cut: float | None = None) -> t
     if r_cut is not None:
         run = run.replicated(replicas_needed(run.box_nm.min(axis=0), r_cut))
     n = len(run.elements) // 3
-    system = WaterSystem(species_codes(run.elements), np.arange(3 * n).reshape(n, 3))
+    system = WaterSystem(species_codes(run.elements), np.arange(3 * n).reshape(n, 3),
+                         np.tile(order, run.replica**3))
     return run, system
 
 

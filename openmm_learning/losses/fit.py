@@ -33,6 +33,7 @@ from .model import (
     ChebyshevChannel,
     LossModel,
     angle_channel_table,
+    channel_name,
     natural_spline_matrix,
     pair_channel_table,
 )
@@ -107,6 +108,8 @@ class FitResult:
     test_frames: np.ndarray
     test_reference: np.ndarray = field(repr=False)  # (n_test, n_atoms, 3)
     test_predicted: np.ndarray = field(repr=False)
+    #: the mode refitted without each cross-validation block (fit_modes(committee=True))
+    committee: list = field(default_factory=list, repr=False)
 
 
 def _grid(lo, hi, h):
@@ -115,19 +118,26 @@ def _grid(lo, hi, h):
     return x0, max(n, 4)
 
 
+def seen_ranges(positions, boxes, system: WaterSystem, r_cut: float):
+    """Smallest and largest invariant of every channel (CHANNEL_KEYS order) over the
+    frames; the two views of a tied invariant share theirs."""
+    lo, hi = kernels.invariant_ranges(positions, boxes, system.species, system.molecules,
+                                      system.molecule_id, r_cut, pair_channel_table(),
+                                      angle_channel_table(), len(CHANNEL_KEYS))
+    for a, b in RECIPROCAL_TIES:
+        ia, ib = CHANNEL_KEYS.index(a), CHANNEL_KEYS.index(b)
+        lo[ia] = lo[ib] = min(lo[ia], lo[ib])
+        hi[ia] = hi[ib] = max(hi[ia], hi[ib])
+    return lo, hi
+
+
 def build_channels(positions, boxes, system: WaterSystem, settings: FitSettings) -> list[Channel]:
     """Grids covering the invariants seen in the data (plus margins); values zero.
 
     Tied channels (seen from both ends) share one grid, so either mode can use it.
     Intermolecular grids end exactly at r_cut.
     """
-    lo, hi = kernels.invariant_ranges(positions, boxes, system.species, system.molecules,
-                                      system.molecule_id, settings.r_cut, pair_channel_table(),
-                                      angle_channel_table(), len(CHANNEL_KEYS))
-    for a, b in RECIPROCAL_TIES:
-        ia, ib = CHANNEL_KEYS.index(a), CHANNEL_KEYS.index(b)
-        lo[ia] = lo[ib] = min(lo[ia], lo[ib])
-        hi[ia] = hi[ib] = max(hi[ia], hi[ib])
+    lo, hi = seen_ranges(positions, boxes, system, settings.r_cut)
     channels = []
     for c, (agent, neighbour, kind) in enumerate(CHANNEL_KEYS):
         if not np.isfinite(lo[c]):
@@ -396,11 +406,15 @@ def file_hashes(files: dict) -> dict:
 
 
 def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "reciprocal"),
-              settings: FitSettings | None = None, provenance=None, progress=True) -> dict:
+              settings: FitSettings | None = None, provenance=None, progress=True,
+              committee: bool = False) -> dict:
     """Fit the requested modes on one set of frames; returns {mode: FitResult}.
 
     positions (n_frames, n_atoms, 3) nm, forces kJ/mol/nm, boxes (n_frames, 3) nm.
     The last `test_fraction` of the frames (after a gap) is held out for the metrics.
+    committee: also fit each mode once without each cross-validation block (FitResult.committee,
+    cv_folds models): the spread of their forces on a frame is the model's uncertainty
+    there (DP-GEN's model deviation), nearly free because the fit is linear.
     """
     settings = settings or FitSettings()
     positions = np.ascontiguousarray(positions, dtype=float)
@@ -408,6 +422,8 @@ def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "re
     block, test = time_split(len(positions), settings)
     train = block >= 0
     channels = build_channels(positions[train], boxes[train], system, settings)
+    lo, hi = seen_ranges(positions[train], boxes[train], system, settings.r_cut)
+    seen = {channel_name(k): [float(a), float(b)] for k, a, b in zip(CHANNEL_KEYS, lo, hi)}
     t0 = time.perf_counter()
     blocks = accumulate(positions, forces, boxes, system, channels, settings, block,
                         settings.cv_folds, progress)
@@ -415,15 +431,22 @@ def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "re
     results = {}
     for mode in modes:
         y, chosen, cv, asymmetry = solve_mode(blocks, channels, mode, settings)
-        model, pred = _model_and_predictions(y, channels, mode, settings, positions, boxes, system, test)
+        model = _model_of(y, channels, mode, settings)
+        pred = _predictions(model, positions, boxes, system, test)
         metrics = force_errors(forces[test], pred, system.species)
         spline_metrics = None
+        compile_ = lambda m: chebyshev_model(m, positions[train], boxes[train], system,  # noqa: E731
+                                             settings.pair_degree, settings.own_degree)
         if settings.basis == "chebyshev":
             spline_metrics = metrics
-            model = chebyshev_model(model, positions[train], boxes[train], system, settings.pair_degree,
-                                    settings.own_degree)
+            model = compile_(model)
             pred = _predictions(model, positions, boxes, system, test)
             metrics = force_errors(forces[test], pred, system.species)
+        members = []
+        for k in range(len(blocks) if committee else 0):
+            member = _model_of(solve_mode(blocks[:k] + blocks[k + 1:], channels, mode, settings)[0],
+                               channels, mode, settings)
+            members.append(compile_(member) if settings.basis == "chebyshev" else member)
         model.provenance = dict(provenance or {})
         model.fit_metrics = {
             "held_out": metrics,
@@ -439,7 +462,12 @@ def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "re
             model.fit_metrics["asymmetry"] = asymmetry
         if spline_metrics:
             model.fit_metrics["held_out_of_fitted_splines"] = spline_metrics
-        results[mode] = FitResult(model, chosen, cv, test, forces[test], pred)
+        model.seen = seen
+        for k, member in enumerate(members):
+            member.seen = seen
+            member.provenance = dict(model.provenance, committee_member=k, left_out_block=k)
+            member.fit_metrics = {"left_out_block": k, "settings": model.fit_metrics["settings"]}
+        results[mode] = FitResult(model, chosen, cv, test, forces[test], pred, members)
     return results
 
 
@@ -462,9 +490,8 @@ def solve_mode(blocks, channels, mode, settings: FitSettings):
     return y, chosen, cv, asymmetry
 
 
-def _model_and_predictions(y, channels, mode, settings, positions, boxes, system, frames):
-    """The model with spline values y on the fit's grids (and q_H^2 last, with charges),
-    and its forces on `frames`."""
+def _model_of(y, channels, mode, settings) -> LossModel:
+    """The model with spline values y on the fit's grids (and q_H^2 last, with charges)."""
     fitted, o = [], 0
     for ch in channels:
         fitted.append(Channel(ch.agent, ch.neighbour, ch.kind, ch.x0, ch.h, y[o:o + ch.n].copy()))
@@ -475,8 +502,7 @@ def _model_and_predictions(y, channels, mode, settings, positions, boxes, system
             raise ValueError(f"the fitted charge coefficient q_H^2 = {y[o]:.3g} e^2 is not positive: these "
                              "forces do not look like those of point charges; fit without charges")
         charge_h = float(np.sqrt(y[o]))
-    model = LossModel(mode, fitted, settings.r_cut, settings.r_switch, settings.k_wall, charge_h=charge_h)
-    return model, _predictions(model, positions, boxes, system, frames)
+    return LossModel(mode, fitted, settings.r_cut, settings.r_switch, settings.k_wall, charge_h=charge_h)
 
 
 def _predictions(model: LossModel, positions, boxes, system: WaterSystem, frames) -> np.ndarray:
@@ -535,7 +561,7 @@ def chebyshev_model(model: LossModel, positions, boxes, system: WaterSystem, pai
             coef[0] = term.energy(hi[c])[0] - end
         compiled.append(ChebyshevChannel(ch.agent, ch.neighbour, ch.kind, float(lo[c]), float(hi[c]), coef))
     return LossModel(model.mode, compiled, model.r_cut, model.r_switch, model.k_wall, dict(model.fit_metrics),
-                     dict(model.provenance), model.charge_h)
+                     dict(model.provenance), model.charge_h, model.seen)
 
 
 def force_errors(reference, predicted, species) -> dict:
@@ -584,7 +610,7 @@ def learning_curve(positions, forces, boxes, system: WaterSystem, sizes=5,
                             settings.cv_folds, progress=False)
         for mode in modes:
             y = solve_mode(blocks, channels, mode, settings)[0]
-            _, pred = _model_and_predictions(y, channels, mode, settings, positions, boxes, system, test)
+            pred = _predictions(_model_of(y, channels, mode, settings), positions, boxes, system, test)
             for s, e in force_errors(forces[test], pred, system.species).items():
                 errors[mode][s]["rmse"].append(e["rmse"])
                 errors[mode][s]["relative_rmse"].append(e["relative_rmse"])

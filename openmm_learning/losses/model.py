@@ -187,6 +187,9 @@ class LossModel:
     provenance: dict = field(default_factory=dict)
     #: point charge of H in e (O carries -2 charge_h), None for a model without charges
     charge_h: float | None = None
+    #: {channel name: [smallest, largest]} invariant of the training frames (the fitted
+    #: range; a grid reaches a margin beyond it), None when unknown
+    seen: dict | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -265,6 +268,15 @@ class LossModel:
             f, loss = f + self.charge_h**2 * fq, loss + self.charge_h**2 * eq
         return f, loss
 
+    def channels_outside(self, lo, hi) -> int:
+        """How many channels saw an invariant outside the range of the training frames (the
+        function's domain when that is unknown), given the smallest and largest invariant of
+        each (kernels.invariant_ranges); a pair beyond the cutoff has no force, so only a
+        pair closer than any seen counts."""
+        ranges = [self.seen[ch.name] if self.seen else (ch.x0, ch.x1) for ch in self.channels]
+        return sum(1 for c, (ch, (a, b)) in enumerate(zip(self.channels, ranges))
+                   if lo[c] < a or (ch.kind != "inter" and hi[c] > b))
+
     def is_reciprocal(self, rtol=1e-12) -> bool:
         for a, b in RECIPROCAL_TIES:
             ca, cb = self.channel(*a), self.channel(*b)
@@ -291,7 +303,7 @@ class LossModel:
             ca.values, cb.values = mean, mean.copy()
         return LossModel("reciprocal", channels, self.r_cut, self.r_switch, self.k_wall,
                          dict(self.fit_metrics), dict(self.provenance, symmetric_part_of=self.mode),
-                         self.charge_h)
+                         self.charge_h, self.seen)
 
     def antisymmetric_part(self) -> "LossModel":
         """The agent model minus its symmetric part, without walls (they cancel): on each tied
@@ -320,6 +332,7 @@ class LossModel:
                 "electrostatics": "Ewald/PME over the periodic box, real-space cutoff r_cut, "
                                   "intramolecular pairs excluded"},
             "k_wall": self.k_wall,
+            "seen_range": self.seen,
             "channels": [c.to_dict() for c in self.channels],
             "fit_metrics": self.fit_metrics,
             "provenance": self.provenance,
@@ -387,11 +400,20 @@ class LossModel:
             if not math.isclose(float(need(charges, "O", "charges.", (int, float))), -2.0 * charge_h,
                                 rel_tol=1e-9) or charges.get("unit") != "e":
                 raise ModelFileError(f"{source}: charges must be in e with O = -2 H (a neutral water)")
+        seen = d.get("seen_range")
+        if seen is not None:
+            names = {c.name for c in channels}
+            if not isinstance(seen, dict) or set(seen) != names or not all(
+                    isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and math.isfinite(x)
+                                                               and not isinstance(x, bool) for x in v) and v[0] <= v[1]
+                    for v in seen.values()):
+                raise ModelFileError(f"{source}: seen_range must give [smallest, largest] for every channel")
+            seen = {k: [float(a), float(b)] for k, (a, b) in seen.items()}
         try:
             model = cls(mode=need(d, "mode", "", str), channels=channels, r_cut=r_cut,
                         r_switch=r_switch, k_wall=float(need(d, "k_wall", "", (int, float))),
                         fit_metrics=d.get("fit_metrics", {}), provenance=d.get("provenance", {}),
-                        charge_h=charge_h)
+                        charge_h=charge_h, seen=seen)
         except ModelFileError as e:
             raise ModelFileError(f"{source}: {e}") from None
         for c in channels:

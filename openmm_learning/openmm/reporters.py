@@ -130,8 +130,7 @@ class ExtrapolationReporter(_Reporter):
         lo, hi = kernels.invariant_ranges(np.ascontiguousarray(pos)[None], box[None], self.species, self.molecules,
                                           self.mol_id, self.model.r_cut, pair_channel_table(),
                                           angle_channel_table(), len(self.model.channels))
-        self.last_count = sum(1 for c, ch in enumerate(self.model.channels)
-                              if lo[c] < ch.x0 or (ch.kind != "inter" and hi[c] > ch.x1))
+        self.last_count = self.model.channels_outside(lo, hi)
         self.reports += 1
         if self.last_count:
             if not self.reports_out:

@@ -10,22 +10,29 @@ from matplotlib.figure import Figure
 from ..io.topology import SPECIES
 
 
-def parity_plot(results: dict, species, path) -> Path:
-    """Predicted against CP2K force components on the held-out frames, per mode and species."""
-    modes = list(results)
-    fig = Figure(figsize=(4.2 * len(SPECIES), 4 * len(modes)))  # no pyplot: no global backend state
-    axes = fig.subplots(len(modes), len(SPECIES), squeeze=False)
-    for r, mode in enumerate(modes):
-        res = results[mode]
+def parity_plot(panels: dict, species, path) -> Path:
+    """Predicted against CP2K force components, one row per {label: (reference, predicted)}
+    (arrays (n_frames, n_atoms, 3), kJ/mol/nm), one column per species; fit results
+    (FitResult: the held-out frames) may stand for the pairs."""
+    from ..losses.fit import force_errors
+
+    labels = list(panels)
+    fig = Figure(figsize=(4.2 * len(SPECIES), 4 * len(labels)))  # no pyplot: no global backend state
+    axes = fig.subplots(len(labels), len(SPECIES), squeeze=False)
+    for r, label in enumerate(labels):
+        pair = panels[label]
+        reference, predicted = (pair.test_reference, pair.test_predicted) if hasattr(pair, "test_reference") \
+            else pair
+        errors = force_errors(reference, predicted, species)
         for s, name in enumerate(SPECIES):
             ax = axes[r, s]
-            ref = res.test_reference[:, species == s].ravel()
-            pred = res.test_predicted[:, species == s].ravel()
+            ref = reference[:, species == s].ravel()
+            pred = predicted[:, species == s].ravel()
             ax.hexbin(ref, pred, gridsize=80, bins="log", mincnt=1, cmap="viridis")
             lim = np.percentile(np.abs(ref), 99.9)
             ax.plot([-lim, lim], [-lim, lim], "r-", lw=0.8)
-            m = res.model.fit_metrics["held_out"][name]
-            ax.set_title(f"{mode}: {name} agents\nRMSE {m['rmse']:.1f} kJ/mol/nm "
+            m = errors[name]
+            ax.set_title(f"{label}: {name} agents\nRMSE {m['rmse']:.1f} kJ/mol/nm "
                          f"({100 * m['relative_rmse']:.1f} %)", fontsize=10)
             ax.set_xlabel("CP2K force component (kJ/mol/nm)")
             ax.set_ylabel("model force component (kJ/mol/nm)")
@@ -66,6 +73,32 @@ def channel_plot(models: dict, path) -> Path:
             ax.set_ylim(-2, 60)
         ax.axhline(0, color="k", lw=0.5)
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return Path(path)
+
+
+def evaluation_frames_plot(per_frame: dict, path) -> Path:
+    """A model's errors along a CP2K run (evaluate): force RMSE of O and H per frame, the
+    committee's model deviation when there is one, frames with an invariant outside the
+    fitted range shaded."""
+    t = np.asarray(per_frame["time_ps"])
+    dev = np.asarray(per_frame["committee_deviation"], float)
+    rows = 2 if np.isfinite(dev).any() else 1
+    fig = Figure(figsize=(9, 3.2 * rows))
+    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    for name in SPECIES:
+        axes[0].plot(t, per_frame[f"rmse_{name}"], ".-", ms=3, lw=0.8, label=f"{name} agents")
+    axes[0].set_ylabel("force RMSE (kJ/mol/nm)")
+    if rows == 2:
+        axes[1].plot(t, dev, ".-", ms=3, lw=0.8, color="C3")
+        axes[1].set_ylabel("committee deviation\n(kJ/mol/nm)")
+    outside = np.asarray(per_frame["out_of_range_channels"]) > 0
+    for ax in axes:
+        for x in t[outside]:
+            ax.axvline(x, color="0.85", lw=2, zorder=0)
+    axes[0].legend(title="shaded: invariant outside the fitted range" if outside.any() else None, fontsize=8)
+    axes[-1].set_xlabel("time in the CP2K run (ps)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return Path(path)
