@@ -35,6 +35,19 @@ def _fit(args):
                  if res.committee else ""))
 
 
+def _iterate(args):
+    from .iterate import iterate
+
+    records = iterate(args.run, args.out, rounds=args.rounds, temperatures=tuple(args.temperatures), ps=args.ps,
+                      points=args.points, test_points=args.test_points, mode=args.mode, threads=args.threads,
+                      seed=args.seed)
+    for rec in records:
+        e = rec["test_points"]
+        print(f"round {rec['round']}: {rec['training_single_points']} single points trained; force RMSE on the "
+              f"test points O {e['O']['rmse']:.1f}, H {e['H']['rmse']:.1f} kJ/mol/nm")
+    print(f"-> {Path(args.out) / 'iterate.json'}")
+
+
 def _evaluate(args):
     from .evaluate import committee_paths, evaluate, parse_frames, summary_lines, write_evaluation
     from .losses.model import LossModel
@@ -209,6 +222,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="committee model files (default: committee/MODE-*.json beside the model, if any)")
     ev.add_argument("--allow-truncated", action="store_true", help="drop an incomplete last frame")
     ev.set_defaults(func=_evaluate)
+
+    it = sub.add_parser("iterate", help="fit, run learning dynamics, let CP2K compute the frames the committee "
+                                        "is least sure of, refit (needs cp2k.psmp)")
+    it.add_argument("run", help="CP2K run folder with forces and its input file (the method of the single points)")
+    it.add_argument("--out", required=True, help="folder for the rounds (resumable)")
+    it.add_argument("--rounds", type=int, default=1, help="rounds of new single points (default 1)")
+    it.add_argument("--temperatures", type=float, nargs="+", default=[330.0],
+                    help="temperatures (K) of the learning dynamics that pick frames (default 330)")
+    it.add_argument("--ps", type=float, default=2.0, help="picoseconds of dynamics per temperature and round")
+    it.add_argument("--points", type=int, default=16, help="single points per temperature and round")
+    it.add_argument("--test-points", type=int, default=8,
+                    help="single points of round 0's first dynamics kept for testing only")
+    it.add_argument("--mode", choices=["reciprocal", "agent"], default="reciprocal")
+    it.add_argument("--threads", type=int, default=1, help="OpenMP threads of CP2K (default 1)")
+    it.add_argument("--seed", type=int, default=1)
+    it.set_defaults(func=_iterate)
 
     s = sub.add_parser("simulate", help="run learning dynamics of a model in OpenMM from a CP2K frame")
     s.add_argument("model", help="model JSON written by `fit`")

@@ -282,3 +282,54 @@ def write_water_input(directory, *, n_molecules=8, density_g_cm3=0.997, method="
 
 
 # --------------------------------------------------------------------------- running CP2K
+
+
+def write_single_points(run_input, positions_nm, elements, box_nm, directory, project) -> Path:
+    """A CP2K input that computes energies and forces of given frames with the method and
+    settings of an existing run: the run's own input, its &MOTION replaced by an MD of
+    ENSEMBLE REFTRAJ over the frames (CP2K's own way to evaluate a trajectory), printing
+    positions and forces of every frame in the usual MD files.
+
+    positions_nm (n_frames, n_atoms, 3), elements per atom, box_nm (3,): one cubic or
+    orthorhombic cell for all frames. Writes ``<project>.inp``, ``<project>-frames.xyz``
+    and ``<project>-start.xyz`` (the first frame) into directory; returns the input's path.
+    """
+    from .cp2k_input import _parse_input
+
+    positions = np.asarray(positions_nm, float)
+    if positions.ndim != 3 or positions.shape[1] != len(elements) or len(positions) == 0:
+        raise ValueError(f"single points: positions must be (frames, {len(elements)}, 3), got {positions.shape}")
+    tree = _parse_input(Path(run_input))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    angstrom = positions / units.ANGSTROM_NM
+
+    def xyz(frames, path):
+        lines = []
+        for k, frame in enumerate(frames):
+            lines += [str(len(elements)), f" i = {k + 1}, single point of {project}"]
+            lines += [f"{el}  {x:16.10f} {y:16.10f} {z:16.10f}" for el, (x, y, z) in zip(elements, frame)]
+        path.write_text("\n".join(lines) + "\n")
+
+    xyz(angstrom[:1], directory / f"{project}-start.xyz")
+    xyz(angstrom, directory / f"{project}-frames.xyz")
+    tree["global"] = {k: v for k, v in tree["global"].items() if k != "walltime"}
+    tree["global"].update(project_name=project, run_type="md")
+    subsys = tree["force_eval"]["subsys"]
+    subsys["cell"] = {"abc": [float(b) / units.ANGSTROM_NM for b in np.asarray(box_nm, float)],
+                      "periodic": "xyz"}
+    subsys["topology"] = {"coord_file_name": f"{project}-start.xyz", "coord_file_format": "xyz"}
+    each = {"each": {"md": 1}}
+    md = {k: v for k, v in tree.get("motion", {}).get("md", {}).items() if k in ("timestep",)}
+    tree["motion"] = {
+        "md": {**md, "ensemble": "reftraj", "steps": len(positions),
+               "reftraj": {"traj_file_name": f"{project}-frames.xyz", "eval_energy_forces": True,
+                           "eval_forces": True, "first_snapshot": 1, "last_snapshot": len(positions)}},
+        "print": {"trajectory": dict(each), "forces": dict(each)},
+    }
+    inp = directory / f"{project}.inp"
+    header = [f"# energies and forces of {len(positions)} frames with the settings of {Path(run_input).name}; "
+              "written by openmm_learning.io.write_single_points",
+              f"# run: OMP_NUM_THREADS=2 cp2k.psmp -i {inp.name} -o {project}.out"]
+    inp.write_text("\n".join(header + list(_generator().line_iter(_natural_order(tree)))) + "\n")
+    return inp

@@ -268,12 +268,13 @@ class LossModel:
             f, loss = f + self.charge_h**2 * fq, loss + self.charge_h**2 * eq
         return f, loss
 
-    def channels_outside(self, lo, hi) -> int:
-        """How many channels saw an invariant outside the range of the training frames (the
-        function's domain when that is unknown), given the smallest and largest invariant of
-        each (kernels.invariant_ranges); a pair beyond the cutoff has no force, so only a
+    def channels_outside(self, lo, hi, training: bool = True) -> int:
+        """How many channels saw an invariant outside the range of the training frames
+        (training=False, or when that is unknown: outside the function's domain, where the
+        linear extension and the walls take over), given the smallest and largest invariant
+        of each (kernels.invariant_ranges); a pair beyond the cutoff has no force, so only a
         pair closer than any seen counts."""
-        ranges = [self.seen[ch.name] if self.seen else (ch.x0, ch.x1) for ch in self.channels]
+        ranges = [self.seen[ch.name] if self.seen and training else (ch.x0, ch.x1) for ch in self.channels]
         return sum(1 for c, (ch, (a, b)) in enumerate(zip(self.channels, ranges))
                    if lo[c] < a or (ch.kind != "inter" and hi[c] > b))
 

@@ -113,8 +113,9 @@ class BlowUpGuard(_Reporter):
 
 
 class ExtrapolationReporter(_Reporter):
-    """Counts the model's channels with an invariant outside their fitted range at each
-    report (`last_count`) and warns once (the linear extension and walls hold them there)."""
+    """Counts the model's channels with an invariant outside their functions' domain (the
+    fitted grid, a margin beyond the training frames) at each report (`last_count`) and
+    warns once (the linear extension and walls hold them there)."""
 
     def __init__(self, interval, model: LossModel, species, molecules):
         super().__init__(interval)
@@ -130,7 +131,7 @@ class ExtrapolationReporter(_Reporter):
         lo, hi = kernels.invariant_ranges(np.ascontiguousarray(pos)[None], box[None], self.species, self.molecules,
                                           self.mol_id, self.model.r_cut, pair_channel_table(),
                                           angle_channel_table(), len(self.model.channels))
-        self.last_count = self.model.channels_outside(lo, hi)
+        self.last_count = self.model.channels_outside(lo, hi, training=False)
         self.reports += 1
         if self.last_count:
             if not self.reports_out:
