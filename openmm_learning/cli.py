@@ -49,19 +49,26 @@ def _iterate(args):
 
 
 def _evaluate(args):
-    from .evaluate import committee_paths, evaluate, parse_frames, summary_lines, write_evaluation
+    from .evaluate import evaluate, parse_frames, summary_lines, write_evaluation
     from .losses.model import LossModel
 
     model = LossModel.load(args.model)
-    paths = [Path(p) for p in args.committee] if args.committee else committee_paths(args.model)
-    committee = [LossModel.load(p) for p in paths]
-    if len(committee) == 1:
-        raise ValueError(f"{paths[0]}: a committee needs at least 2 models")
+    committee = [LossModel.load(p) for p in _committee(args)]
     ev = evaluate(model, args.run, parse_frames(args.frames), committee, allow_truncated=args.allow_truncated,
                   model_path=args.model)
     files = write_evaluation(ev, args.out)
     print("\n".join(summary_lines(ev.summary)))
     print(f"-> {files['json']}, {files['csv'].name}, {files['parity'].name}, {files['frames'].name}")
+
+
+def _committee(args) -> list:
+    """--committee files, or the committee `fit --committee` wrote beside the model."""
+    from .evaluate import committee_paths
+
+    paths = [Path(p) for p in args.committee] if args.committee else committee_paths(args.model)
+    if len(paths) == 1:
+        raise ValueError(f"{paths[0]}: a committee needs at least 2 models")
+    return paths
 
 
 def _simulate(args):
@@ -71,7 +78,8 @@ def _simulate(args):
                      platform=args.platform,
                      collision_time_ps=args.collision_time / 1000.0 if args.collision_time else None,
                      allow_truncated=args.allow_truncated, langevin_ps=args.langevin_ps, seed=args.seed,
-                     thermostat=args.thermostat)
+                     thermostat=args.thermostat, committee=_committee(args), max_deviation=args.max_deviation,
+                     stop_above_deviation=args.stop_above_deviation)
     print(f"{r.steps} steps, {1e3 * r.seconds_per_step:.3f} ms/step, mean T {r.mean_temperature:.1f} K, "
           f"thermostat heat {r.heat_per_ps:.1f} kJ/mol/ps -> {r.out_dir}")
 
@@ -255,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--collision-time", type=float, default=None,
                    help="thermostat time constant (fs); CSVR: the CP2K run's TIMECON when it used CSVR, "
                         "else 50; Nose-Hoover: 10 in agent mode, 50 in reciprocal")
+    s.add_argument("--committee", nargs="+", default=None,
+                   help="committee model files whose force spread goes to committee.csv every 10 reports "
+                        "(default: committee/MODE-*.json beside the model, if any)")
+    s.add_argument("--max-deviation", type=float, default=None,
+                   help="committee spread (kJ/mol/nm) above which the run warns (or stops)")
+    s.add_argument("--stop-above-deviation", action="store_true",
+                   help="stop, instead of warning, when the committee spread passes --max-deviation")
     s.add_argument("--allow-truncated", action="store_true")
     s.set_defaults(func=_simulate)
 

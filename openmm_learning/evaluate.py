@@ -24,7 +24,7 @@ from .io.topology import SPECIES
 from .io.water_run import load_water_run
 from .losses import kernels
 from .losses.fit import force_errors
-from .losses.model import LossModel, angle_channel_table, pair_channel_table
+from .losses.model import LossModel, angle_channel_table, model_deviation, pair_channel_table
 
 #: how many of the largest per-atom errors the summary lists
 N_LARGEST = 10
@@ -50,13 +50,6 @@ def committee_paths(model_path) -> list[Path]:
     """The committee that `fit --committee` wrote beside a model: committee/MODE-k.json."""
     model_path = Path(model_path)
     return sorted((model_path.parent / "committee").glob(f"{model_path.stem}-*.json"))
-
-
-def model_deviation(forces) -> float:
-    """DP-GEN's force deviation of a committee's forces (k, n_atoms, 3): the largest over
-    atoms of sqrt(mean over members of |F_k - mean F|^2), kJ/mol/nm."""
-    forces = np.asarray(forces, float)
-    return float(np.sqrt(((forces - forces.mean(axis=0)) ** 2).sum(axis=2).mean(axis=0)).max())
 
 
 @dataclass

@@ -24,13 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import model_deviation
 from .io.cp2k_exec import run_cp2k
 from .io.cp2k_reader import read_cp2k_run
 from .io.cp2k_writer import write_single_points
 from .io.water_run import load_water_run
 from .losses.fit import FitSettings, fit_modes, force_errors, sha256_of
-from .losses.model import LossModel, angle_channel_table, pair_channel_table
+from .losses.model import LossModel, angle_channel_table, model_deviation, pair_channel_table
 
 
 def _say(progress, text):

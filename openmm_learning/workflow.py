@@ -56,11 +56,12 @@ def fit_run(run_dir, out_dir, modes=("agent", "reciprocal"), settings: FitSettin
 
 def simulate_run(model_path, run_dir, out_dir, *, ps: float, frame: int = -1, platform="CPU",
                  collision_time_ps=None, progress=True, allow_truncated=False, langevin_ps=2.0, seed=1,
-                 thermostat="csvr"):
+                 thermostat="csvr", committee=(), max_deviation=None, stop_above_deviation=False):
     """Learning dynamics of a model from one frame of a CP2K run, at the run's state, after
     langevin_ps of Langevin equilibration (CP2K frames of global-thermostat runs are out of
     equipartition, which a global thermostat would keep). CSVR takes the run's own time
-    constant when the run used CSVR."""
+    constant when the run used CSVR. committee: model files whose spread is recorded
+    (committee.csv; simulate's max_deviation and stop_above_deviation)."""
     from .openmm.simulate import simulate
 
     model = LossModel.load(model_path)
@@ -77,7 +78,9 @@ def simulate_run(model_path, run_dir, out_dir, *, ps: float, frame: int = -1, pl
                     run.box_nm[frame], system.species, system.molecules,
                     temperature_k=run.settings.temperature_k, timestep_ps=dt, steps=steps,
                     out_dir=out_dir, platform=platform, collision_time_ps=collision_time_ps, thermostat=thermostat,
-                    progress=progress, equilibration_ps=langevin_ps, seed=seed, replica=run.replica)
+                    progress=progress, equilibration_ps=langevin_ps, seed=seed, replica=run.replica,
+                    committee=[LossModel.load(p) for p in committee], max_deviation=max_deviation,
+                    stop_above_deviation=stop_above_deviation)
 
 
 def validate_simulations(reference_dir, simulations: dict, out_dir, *, equilibration_ps=None,

@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from openmm_learning.evaluate import evaluate, model_deviation, parse_frames
+from openmm_learning.evaluate import evaluate, parse_frames
 from openmm_learning.io.water_run import example_run_dir
 from openmm_learning.losses.fit import FitSettings, fit_modes
+from openmm_learning.losses.model import model_deviation
 
 
 def test_parse_frames():
@@ -112,3 +113,25 @@ def test_command_on_a_small_box_finds_the_committee(known_truth_committee, tmp_p
         assert (tmp_path / "ev" / name).stat().st_size > 0
     rows = (tmp_path / "ev" / "per_frame.csv").read_text().splitlines()
     assert len(rows) == 5 and rows[0].startswith("frame,step,time_ps,rmse_O,rmse_H")
+
+
+@pytest.mark.slow
+def test_dynamics_record_the_committee_and_stop_above_a_limit(known_truth_committee, spcfw, tmp_path):
+    """simulate writes the committee's deviation every interval; above a limit it warns once,
+    or stops with a SimulationError when asked to (planted: a limit every frame passes)."""
+    from openmm_learning.openmm.reporters import ExtrapolationWarning, SimulationError
+    from openmm_learning.openmm.simulate import read_state_log, simulate
+
+    res = known_truth_committee
+    run, system = spcfw
+    kw = dict(temperature_k=300.0, timestep_ps=0.0005, steps=40, report_interval=10, committee=res.committee,
+              committee_interval=10, progress=False)
+    args = (res.model, run.positions[-1], run.velocities[-1], run.box_nm[-1], system.species, system.molecules)
+    simulate(*args, out_dir=tmp_path / "quiet", **kw)
+    log = read_state_log(tmp_path / "quiet" / "committee.csv")
+    assert list(log["step"]) == [10, 20, 30, 40]
+    assert np.all((log["committee_deviation_kJmol_nm"] > 0) & (log["committee_deviation_kJmol_nm"] < 50))
+    with pytest.warns(ExtrapolationWarning, match="committee"):
+        simulate(*args, out_dir=tmp_path / "warn", max_deviation=1e-6, **kw)
+    with pytest.raises(SimulationError, match="stopped"):
+        simulate(*args, out_dir=tmp_path / "stop", max_deviation=1e-6, stop_above_deviation=True, **kw)

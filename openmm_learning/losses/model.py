@@ -443,6 +443,13 @@ class LossModel:
             raise ModelFileError(f"{path}: {type(e).__name__} {e}") from None
 
 
+def model_deviation(forces) -> float:
+    """DP-GEN's force deviation of a committee's forces (k, n_atoms, 3): the largest over
+    atoms of sqrt(mean over members of |F_k - mean F|^2), kJ/mol/nm."""
+    forces = np.asarray(forces, float)
+    return float(np.sqrt(((forces - forces.mean(axis=0)) ** 2).sum(axis=2).mean(axis=0)).max())
+
+
 def pair_channel_table() -> np.ndarray:
     """pair_channel[agent species, neighbour species, intra] -> channel index or -1."""
     t = -np.ones((2, 2, 2), np.int64)

@@ -22,7 +22,7 @@ from openmm import app, unit
 
 from ..io.topology import KINETIC_KINDS, kinetic_temperatures
 from ..losses import kernels
-from ..losses.model import LossModel, angle_channel_table, pair_channel_table
+from ..losses.model import LossModel, angle_channel_table, model_deviation, pair_channel_table
 from ..units import KB_KJMOL_K
 from .forces import is_agent_system
 from .integrator import LearningIntegrator
@@ -140,6 +140,48 @@ class ExtrapolationReporter(_Reporter):
                                        "outside the model's training range; results there are extrapolation",
                                        ExtrapolationWarning, "openmm-learning", 0)
             self.reports_out += 1
+
+
+class CommitteeReporter(_Reporter):
+    """The committee's model deviation (losses.model.model_deviation, kJ/mol/nm) every
+    `interval` steps, one row per report in a CSV (step, time_ps, deviation); above `limit`
+    it warns once, or with stop=True stops the run with a SimulationError: the model is
+    guessing there (`openmm-learning iterate` turns such frames into CP2K single points)."""
+
+    header = ["step", "time_ps", "committee_deviation_kJmol_nm"]
+
+    def __init__(self, path, interval, committee, species, molecules, limit=None, stop=False, append=False):
+        super().__init__(interval)
+        self.committee = list(committee)
+        self.species = np.asarray(species, np.int64)
+        self.molecules = np.asarray(molecules, np.int64)
+        self.limit, self.stop, self.warned = limit, stop, False
+        self.path = Path(path)
+        new = not (append and self.path.exists())
+        self.file = open(self.path, "w" if new else "a", newline="")
+        self.writer = csv.writer(self.file)
+        if new:
+            self.writer.writerow(self.header)
+
+    def _report(self, simulation, state):
+        pos, _, _, box = self._arrays(simulation, state)
+        pos = np.ascontiguousarray(pos)
+        dev = model_deviation([m.forces(pos, box, self.species, self.molecules)[0] for m in self.committee])
+        step = simulation.currentStep
+        self.writer.writerow([step, f"{state.getTime().value_in_unit(unit.picosecond):.6g}", f"{dev:.6g}"])
+        self.file.flush()
+        if self.limit is None or dev <= self.limit:
+            return
+        text = (f"step {step}: the committee's forces differ by {dev:.0f} kJ/mol/nm, over the limit "
+                f"{self.limit:g}: the model is extrapolating")
+        if self.stop:
+            raise SimulationError(text + "; stopped (compute such frames with CP2K: `openmm-learning iterate`)")
+        if not self.warned:
+            warnings.warn_explicit(text, ExtrapolationWarning, "openmm-learning", 0)
+            self.warned = True
+
+    def close(self):
+        self.file.close()
 
 
 class StateLogReporter(_Reporter):

@@ -18,8 +18,8 @@ from ..io.topology import openmm_topology
 from ..losses.model import LossModel
 from .forces import create_system
 from .integrator import LearningIntegrator
-from .reporters import (AtomicCheckpointReporter, BlowUpGuard, ExtrapolationReporter, SimulationError,
-                        StateLogReporter)
+from .reporters import (AtomicCheckpointReporter, BlowUpGuard, CommitteeReporter, ExtrapolationReporter,
+                        SimulationError, StateLogReporter)
 
 
 @dataclass
@@ -58,7 +58,8 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
              resume: bool = True, progress: bool = True, max_temperature_factor: float = 4.0,
              system: mm.System | None = None, name: str | None = None,
              equilibration_ps: float = 0.0, equilibration_friction_per_ps: float = 5.0,
-             replica: int = 1, thermostat: str = "csvr") -> SimulationResult:
+             replica: int = 1, thermostat: str = "csvr", committee=(), committee_interval: int | None = None,
+             max_deviation: float | None = None, stop_above_deviation: bool = False) -> SimulationResult:
     """Run `steps` of learning dynamics from one frame (nm, nm/ps) and write to out_dir.
 
     An app.Simulation with the package's reporters (openmm.reporters): blow-up guard,
@@ -77,6 +78,10 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     periodic replica of a CP2K cell (recorded in summary.json). thermostat: "csvr" (CP2K's
     stochastic velocity rescaling, the default) or "nose-hoover" (the chain of
     losses.model.NOSE_HOOVER); collision_time_ps: its time constant (LearningIntegrator).
+    committee: models (fit --committee) whose force deviation is written to committee.csv
+    every committee_interval steps (default 10 reports: 5 extra force evaluations in numba
+    per report); above max_deviation (kJ/mol/nm) a warning, or with stop_above_deviation a
+    SimulationError that stops the run.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,6 +121,7 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
         return _summary(paths, steps, seconds, timestep_ps)
     if resuming:
         _truncate_log(paths["log"], done)
+        _truncate_log(out / "committee.csv", done)
         _truncate_dcd(paths["trajectory"], done // report_interval)
     extrapolation = None if model is None else ExtrapolationReporter(report_interval, model, species, molecules)
     log = StateLogReporter(paths["log"], report_interval, extrapolation, append=resuming,
@@ -124,6 +130,9 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     bar = ProgressReporter(report_interval, steps, done, label, progress)
     ours = [BlowUpGuard(report_interval, temperature_k, out / "last_good.pdb", max_temperature_factor, label)]
     ours += [extrapolation] if extrapolation else []
+    if committee:
+        ours.append(CommitteeReporter(out / "committee.csv", committee_interval or 10 * report_interval, committee,
+                                      species, molecules, max_deviation, stop_above_deviation, append=resuming))
     ours += [log, checkpoint]
     sim.reporters += ours + [app.DCDReporter(str(paths["trajectory"]), report_interval, append=resuming), bar]
     t0 = time.perf_counter()
@@ -132,7 +141,9 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
         checkpoint.save(sim)
     finally:
         bar.bar.close()
-        log.close()
+        for r in ours:
+            if hasattr(r, "close"):
+                r.close()
     # the cost of the dynamics alone: the package's reporters keep their own time
     seconds = time.perf_counter() - t0 - sum(r.seconds for r in ours)
     result = _summary(paths, steps, seconds / (steps - done), timestep_ps)
