@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "openmm_learning"
 
 #: layer of each first-level part of openmm_learning; a module may import its own layer or lower
-LAYERS = {"units": 0, "io": 1, "losses": 2, "openmm": 3, "validation": 4, "workflow": 5, "evaluate": 5,
+LAYERS = {"units": 0, "io": 1, "losses": 2, "openmm": 3, "validation": 4, "workflow": 5, "evaluate": 5, "iterate": 5,
           "cli": 6, "__main__": 7, "__init__": 0}
 
 
