@@ -80,6 +80,7 @@ METRICS.update({
     "thermostat.heat_per_ps": ("heat the thermostat removes per ps (row value, not a difference)", "kJ/mol/ps"),
     "forces.net_force": ("mean |net force on all atoms| (row value, not a difference)", "kJ/mol/nm"),
     "cost.speedup": ("speed-up, CP2K s/step / row s/step", "x"),
+    "stability.blow_ups": ("runs that blew up (the guard stopped them; the row is judged on the rest)", ""),
 })
 
 #: Longest lag (ps) of the velocity autocorrelation whose spectrum gives the bands; every
@@ -689,6 +690,14 @@ def _judge(rec, spec, confidence, family: int = 1):
     return rec
 
 
+def _blow_up_record(notes, survived: int) -> dict:
+    """stability.blow_ups of a row: how many of its runs blew up (exact: no uncertainty)."""
+    n = len(notes)
+    return {"metric": "stability.blow_ups", "value": float(n), "uncertainty": 0.0, "row_value": float(n),
+            "reference_value": 0.0, "dof": 1e6, "reference_uncertainty": 0.0,
+            "context": f"{n} of {n + survived} runs blew up: " + "; ".join(notes) if n else "no run blew up"}
+
+
 def _floor_value(rec):
     """What a half-vs-half record says about the noise: |difference|, or the overlap itself."""
     v = rec["value"]
@@ -737,7 +746,8 @@ def _as_runs(row):
 def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | None = None,
              equilibration_ps: float = 0.0, row_equilibration_ps: float = 0.0,
              baseline: str | None = None, settings_info=None, sections=None,
-             r_max: float = 0.6, n_bins: int = 120, target_temperature_k: float | None = None) -> ValidationResult:
+             r_max: float = 0.6, n_bins: int = 120, target_temperature_k: float | None = None,
+             blow_ups: dict | None = None) -> ValidationResult:
     """Compare each row with the CP2K reference; write plots, report.md and metrics.json.
 
     reference: mdtraj.Trajectory or Row. rows[name]: a Trajectory or Row, or a list of
@@ -751,6 +761,9 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
     it). settings_info: dict or list of provenance lines for the report. sections:
     extra report sections, dicts with "title" and any of "text" (lines), "table"
     ({"header": [...], "rows": [[...]]}) and "plots" (PNG paths, copied here).
+    blow_ups: {row name: [what stopped each run that blew up]}: the row's surviving runs
+    are in rows (a row whose every run blew up is absent there), and its metric
+    stability.blow_ups counts them (threshold max 0: one blow-up fails the row).
     """
     cfg = load_thresholds(thresholds)
     n_blocks, confidence = int(cfg.get("n_blocks", 4)), float(cfg.get("confidence", 0.95))
@@ -759,6 +772,7 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
     out_dir.mkdir(parents=True, exist_ok=True)
     ref_row = reference if isinstance(reference, Row) else Row(reference)
     groups = {name: _as_runs(r) for name, r in rows.items()}
+    blow_ups = {name: list(v) for name, v in (blow_ups or {}).items()}
     if not groups:
         raise ValueError("no rows to validate")
     if baseline is not None and baseline not in groups:
@@ -791,6 +805,7 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
         profiles[name] = prof
         seconds = cost.get(name, _mean_seconds(groups[name]))
         recs = _compare(prof, ref, seconds, cp2k_seconds, target_temperature_k, ref_eq["ok"])
+        recs.append(_blow_up_record(blow_ups.get(name, []), len(runs)))
         family = sum(cfg["metrics"].get(r["metric"]) is not None and not r.get("skipped") for r in recs) \
             if cfg.get("family_wise_fail", True) else 1
         recs = [_judge(rec, cfg["metrics"].get(rec["metric"]), confidence, family) for rec in recs]
@@ -804,6 +819,12 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
         outcomes = {m["outcome"] for m in recs}
         rows_passed[name] = "fail" not in outcomes
         verdicts[name] = "FAIL" if "fail" in outcomes else "INCONCLUSIVE" if "inconclusive" in outcomes else "PASS"
+    for name in [n for n in blow_ups if n not in groups]:  # every run blew up: nothing else to judge
+        rec = _judge(_blow_up_record(blow_ups[name], 0), cfg["metrics"].get("stability.blow_ups"), confidence)
+        rec.update(row=name, seeds=len(blow_ups[name]))
+        metrics.append(rec)
+        rows_passed[name] = rec["outcome"] != "fail"
+        verdicts[name] = "FAIL" if rec["outcome"] == "fail" else "INCONCLUSIVE"
     if baseline is not None:
         _mark_beats_baseline(metrics, baseline)
     judged = [n for n in groups if n != baseline] or list(groups)

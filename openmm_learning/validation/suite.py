@@ -34,11 +34,14 @@ from ..io.topology import KINETIC_KINDS, SPECIES, WaterSystem
 from ..io.water_run import default_equilibration_ps, load_water_run, trajectory_of
 from ..losses.fit import FitSettings, file_hashes, fit_modes, force_errors, learning_curve, sha256_of
 from ..losses.model import CHANNEL_KEYS, CSVR_TIME_PS, LossModel
+from ..openmm.reporters import SimulationError
 from . import analysis
 
 BASELINE_NAME = "SPC/Fw"
 SPCFW_CITATION = "SPC/Fw: Wu, Tepper & Voth, J. Chem. Phys. 124, 024503 (2006); OpenMM PME, 0.6 nm cutoff"
 STAMP = "stage.json"
+#: written into a run's folder when the run blew up (its error): the row is judged without it
+BLOW_UP = "blew_up.json"
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -73,12 +76,16 @@ def _stage_done(folder: Path, stamp: dict, *files) -> bool:
     return same and all((folder / x).exists() for x in files)
 
 
+def _write_json_atomic(path: Path, data: dict):
+    """Atomically (temporary file, then rename): an interrupted write leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
 def _write_stamp(folder: Path, stamp: dict):
-    """Atomically (temporary file, then rename): an interrupted write leaves no half stamp."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (STAMP + ".tmp")
-    tmp.write_text(json.dumps(stamp, indent=1))
-    tmp.replace(folder / STAMP)
+    _write_json_atomic(folder / STAMP, stamp)
 
 
 def _say(progress, text):
@@ -514,9 +521,17 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     for name, (folder, path) in sims.items():
         _say(progress, f"{name}: {seeds} x ({langevin_ps:g} ps Langevin + {ps:g} ps) of dynamics in {folder}")
         for k, frame in enumerate(frames):
-            simulate_stage(name, path, run, system, folder / f"seed-{k}", ps=ps, platform=platform,
-                           report_interval=report_interval, progress=progress, frame=frame, seed=first_seed + k,
-                           equilibration_ps=langevin_ps)
+            seed_dir = folder / f"seed-{k}"
+            if (seed_dir / BLOW_UP).exists():
+                continue  # decided: a rerun would only repeat it
+            try:
+                simulate_stage(name, path, run, system, seed_dir, ps=ps, platform=platform,
+                               report_interval=report_interval, progress=progress, frame=frame,
+                               seed=first_seed + k, equilibration_ps=langevin_ps)
+            except SimulationError as e:  # a result about the model, judged as stability.blow_ups
+                _say(progress, f"{name}: run {k} blew up: {e}")
+                _write_json_atomic(seed_dir / BLOW_UP, {"seed": first_seed + k, "frame": frame, "error": str(e)})
+                continue
             if run.velocities is not None and velocity_ps:  # spectra compare with the reference's
                 record_velocities(folder / f"seed-{k}", path, run, system, ps=velocity_ps,
                                   interval=velocity_interval, platform=platform, progress=progress)
@@ -525,9 +540,14 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     folders = {n: f for n, (f, _) in sims.items()}
     folders.update(simulations)
     _say(progress, f"comparing {len(folders)} rows with CP2K")
-    rows = {}
+    rows, blow_ups = {}, {}
     for n, f in tqdm(folders.items(), desc="loading rows", unit="row", disable=not progress):
-        rows[n] = [row_of(x) for x in run_folders(f)]
+        runs = run_folders(f)
+        blown = [x for x in runs if (x / BLOW_UP).exists()]
+        if blown:
+            blow_ups[n] = [f"{x.name}: {json.loads((x / BLOW_UP).read_text())['error']}" for x in blown]
+        if len(blown) < len(runs):
+            rows[n] = [row_of(x) for x in runs if x not in blown]
     info = _provenance(run, eq, row_equilibration_ps, train_steps, fitted, models, folders, baseline, ps,
                        velocity_ps, velocity_interval, platform, frames, langevin_ps, first_seed) + list(extra_info or [])
     sections = _sections(out, agents, lc, folders, fitted)
@@ -535,7 +555,7 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     result = validate(reference_row(run, eq), rows, out_dir=report_dir, thresholds=thresholds,
                       equilibration_ps=eq, row_equilibration_ps=row_equilibration_ps,
                       baseline=BASELINE_NAME if baseline else None, settings_info=info, sections=sections,
-                      target_temperature_k=run.settings.temperature_k)
+                      target_temperature_k=run.settings.temperature_k, blow_ups=blow_ups)
     (out / "suite.json").write_text(json.dumps({
         "reference": run.project, "passed": result.passed, "verdicts": result.verdicts,
         "rows": {n: str(Path(f).name) for n, f in folders.items()}, "seeds": seeds, "start_frames": frames,
