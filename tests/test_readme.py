@@ -95,3 +95,14 @@ def test_study_tables_are_the_committed_results():
     from openmm_learning.losses.fit import FitSettings
 
     assert f"mu = {FitSettings.asymmetry_mu:g} (`FitSettings.asymmetry_mu`)" in " ".join(text.split())
+
+
+def test_closed_loop_tables_are_the_committed_results():
+    """README's evaluate and iterate tables, formatted from validation/results/closed_loop.json."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("closed_loop", ROOT / "validation" / "closed_loop.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    result = json.loads((ROOT / "validation" / "results" / "closed_loop.json").read_text())
+    assert study.readme_block(result) in README
