@@ -38,7 +38,7 @@ def _fit(args):
 def _iterate(args):
     from .iterate import iterate
 
-    records = iterate(args.run, args.out, rounds=args.rounds, temperatures=tuple(args.temperatures), ps=args.ps,
+    records = iterate(args.run, args.out, rounds=args.rounds, temperatures=args.temperatures, ps=args.ps,
                       points=args.points, test_points=args.test_points, mode=args.mode, threads=args.threads,
                       seed=args.seed)
     for rec in records:
@@ -236,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     it.add_argument("run", help="CP2K run folder with forces and its input file (the method of the single points)")
     it.add_argument("--out", required=True, help="folder for the rounds (resumable)")
     it.add_argument("--rounds", type=int, default=1, help="rounds of new single points (default 1)")
-    it.add_argument("--temperatures", type=float, nargs="+", default=[330.0],
-                    help="temperatures (K) of the learning dynamics that pick frames (default 330)")
+    it.add_argument("--temperatures", type=float, nargs="+", default=None,
+                    help="temperatures (K) of the learning dynamics that pick frames (default: the run's)")
     it.add_argument("--ps", type=float, default=2.0, help="picoseconds of dynamics per temperature and round")
     it.add_argument("--points", type=int, default=16, help="single points per temperature and round")
     it.add_argument("--test-points", type=int, default=8,

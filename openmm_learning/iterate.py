@@ -97,10 +97,11 @@ def pick_frames(score, n: int, spacing: int, exclude=()) -> list[int]:
     return sorted(picks)
 
 
-def iterate(run_dir, out_dir, *, rounds=1, temperatures=(330.0,), ps=2.0, points=16, test_points=8,
+def iterate(run_dir, out_dir, *, rounds=1, temperatures=None, ps=2.0, points=16, test_points=8,
             spacing=5, report_interval=20, mode="reciprocal", settings: FitSettings | None = None,
             threads=1, seed=1, progress=True) -> list[dict]:
-    """The loop of this module's docstring; returns every round's record (round.json)."""
+    """The loop of this module's docstring; returns every round's record (round.json).
+    temperatures: of the learning dynamics (K; default the run's own)."""
     from .workflow import say_replica
 
     settings = settings or FitSettings()
@@ -114,6 +115,7 @@ def iterate(run_dir, out_dir, *, rounds=1, temperatures=(330.0,), ps=2.0, points
     if run.forces is None or run.files.get("inp") is None:
         raise FileNotFoundError(f"{run_dir}: iterate needs the run's forces and its CP2K input file")
     run_input = run.files["inp"]
+    temperatures = tuple(temperatures or (run.settings.temperature_k,))
     box = np.asarray(run.box_nm[-1], float)
     extra_pos, extra_frc = np.zeros((0, *run.positions.shape[1:])), np.zeros((0, *run.forces.shape[1:]))
     test = None
