@@ -131,13 +131,13 @@ def seen_ranges(positions, boxes, system: WaterSystem, r_cut: float):
     return lo, hi
 
 
-def build_channels(positions, boxes, system: WaterSystem, settings: FitSettings) -> list[Channel]:
+def build_channels(positions, boxes, system: WaterSystem, settings: FitSettings, ranges=None) -> list[Channel]:
     """Grids covering the invariants seen in the data (plus margins); values zero.
 
     Tied channels (seen from both ends) share one grid, so either mode can use it.
-    Intermolecular grids end exactly at r_cut.
+    Intermolecular grids end exactly at r_cut. ranges: seen_ranges of the frames, when known.
     """
-    lo, hi = seen_ranges(positions, boxes, system, settings.r_cut)
+    lo, hi = ranges if ranges is not None else seen_ranges(positions, boxes, system, settings.r_cut)
     channels = []
     for c, (agent, neighbour, kind) in enumerate(CHANNEL_KEYS):
         if not np.isfinite(lo[c]):
@@ -421,8 +421,8 @@ def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "re
     boxes = np.ascontiguousarray(boxes, dtype=float)
     block, test = time_split(len(positions), settings)
     train = block >= 0
-    channels = build_channels(positions[train], boxes[train], system, settings)
     lo, hi = seen_ranges(positions[train], boxes[train], system, settings.r_cut)
+    channels = build_channels(positions[train], boxes[train], system, settings, (lo.copy(), hi.copy()))
     seen = {channel_name(k): [float(a), float(b)] for k, a, b in zip(CHANNEL_KEYS, lo, hi)}
     t0 = time.perf_counter()
     blocks = accumulate(positions, forces, boxes, system, channels, settings, block,

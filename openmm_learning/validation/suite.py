@@ -528,13 +528,12 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
                 simulate_stage(name, path, run, system, seed_dir, ps=ps, platform=platform,
                                report_interval=report_interval, progress=progress, frame=frame,
                                seed=first_seed + k, equilibration_ps=langevin_ps)
+                if run.velocities is not None and velocity_ps:  # spectra compare with the reference's
+                    record_velocities(seed_dir, path, run, system, ps=velocity_ps, interval=velocity_interval,
+                                      platform=platform, progress=progress)
             except SimulationError as e:  # a result about the model, judged as stability.blow_ups
                 _say(progress, f"{name}: run {k} blew up: {e}")
                 _write_json_atomic(seed_dir / BLOW_UP, {"seed": first_seed + k, "frame": frame, "error": str(e)})
-                continue
-            if run.velocities is not None and velocity_ps:  # spectra compare with the reference's
-                record_velocities(folder / f"seed-{k}", path, run, system, ps=velocity_ps,
-                                  interval=velocity_interval, platform=platform, progress=progress)
     agents = agents_stage(models, run, system, out / "agents", sensitivity_frames, progress) if models else {}
 
     folders = {n: f for n, (f, _) in sims.items()}
