@@ -347,15 +347,15 @@ def test_fail_decisions_hold_for_the_whole_row():
                                   "dof": dof}, {"max": 15.0}, 0.95, family)
     cold = (272.263 - 300.0, 2.922, 2)  # that row's recorded mean and standard error
     assert judged(*cold, 1)["outcome"] == "fail"  # the old decision
-    assert judged(*cold, 29)["outcome"] == "inconclusive"
-    assert judge([286.0, 317.0, 300.0], 29)["outcome"] == "inconclusive"
-    assert judge([498.0, 503.0, 495.0], 29)["outcome"] == "fail"
-    assert judge([299.0, 301.0, 300.5], 29)["outcome"] == "pass"  # passes keep the per-metric z
+    assert judged(*cold, 34)["outcome"] == "inconclusive"
+    assert judge([286.0, 317.0, 300.0], 34)["outcome"] == "inconclusive"
+    assert judge([498.0, 503.0, 495.0], 34)["outcome"] == "fail"
+    assert judge([299.0, 301.0, 300.5], 34)["outcome"] == "pass"  # passes keep the per-metric z
     text = " ".join((Path(__file__).parents[1] / "validation" / "README.md").read_text().split())
-    for runs, z in ((3, 6.9), (5, 4.4), (10, 3.6)):
-        got = judge(np.linspace(299, 301, runs), 29)
-        assert round(got["z_fail"], 1) == z and round(got["z_fail"] / got["z"], 2) == 1.60
-    assert "the factor is 1.60: z_fail is 6.9 with 3 runs (5 runs: 4.4, 10 runs: 3.6)" in text
+    for runs, z in ((3, 7.0), (5, 4.5), (10, 3.7)):
+        got = judge(np.linspace(299, 301, runs), 34)
+        assert round(got["z_fail"], 1) == z and round(got["z_fail"] / got["z"], 2) == 1.62
+    assert "the factor is 1.62, z_fail is 7.0 with 3 runs (5 runs: 4.5, 10 runs: 3.7)" in text
 
 
 def test_rows_must_be_water_trajectories(tmp_path):
