@@ -24,7 +24,7 @@ def test_picks_are_the_most_uncertain_distinct_moments():
 @pytest.mark.skipif(find_cp2k_executable() is None, reason="needs CP2K (apt-get install cp2k)")
 def test_one_round_with_cp2k(tmp_path):
     out = tmp_path / "loop"
-    kw = dict(rounds=1, temperatures=(330.0,), ps=0.2, points=3, test_points=2, spacing=3, report_interval=10,
+    kw = dict(rounds=1, temperatures=(330.0,), ps=0.1, points=3, test_points=2, spacing=3, report_interval=10,
               settings=FitSettings(r_cut=0.45, r_switch=0.35), seed=3, progress=False)
     records = iterate(example_run_dir("water27-xtb-300K"), out, **kw)
     assert [r["round"] for r in records] == [0, 1]
