@@ -14,17 +14,17 @@ evaluation.json, per_frame.csv, parity.png and frames.png.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 
 import numpy as np
 
+from .io.atomic import write_json_atomic, write_text_atomic
 from .io.topology import SPECIES
 from .io.water_run import load_water_run
-from .losses import kernels
 from .losses.fit import force_errors
-from .losses.model import LossModel, angle_channel_table, model_deviation, pair_channel_table
+from .losses.model import LossModel, model_deviation
 
 #: how many of the largest per-atom errors the summary lists
 N_LARGEST = 10
@@ -80,13 +80,10 @@ def evaluate(model: LossModel, run_dir, frames: slice = slice(None), committee=(
     predicted = np.empty_like(reference)
     out_of_range = np.zeros(len(index), int)
     deviation = np.full(len(index), np.nan)
-    tables = pair_channel_table(), angle_channel_table()
     for i, f in enumerate(tqdm(index, desc="evaluate", unit="frame", disable=not progress)):
         pos, box = np.ascontiguousarray(run.positions[f], float), np.asarray(run.box_nm[f], float)
         predicted[i] = model.forces(pos, box, system.species, system.molecules)[0][:n_atoms]
-        lo, hi = kernels.invariant_ranges(pos[None], box[None], system.species, system.molecules,
-                                          system.molecule_id, model.r_cut, *tables, len(model.channels))
-        out_of_range[i] = model.channels_outside(lo, hi)
+        out_of_range[i] = model.channels_outside(pos, box, system.species, system.molecules)
         if committee:
             deviation[i] = model_deviation([m.forces(pos, box, system.species, system.molecules)[0][:n_atoms]
                                             for m in committee])
@@ -131,16 +128,13 @@ def write_evaluation(ev: Evaluation, out_dir) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "evaluation.json", "csv": out / "per_frame.csv", "parity": out / "parity.png",
              "frames": out / "frames.png"}
-    tmp = paths["json"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(ev.summary, indent=1))
-    tmp.replace(paths["json"])
-    tmp = paths["csv"].with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(list(ev.per_frame))
-        for row in zip(*ev.per_frame.values()):
-            w.writerow([f"{v:.6g}" if isinstance(v, float | np.floating) else int(v) for v in row])
-    tmp.replace(paths["csv"])
+    write_json_atomic(paths["json"], ev.summary)
+    table = StringIO()
+    w = csv.writer(table, lineterminator="\n")
+    w.writerow(list(ev.per_frame))
+    for row in zip(*ev.per_frame.values()):
+        w.writerow([f"{v:.6g}" if isinstance(v, float | np.floating) else int(v) for v in row])
+    write_text_atomic(paths["csv"], table.getvalue())
     parity_plot({ev.summary["mode"]: (ev.reference, ev.predicted)}, ev.species, paths["parity"])
     evaluation_frames_plot(ev.per_frame, paths["frames"])
     return paths

@@ -18,18 +18,18 @@ Every stage is skipped when its output exists, so an interrupted loop resumes.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from .io.atomic import write_json_atomic
 from .io.cp2k_exec import run_cp2k
 from .io.cp2k_reader import read_cp2k_run
 from .io.cp2k_writer import write_single_points
 from .io.water_run import load_water_run
 from .losses.fit import FitSettings, fit_modes, force_errors, sha256_of
-from .losses.model import LossModel, angle_channel_table, model_deviation, pair_channel_table
+from .losses.model import LossModel, model_deviation
 
 
 def _say(progress, text):
@@ -47,8 +47,8 @@ def _cp2k_points(run_input, positions, elements, box, folder: Path, project: str
     if result.forces is None or len(result.forces) != len(positions):
         raise RuntimeError(f"{inp}: CP2K returned {0 if result.forces is None else len(result.forces)} "
                            f"frames of forces for {len(positions)}")
-    done.write_text(json.dumps({"frames": len(positions), "seconds_per_frame": float(
-        np.mean(result.energies["used_time"])) if result.energies is not None else None}))
+    write_json_atomic(done, {"frames": len(positions), "seconds_per_frame": float(
+        np.mean(result.energies["used_time"])) if result.energies is not None else None})
     return result
 
 
@@ -70,16 +70,11 @@ def _dynamics(model_path, run, system, folder: Path, temperature_k, ps, report_i
 
 def frame_uncertainty(model: LossModel, committee, positions, box, system) -> tuple[np.ndarray, np.ndarray]:
     """Committee deviation (kJ/mol/nm) and channels outside the fitted range, per frame."""
-    from .losses import kernels
-
     dev, out = np.zeros(len(positions)), np.zeros(len(positions), int)
-    tables = pair_channel_table(), angle_channel_table()
     for i, pos in enumerate(positions):
         pos = np.ascontiguousarray(pos)
         dev[i] = model_deviation([m.forces(pos, box, system.species, system.molecules)[0] for m in committee])
-        lo, hi = kernels.invariant_ranges(pos[None], box[None], system.species, system.molecules,
-                                          system.molecule_id, model.r_cut, *tables, len(model.channels))
-        out[i] = model.channels_outside(lo, hi)
+        out[i] = model.channels_outside(pos, box, system.species, system.molecules)
     return dev, out
 
 
@@ -162,7 +157,7 @@ def iterate(run_dir, out_dir, *, rounds=1, temperatures=None, ps=2.0, points=16,
         _say(progress, f"round {r}: force RMSE on the {len(pred)} test points: O "
                        f"{record['test_points']['O']['rmse']:.1f}, H {record['test_points']['H']['rmse']:.1f} "
                        "kJ/mol/nm")
-        (folder / "round.json").write_text(json.dumps(record, indent=1))
+        write_json_atomic(folder / "round.json", record)
         records.append(record)
         if r == rounds or (len(records) >= 2 and _total(records[-1]) > 0.99 * _total(records[-2])):
             break  # the last round, or one that no longer improves the test points
@@ -171,7 +166,7 @@ def iterate(run_dir, out_dir, *, rounds=1, temperatures=None, ps=2.0, points=16,
                            f"{run.project}-round{r}", threads)
         extra_pos = np.concatenate([extra_pos, new.positions])
         extra_frc = np.concatenate([extra_frc, new.forces])
-    (out / "iterate.json").write_text(json.dumps(records, indent=1))
+    write_json_atomic(out / "iterate.json", records)
     return records
 
 

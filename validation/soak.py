@@ -17,11 +17,11 @@ Prints a table and writes soak/soak.json.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
+from openmm_learning.io.atomic import write_json_atomic
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.losses.fit import FitSettings, fit_modes
 from openmm_learning.openmm.reporters import SimulationError
@@ -70,10 +70,7 @@ def main():
                                                FitSettings(basis="chebyshev"), progress=False).items()}
     out = Path(args.out)
     results = [soak(m, models[m], run, system, out / m, args.ps) for m in args.modes]
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "soak.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(out / "soak.json")
+    write_json_atomic(out / "soak.json", results)
     print(f"{'mode':11s} {'ps':>7s} {'blow-ups':>8s} {'T mean (K)':>10s} {'T drift (K/100 ps)':>19s} "
           f"{'out of range':>12s} {'conserved drift (kJ/mol/ns/atom)':>33s}")
     for r in results:

@@ -422,7 +422,7 @@ def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "re
     block, test = time_split(len(positions), settings)
     train = block >= 0
     lo, hi = seen_ranges(positions[train], boxes[train], system, settings.r_cut)
-    channels = build_channels(positions[train], boxes[train], system, settings, (lo.copy(), hi.copy()))
+    channels = build_channels(positions[train], boxes[train], system, settings, (lo, hi))
     seen = {channel_name(k): [float(a), float(b)] for k, a, b in zip(CHANNEL_KEYS, lo, hi)}
     t0 = time.perf_counter()
     blocks = accumulate(positions, forces, boxes, system, channels, settings, block,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.atomic import write_json_atomic
 from ..io.topology import SPECIES, SPECIES_INDEX, molecule_ids
 from . import ewald, kernels
 
@@ -268,12 +269,16 @@ class LossModel:
             f, loss = f + self.charge_h**2 * fq, loss + self.charge_h**2 * eq
         return f, loss
 
-    def channels_outside(self, lo, hi, training: bool = True) -> int:
-        """How many channels saw an invariant outside the range of the training frames
-        (training=False, or when that is unknown: outside the function's domain, where the
-        linear extension and the walls take over), given the smallest and largest invariant
-        of each (kernels.invariant_ranges); a pair beyond the cutoff has no force, so only a
-        pair closer than any seen counts."""
+    def channels_outside(self, positions, box, species, molecules, training: bool = True) -> int:
+        """How many channels see an invariant of one frame (nm) outside the range of the
+        training frames (training=False, or when that is unknown: outside the function's
+        domain, where the linear extension and the walls take over); a pair beyond the
+        cutoff has no force, so only a pair closer than any seen counts."""
+        pos = np.ascontiguousarray(positions, dtype=float)
+        molecules = np.asarray(molecules, np.int64)
+        lo, hi = kernels.invariant_ranges(pos[None], np.asarray(box, float)[None], np.asarray(species, np.int64),
+                                          molecules, molecule_ids(molecules, len(pos)), self.r_cut,
+                                          pair_channel_table(), angle_channel_table(), len(self.channels))
         ranges = [self.seen[ch.name] if self.seen and training else (ch.x0, ch.x1) for ch in self.channels]
         return sum(1 for c, (ch, (a, b)) in enumerate(zip(self.channels, ranges))
                    if lo[c] < a or (ch.kind != "inter" and hi[c] > b))
@@ -340,12 +345,7 @@ class LossModel:
         }
 
     def save(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)  # never leave a half-written model behind
-        return path
+        return write_json_atomic(path, self.to_dict())  # never leave a half-written model behind
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "<dict>") -> "LossModel":

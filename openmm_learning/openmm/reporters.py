@@ -21,8 +21,7 @@ import numpy as np
 from openmm import app, unit
 
 from ..io.topology import KINETIC_KINDS, kinetic_temperatures
-from ..losses import kernels
-from ..losses.model import LossModel, angle_channel_table, model_deviation, pair_channel_table
+from ..losses.model import LossModel, model_deviation
 from ..units import KB_KJMOL_K
 from .forces import is_agent_system
 from .integrator import LearningIntegrator
@@ -122,16 +121,12 @@ class ExtrapolationReporter(_Reporter):
         self.model = model
         self.species = np.asarray(species, np.int64)
         self.molecules = np.asarray(molecules, np.int64)
-        self.mol_id = np.repeat(np.arange(len(self.molecules)), 3)
         self.last_count = 0
         self.reports = self.reports_out = 0
 
     def _report(self, simulation, state):
         pos, _, _, box = self._arrays(simulation, state)
-        lo, hi = kernels.invariant_ranges(np.ascontiguousarray(pos)[None], box[None], self.species, self.molecules,
-                                          self.mol_id, self.model.r_cut, pair_channel_table(),
-                                          angle_channel_table(), len(self.model.channels))
-        self.last_count = self.model.channels_outside(lo, hi, training=False)
+        self.last_count = self.model.channels_outside(pos, box, self.species, self.molecules, training=False)
         self.reports += 1
         if self.last_count:
             if not self.reports_out:
@@ -142,7 +137,30 @@ class ExtrapolationReporter(_Reporter):
             self.reports_out += 1
 
 
-class CommitteeReporter(_Reporter):
+class _CsvLogReporter(_Reporter):
+    """A report per row of a CSV file with a header; append=True continues an existing file
+    (a resumed run, whose later rows the caller has cut)."""
+
+    header: list = []
+
+    def __init__(self, path, interval, append=False):
+        super().__init__(interval)
+        self.path = Path(path)
+        new = not (append and self.path.exists())
+        self.file = open(self.path, "w" if new else "a", newline="")
+        self.writer = csv.writer(self.file)
+        if new:
+            self.writer.writerow(self.header)
+
+    def write(self, row):
+        self.writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+
+class CommitteeReporter(_CsvLogReporter):
     """The committee's model deviation (losses.model.model_deviation, kJ/mol/nm) every
     `interval` steps, one row per report in a CSV (step, time_ps, deviation); above `limit`
     it warns once, or with stop=True stops the run with a SimulationError: the model is
@@ -151,25 +169,18 @@ class CommitteeReporter(_Reporter):
     header = ["step", "time_ps", "committee_deviation_kJmol_nm"]
 
     def __init__(self, path, interval, committee, species, molecules, limit=None, stop=False, append=False):
-        super().__init__(interval)
+        super().__init__(path, interval, append)
         self.committee = list(committee)
         self.species = np.asarray(species, np.int64)
         self.molecules = np.asarray(molecules, np.int64)
         self.limit, self.stop, self.warned = limit, stop, False
-        self.path = Path(path)
-        new = not (append and self.path.exists())
-        self.file = open(self.path, "w" if new else "a", newline="")
-        self.writer = csv.writer(self.file)
-        if new:
-            self.writer.writerow(self.header)
 
     def _report(self, simulation, state):
         pos, _, _, box = self._arrays(simulation, state)
         pos = np.ascontiguousarray(pos)
         dev = model_deviation([m.forces(pos, box, self.species, self.molecules)[0] for m in self.committee])
         step = simulation.currentStep
-        self.writer.writerow([step, f"{state.getTime().value_in_unit(unit.picosecond):.6g}", f"{dev:.6g}"])
-        self.file.flush()
+        self.write([step, state.getTime().value_in_unit(unit.picosecond), dev])
         if self.limit is None or dev <= self.limit:
             return
         text = (f"step {step}: the committee's forces differ by {dev:.0f} kJ/mol/nm, over the limit "
@@ -180,11 +191,8 @@ class CommitteeReporter(_Reporter):
             warnings.warn_explicit(text, ExtrapolationWarning, "openmm-learning", 0)
             self.warned = True
 
-    def close(self):
-        self.file.close()
 
-
-class StateLogReporter(_Reporter):
+class StateLogReporter(_CsvLogReporter):
     """CSV log per report: step, time, temperature (3N-3 dof), kinetic and potential energy,
     thermostat heat and net force (learning integrator), extrapolated channels, and the
     kinetic temperature of O, H and molecular translation, rotation and vibration (atoms
@@ -196,16 +204,10 @@ class StateLogReporter(_Reporter):
 
     def __init__(self, path, interval, extrapolation: ExtrapolationReporter | None = None, append=False,
                  conservative=True, order=None):
-        super().__init__(interval)
+        super().__init__(path, interval, append)
         self.order = None if order is None else np.asarray(order)  # atoms in O H H order per molecule
-        self.path = Path(path)
         self.extrapolation = extrapolation
         self.conservative = conservative  # potential energy means something (not agent mode)
-        new = not (append and self.path.exists())
-        self.file = open(self.path, "w" if new else "a", newline="")
-        self.writer = csv.writer(self.file)
-        if new:
-            self.writer.writerow(self.header)
 
     def _report(self, simulation, state):
         pos, vel, masses, box = self._arrays(simulation, state)
@@ -220,11 +222,7 @@ class StateLogReporter(_Reporter):
         step = simulation.currentStep
         row = [step, state.getTime().value_in_unit(unit.picosecond), _temperature(vel, masses), ke, pot, heat, fnet,
                self.extrapolation.last_count if self.extrapolation else 0] + [float(kinds[k][0]) for k in KINETIC_KINDS]
-        self.writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
-        self.file.flush()
-
-    def close(self):
-        self.file.close()
+        self.write(row)
 
 
 class AtomicCheckpointReporter(_Reporter):

@@ -14,6 +14,7 @@ import openmm as mm
 from openmm import app, unit
 from tqdm.auto import tqdm
 
+from ..io.atomic import write_json_atomic
 from ..io.topology import openmm_topology
 from ..losses.model import LossModel
 from .forces import create_system
@@ -152,9 +153,7 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
                    platform=platform, collision_time_ps=integrator.collision_time_ps,
                    chain_length=integrator.chain_length, thermostat=thermostat, seed=seed, equilibration_ps=equilibration_ps,
                    equilibration_friction_per_ps=equilibration_friction_per_ps, replica=replica)
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(out / "summary.json")
+    write_json_atomic(out / "summary.json", summary)
     return result
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..io import Cp2kRun
+from ..io.atomic import write_json_atomic
 from ..io.topology import KINETIC_KINDS, SPECIES, WaterSystem
 from ..io.water_run import default_equilibration_ps, load_water_run, trajectory_of
 from ..losses.fit import FitSettings, file_hashes, fit_modes, force_errors, learning_curve, sha256_of
@@ -76,16 +77,8 @@ def _stage_done(folder: Path, stamp: dict, *files) -> bool:
     return same and all((folder / x).exists() for x in files)
 
 
-def _write_json_atomic(path: Path, data: dict):
-    """Atomically (temporary file, then rename): an interrupted write leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
-
-
 def _write_stamp(folder: Path, stamp: dict):
-    _write_json_atomic(folder / STAMP, stamp)
+    write_json_atomic(folder / STAMP, stamp)
 
 
 def _say(progress, text):
@@ -533,7 +526,7 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
                                       platform=platform, progress=progress)
             except SimulationError as e:  # a result about the model, judged as stability.blow_ups
                 _say(progress, f"{name}: run {k} blew up: {e}")
-                _write_json_atomic(seed_dir / BLOW_UP, {"seed": first_seed + k, "frame": frame, "error": str(e)})
+                write_json_atomic(seed_dir / BLOW_UP, {"seed": first_seed + k, "frame": frame, "error": str(e)})
     agents = agents_stage(models, run, system, out / "agents", sensitivity_frames, progress) if models else {}
 
     folders = {n: f for n, (f, _) in sims.items()}
