@@ -11,12 +11,14 @@ Bussi's effective energy: it drifts only by integration error).
 
     python validation/soak.py [--ps 1000] [--out soak] [--modes reciprocal agent]
 
-Prints a table and writes soak/soak.json.
+Prints a table and writes soak/soak.json (each mode's entry replaced when it is run again;
+the two modes can run side by side, one thread each: OPENMM_CPU_THREADS=1).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +71,13 @@ def main():
     models = {m: r.model for m, r in fit_modes(run.positions, run.forces, run.box_nm, system, tuple(args.modes),
                                                FitSettings(basis="chebyshev"), progress=False).items()}
     out = Path(args.out)
-    results = [soak(m, models[m], run, system, out / m, args.ps) for m in args.modes]
-    write_json_atomic(out / "soak.json", results)
+    # one file for both modes, so each mode may run in its own process (OPENMM_CPU_THREADS=1)
+    record = out / "soak.json"
+    for m in args.modes:
+        result = soak(m, models[m], run, system, out / m, args.ps)
+        earlier = json.loads(record.read_text()) if record.exists() else []
+        write_json_atomic(record, [r for r in earlier if r["mode"] != m] + [result])
+    results = sorted(json.loads(record.read_text()), key=lambda r: r["mode"])
     print(f"{'mode':11s} {'ps':>7s} {'blow-ups':>8s} {'T mean (K)':>10s} {'T drift (K/100 ps)':>19s} "
           f"{'out of range':>12s} {'conserved drift (kJ/mol/ns/atom)':>33s}")
     for r in results:

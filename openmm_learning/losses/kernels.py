@@ -12,7 +12,10 @@ Conventions shared by every kernel (OpenMM units: nm, rad, kJ/mol):
 * Channel kinds: 0 = intermolecular pair (wall below x0 only, multiplied by OpenMM's
   switching function between r_switch and r_cut), 1 = intramolecular pair and
   2 = H-O-H angle (walls below x0 and above x1). Walls are fixed, not fitted: they
-  only guard against leaving the range the model was trained on.
+  only guard against leaving the range the model was trained on. k_wall is per nm^2;
+  the angle's wall is k_wall * ANGLE_WALL_ARM_NM^2 per rad^2, so that an H meets the
+  same stiffness on every wall (the same k per rad^2 would be 100x stiffer per nm of
+  the H's path: its period, about 1 fs, made Verlet at 0.5 fs blow up).
 * A channel may instead be a compiled polynomial (basis 1): Chebyshev coefficients ``y``
   of T_k(u), u = 2 w - 1 on [x0, x1], with w = (x - x0) / (x1 - x0) for a bond or the angle;
   an intermolecular pair's series is in 1/r, w = (1/x0 - 1/r) / (1/x0 - 1/x1), multiplied
@@ -30,6 +33,8 @@ from numba import njit
 
 KIND_INTER, KIND_INTRA, KIND_ANGLE = 0, 1, 2
 BASIS_SPLINE, BASIS_CHEBYSHEV = 0, 1
+#: the lever of an H on the H-O-H angle (about an O-H bond): arc length per radian
+ANGLE_WALL_ARM_NM = 0.1
 
 
 # ---------------------------------------------------------------- neighbour pairs
@@ -187,8 +192,15 @@ def spline_weights(x, x0, h, n):
 
 
 @njit(cache=True)
+def wall_stiffness(kind, k_wall):
+    """The wall's k of a channel kind: k_wall (per nm^2) scaled to per rad^2 for the angle."""
+    return k_wall * ANGLE_WALL_ARM_NM ** 2 if kind == KIND_ANGLE else k_wall
+
+
+@njit(cache=True)
 def wall(x, x0, x1, k_wall, upper):
-    """Harmonic guard outside [x0, x1] (upper side only when `upper`): value, derivative."""
+    """Harmonic guard k (x0 - x)^2 outside [x0, x1] (upper side only when `upper`): value,
+    derivative; k_wall here is the channel's own (wall_stiffness)."""
     if x < x0:
         return k_wall * (x0 - x) ** 2, -2.0 * k_wall * (x0 - x)
     if upper and x > x1:
@@ -211,7 +223,7 @@ def channel_weights(c, x, ch_kind, ch_x0, ch_h, ch_n, k_wall, r_switch, r_cut):
         w = (ds * v[0] + s * dv[0], ds * v[1] + s * dv[1], ds * v[2] + s * dv[2], ds * v[3] + s * dv[3])
         wv = (s * v[0], s * v[1], s * v[2], s * v[3])
         return j, w, wv, ds * ew + s * dw, s * ew
-    ew, dw = wall(x, ch_x0[c], x1, k_wall, True)
+    ew, dw = wall(x, ch_x0[c], x1, wall_stiffness(ch_kind[c], k_wall), True)
     return j, dv, v, dw, ew
 
 
@@ -403,7 +415,7 @@ def _term_value(c, x, ch_kind, ch_basis, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall
     if ch_basis[c] == BASIS_CHEBYSHEV:
         x1 = ch_x0[c] + ch_h[c]  # a polynomial's ch_h is its span
         e, de = chebyshev_series(x, ch_x0[c], x1, y, ch_off[c], ch_n[c], ch_kind[c] == KIND_INTER)
-        ew, dw = wall(x, ch_x0[c], x1, k_wall, ch_kind[c] != KIND_INTER)
+        ew, dw = wall(x, ch_x0[c], x1, wall_stiffness(ch_kind[c], k_wall), ch_kind[c] != KIND_INTER)
         return de + dw, e + ew
     j, w, wv, dfix, efix = channel_weights(c, x, ch_kind, ch_x0, ch_h, ch_n, k_wall, r_switch, r_cut)
     o = ch_off[c] + j

@@ -330,7 +330,8 @@ class LossModel:
             "species": list(SPECIES),
             "units": {"length": "nm", "angle": "rad", "energy": "kJ/mol", "force": "kJ/mol/nm"},
             "basis": self.basis_text(),
-            "outside_range": "linear extension with the end slope, plus k_wall * (distance from the end)^2",
+            "outside_range": "linear extension with the end slope, plus k_wall * (distance from the end)^2 "
+                            f"(angle: k_wall * ({kernels.ANGLE_WALL_ARM_NM} nm)^2 * (radians from the end)^2)",
             "r_cut": self.r_cut,
             "r_switch": self.r_switch,
             "charges": None if self.charge_h is None else {

@@ -13,8 +13,8 @@ agents that descend it, and its guards:
                (ChebyshevChannel); each engine's emitter dispatches on function.basis
 
 Outside its fitted range [lower, upper] every term continues linearly with its end slope
-and a harmonic wall (zero slope at the end, stiffness k_wall) adds to it, so forces are
-continuous everywhere. The numba kernels, OpenMM forces, LAMMPS tables, the LAMMPS
+and a harmonic wall (zero slope at the end, stiffness wall_stiffness: the model's k_wall
+per nm^2, scaled per rad^2 for the angle) adds to it, so forces are continuous everywhere. The numba kernels, OpenMM forces, LAMMPS tables, the LAMMPS
 `pair_style python` coefficients and the plots are all generated from this list.
 """
 
@@ -29,6 +29,8 @@ from . import kernels
 INVARIANTS = ("pair", "bond", "angle")
 #: invariant of each channel kind of the model file
 INVARIANT_OF_KIND = {"inter": "pair", "intra": "bond", "angle": "angle"}
+#: kernels' kind code of each invariant
+KIND_CODE = {"pair": kernels.KIND_INTER, "bond": kernels.KIND_INTRA, "angle": kernels.KIND_ANGLE}
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,11 @@ class Term:
         """Upper end of the fitted range, or None where the switch ends the term."""
         return None if self.invariant == "pair" else self.function.x1
 
+    @property
+    def wall_stiffness(self) -> float:
+        """k of this term's walls, k (x0 - x)^2 (kJ/mol per nm^2, or per rad^2 for the angle)."""
+        return kernels.wall_stiffness(KIND_CODE[self.invariant], self.k_wall)
+
     def end_slopes(self) -> np.ndarray:
         """dE/dx of the function at its lower and upper end (the slopes of its extensions;
         a pair polynomial's includes its cutoff factor)."""
@@ -77,9 +84,8 @@ class Term:
         from .model import BASIS_CODES
 
         f = self.function
-        kind = {"pair": kernels.KIND_INTER, "bond": kernels.KIND_INTRA, "angle": kernels.KIND_ANGLE}
         xs = np.atleast_1d(np.asarray(x, float))
-        e, de = kernels.channel_curve(xs, kind[self.invariant], BASIS_CODES[f.basis], f.x0, f.h, f.n,
+        e, de = kernels.channel_curve(xs, KIND_CODE[self.invariant], BASIS_CODES[f.basis], f.x0, f.h, f.n,
                                       np.asarray(f.values, float), f.second_derivatives(), self.k_wall,
                                       self.r_switch or 0.0, self.r_cut or 0.0)
         return (e, de) if np.ndim(x) else (e[0], de[0])

@@ -54,7 +54,7 @@ def lepton_energy(term: Term, x: str, name: str) -> tuple[str, dict, list]:
 def _extended(term: Term, x: str, inside: str) -> str:
     """`inside` (the function at the clamped invariant), its linear extension with the end
     slopes and the walls outside the fitted range."""
-    lo, k = repr(float(term.lower)), repr(float(term.k_wall))
+    lo, k = repr(float(term.lower)), repr(float(term.wall_stiffness))
     s_lo, s_hi = (repr(float(v)) for v in term.end_slopes())
     hi = repr(float(term.upper))
     return (f"({inside} + {s_lo}*min(0, {x}-{lo}) + {s_hi}*max(0, {x}-{hi})"
