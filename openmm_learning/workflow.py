@@ -69,6 +69,7 @@ def simulate_run(model_path, run_dir, out_dir, *, ps: float, frame: int = -1, pl
     say_replica(run, progress)
     if run.settings is None:
         raise ValueError(f"{run_dir}: no CP2K input file, so the temperature and timestep are unknown")
+    frame = run.frame(frame)
     dt = run.settings.timestep_ps
     steps = int(round(ps / dt))
     if thermostat == "csvr" and collision_time_ps is None:

@@ -66,7 +66,22 @@ CASES = {
                                          "{root}/o16"),
     "evaluate, junk committee member": ("evaluate", "{root}/good.json", "{good}", "--committee", "{root}/junk.json",
                                         "{root}/good.json", "--out", "{root}/o17"),
+    "simulate, frame beyond the run": ("simulate", "{root}/good.json", "--cp2k", "{good}", "--frame", "5000",
+                                       "--out", "{root}/o18"),
+    "simulate, negative --ps": ("simulate", "{root}/good.json", "--cp2k", "{good}", "--ps", "-1", "--out",
+                                "{root}/o19"),
+    "validate, output over a file": ("validate", "--reference", "{good}", "--out", "{root}/a-file"),
+    "validate, no seeds": ("validate", "--reference", "{good}", "--seeds", "0", "--out", "{root}/o20"),
+    "evaluate, output over a file": ("evaluate", "{root}/good.json", "{good}", "--out", "{root}/a-file"),
+    "iterate, no such run": ("iterate", "{root}/missing", "--out", "{root}/o21"),
+    "iterate, output over a file": ("iterate", "{good}", "--out", "{root}/a-file"),
+    "iterate, negative temperature": ("iterate", "{good}", "--temperatures", "-5", "--out", "{root}/o22"),
+    "iterate, no points": ("iterate", "{good}", "--points", "0", "--out", "{root}/o23"),
+    "iterate, --ps not a number": ("iterate", "{good}", "--ps", "nan", "--out", "{root}/o24"),
+    "lammps, frame beyond the run": ("lammps", "{root}/good.json", "--cp2k", "{good}", "--frame", "-5000", "--out",
+                                     "{root}/o25"),
     "cp2k write over a file": ("cp2k", "write", "{root}/a-file/inputs", "--molecules", "8"),
+    "cp2k write of no molecules": ("cp2k", "write", "{root}/o26", "--molecules", "0"),
     "cp2k run of junk": ("cp2k", "run", "{root}/junk.inp"),
 }
 
@@ -75,7 +90,10 @@ CASES = {
 def test_bad_input_gives_one_line_and_exit_2(inputs, capsys, case):
     root, good = inputs
     args = [a.format(root=root, good=good) for a in CASES[case]]
-    code = main(args)
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's checks of the arguments, before any work
+        code = e.code
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2, (case, err)
     errors = [line for line in err if "error:" in line]

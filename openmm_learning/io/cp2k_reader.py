@@ -64,6 +64,13 @@ class Cp2kRun:
         """Number of atoms."""
         return len(self.elements)
 
+    def frame(self, index: int) -> int:
+        """A frame index checked against the run (negative counts from the end, as in Python)."""
+        if not -self.n_frames <= index < self.n_frames:
+            raise ValueError(f"frame {index}: run {self.project} has {self.n_frames} frames "
+                             f"(0 to {self.n_frames - 1}, or -1 for the last)")
+        return index
+
     def __repr__(self) -> str:
         have = [k for k in ("forces", "velocities", "energies") if getattr(self, k) is not None]
         return (f"Cp2kRun(project={self.project!r}, n_frames={self.n_frames}, n_atoms={self.n_atoms}, "
