@@ -114,9 +114,9 @@ def main():
     block = readme_block(result)
     print(block)
     if args.readme:
-        text = args.readme.read_text()
-        head, rest = text.split(BEGIN, 1)
-        args.readme.write_text(head + BEGIN + "\n" + block + "\n" + END + rest.split(END, 1)[1])
+        from readme_results import replace_block  # beside this script
+
+        replace_block(args.readme, BEGIN, END, block)
 
 
 if __name__ == "__main__":

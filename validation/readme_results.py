@@ -23,6 +23,15 @@ def _table(header, rows):
             + ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows])
 
 
+def replace_block(readme: Path, begin: str, end: str, block: str):
+    """Put `block` between the README's `begin` and `end` markers (the studies' tables too)."""
+    text = readme.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{readme}: no {begin} ... {end} markers")
+    head, rest = text.split(begin, 1)
+    readme.write_text(head + begin + "\n" + block + "\n" + end + rest.split(end, 1)[1])
+
+
 def results_block(out: Path) -> str:
     fit = json.loads((out / "fit" / "fit.json").read_text())
     metrics = json.loads((out / "validation" / "metrics.json").read_text())
@@ -61,12 +70,7 @@ def main(argv=None):
     ap.add_argument("out", type=Path, help="the output folder of `make example` / `openmm-learning example`")
     ap.add_argument("--readme", type=Path, default=Path(__file__).resolve().parents[1] / "README.md")
     args = ap.parse_args(argv)
-    text = args.readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{args.readme}: no {BEGIN} ... {END} markers")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    args.readme.write_text(head + BEGIN + "\n" + results_block(args.out) + "\n" + END + tail)
+    replace_block(args.readme, BEGIN, END, results_block(args.out))
     print(f"{args.readme}: results section written from {args.out}")
 
 

@@ -9,7 +9,7 @@ fraction of reports with an invariant outside the fitted range, and in reciproca
 the drift of the conserved quantity (kinetic + potential energy + the heat CSVR removed,
 Bussi's effective energy: it drifts only by integration error).
 
-    python validation/soak.py [--ps 1000] [--out soak] [--modes reciprocal agent]
+    python validation/soak.py [--ps 1000] [--out soak] [--modes reciprocal agent] [--readme README.md]
 
 Prints a table and writes soak/soak.json (each mode's entry replaced when it is run again;
 the two modes can run side by side, one thread each: OPENMM_CPU_THREADS=1).
@@ -61,11 +61,29 @@ def soak(mode, model, run, system, out: Path, ps: float) -> dict:
     return result
 
 
+BEGIN, END = "<!-- soak: begin -->", "<!-- soak: end -->"
+
+
+def soak_block(results: list[dict]) -> str:
+    """The README's soak table (markdown), from soak.json."""
+    rows = ["| mode | ps run | blow-ups | T mean (K) | T drift (K per 100 ps) | 100 ps means (K) "
+            "| reports outside the fitted range | conserved quantity drift (kJ/mol/ns per atom) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: r["mode"]):
+        drift = r.get("conserved_drift_kJmol_per_ns_per_atom")
+        windows = r["window_means_K"]
+        rows.append(f"| {r['mode']} | {r['ps']:.1f} | {r['blow_ups']} | {r['temperature_mean_K']:.1f} "
+                    f"| {r['temperature_drift_K_per_100ps']:+.2f} | {min(windows):.1f}-{max(windows):.1f} "
+                    f"| {100 * r['out_of_range_fraction']:.2f} % | {'-' if drift is None else f'{drift:+.4f}'} |")
+    return "\n".join(rows)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ps", type=float, default=1000.0)
     ap.add_argument("--out", default="soak")
     ap.add_argument("--modes", nargs="+", default=["reciprocal", "agent"], choices=["reciprocal", "agent"])
+    ap.add_argument("--readme", type=Path, default=None, help="write the table into this README's markers")
     args = ap.parse_args()
     run, system = load_water_run(example_run_dir())
     models = {m: r.model for m, r in fit_modes(run.positions, run.forces, run.box_nm, system, tuple(args.modes),
@@ -77,15 +95,12 @@ def main():
         result = soak(m, models[m], run, system, out / m, args.ps)
         earlier = json.loads(record.read_text()) if record.exists() else []
         write_json_atomic(record, [r for r in earlier if r["mode"] != m] + [result])
-    results = sorted(json.loads(record.read_text()), key=lambda r: r["mode"])
-    print(f"{'mode':11s} {'ps':>7s} {'blow-ups':>8s} {'T mean (K)':>10s} {'T drift (K/100 ps)':>19s} "
-          f"{'out of range':>12s} {'conserved drift (kJ/mol/ns/atom)':>33s}")
-    for r in results:
-        drift = r.get("conserved_drift_kJmol_per_ns_per_atom")
-        print(f"{r['mode']:11s} {r['ps']:7.1f} {r['blow_ups']:8d} {r['temperature_mean_K']:10.1f} "
-              f"{r['temperature_drift_K_per_100ps']:19.2f} {100 * r['out_of_range_fraction']:11.2f}% "
-              f"{'' if drift is None else f'{drift:33.4f}'}")
+    block = soak_block(json.loads(record.read_text()))
+    print(block)
+    if args.readme:
+        from readme_results import replace_block  # beside this script
 
+        replace_block(args.readme, BEGIN, END, block)
 
 if __name__ == "__main__":
     main()
