@@ -70,9 +70,9 @@ def test_small_box_runs_as_its_replica_end_to_end(tmp_path):
     r = cli("validate", "--reference", run, "--model", model, "--out", tmp_path / "short", "--ps", 0.1, "--seeds", 1)
     assert r.returncode == 2 and "run longer or more seeds" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "short" / "sim-reciprocal").exists()
-    # seeds 1-2 are not used: the second run of this model (400 CP2K steps of 27 waters) blows
-    # up within 0.2 ps, a weakness of the model that the soak study is to chart, not of the replica path
-    r = cli("validate", "--reference", run, "--model", model, "--out", tmp_path / "val", "--seed", 3,
+    # seeds 1-2: the second run blew up within 0.2 ps while the angle's walls were too stiff
+    # for Verlet at 0.5 fs (test_simulate.py's bend test); it runs through now
+    r = cli("validate", "--reference", run, "--model", model, "--out", tmp_path / "val", "--seed", 1,
             "--ps", 0.2, "--seeds", 2, "--langevin-ps", 0.02, "--velocity-ps", 0.05, "--no-baseline")
     assert r.returncode in (0, 1), r.stderr
     assert "Traceback" not in r.stderr
@@ -81,3 +81,4 @@ def test_small_box_runs_as_its_replica_end_to_end(tmp_path):
     metrics = json.loads((tmp_path / "val" / "metrics.json").read_text())
     std = [m for m in metrics["metrics"] if m["metric"] == "temperature.std"]
     assert std and all(m["outcome"] == "n/a" and "1/sqrt(atoms)" in m["note"] for m in std)
+    assert [m["value"] for m in metrics["metrics"] if m["metric"] == "stability.blow_ups"] == [0]

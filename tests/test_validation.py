@@ -391,16 +391,19 @@ def test_too_few_frames_for_blocks_is_a_clear_error(tmp_path):
 
 def test_blow_ups_fail_the_row(tmp_path):
     """A run that blew up is a result, not an error: its row is judged on the runs that
-    survived and fails stability.blow_ups; a row whose every run blew up fails on that
-    alone; rows that ran through pass it."""
+    survived and fails stability.blow_ups; a row whose every run blew up, or whose survivor
+    is too short to judge, fails on that alone; rows that ran through pass it."""
     name = "water64-spcfw-300K"
     _, _, run, _ = load(name)
     keep = np.flatnonzero(run.times_ps >= 5.0 - 1e-9)
     h = len(keep) // 2
     res = validate(row(name, keep[:h]), {"survivor": [row(name, keep[h:h + h // 2]), row(name, keep[h + h // 2:])],
-                                         "fine": row(name, keep[h:])},
+                                         "fine": row(name, keep[h:]), "stub": row(name, keep[h:h + 4])},
                    out_dir=tmp_path, blow_ups={"survivor": ["seed-2: blew up at step 300"],
-                                               "gone": ["seed-0: blew up", "seed-1: blew up"]})
+                                               "gone": ["seed-0: blew up", "seed-1: blew up"],
+                                               "stub": ["seed-1: blew up"]})
+    assert res.verdicts["stub"] == "FAIL" and "1 of 2 runs" in res.metric("stub", "stability.blow_ups")["context"]
+    assert [m["metric"] for m in res.metrics if m["row"] == "stub"] == ["stability.blow_ups"]
     s = res.metric("survivor", "stability.blow_ups")
     assert s["outcome"] == "fail" and s["value"] == 1 and "1 of 3 runs" in s["context"]
     assert res.verdicts["survivor"] == "FAIL" and res.verdicts["gone"] == "FAIL" and not res.passed

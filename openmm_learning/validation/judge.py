@@ -799,9 +799,16 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
     ref_eq = reference_equipartition(ref, target_temperature_k, tolerance, confidence)
 
     profiles, metrics, rows_passed, verdicts = {}, [], {}, {}
+    only_blow_ups = [n for n in blow_ups if n not in groups]  # every run blew up: nothing else to judge
     for name, runs in row_runs.items():
         first = groups[name][0]
-        prof = profile(runs, first)
+        try:
+            prof = profile(runs, first)
+        except ValidationError:
+            if name not in blow_ups:
+                raise
+            only_blow_ups.append(name)  # what survived is too short to judge: the blow-ups decide
+            continue
         profiles[name] = prof
         seconds = cost.get(name, _mean_seconds(groups[name]))
         recs = _compare(prof, ref, seconds, cp2k_seconds, target_temperature_k, ref_eq["ok"])
@@ -819,9 +826,10 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
         outcomes = {m["outcome"] for m in recs}
         rows_passed[name] = "fail" not in outcomes
         verdicts[name] = "FAIL" if "fail" in outcomes else "INCONCLUSIVE" if "inconclusive" in outcomes else "PASS"
-    for name in [n for n in blow_ups if n not in groups]:  # every run blew up: nothing else to judge
-        rec = _judge(_blow_up_record(blow_ups[name], 0), cfg["metrics"].get("stability.blow_ups"), confidence)
-        rec.update(row=name, seeds=len(blow_ups[name]))
+    for name in only_blow_ups:
+        survived = len(row_runs.get(name, []))
+        rec = _judge(_blow_up_record(blow_ups[name], survived), cfg["metrics"].get("stability.blow_ups"), confidence)
+        rec.update(row=name, seeds=len(blow_ups[name]) + survived)
         metrics.append(rec)
         rows_passed[name] = rec["outcome"] != "fail"
         verdicts[name] = "FAIL" if rec["outcome"] == "fail" else "INCONCLUSIVE"
