@@ -7,7 +7,8 @@ continue an interrupted soak. Reported per mode: blow-ups (the run's guard stops
 temperature over 4x the target), the mean temperature and its drift per 100 ps, the
 fraction of reports with an invariant outside the fitted range, and in reciprocal mode
 the drift of the conserved quantity (kinetic + potential energy + the heat CSVR removed,
-Bussi's effective energy: it drifts only by integration error).
+Bussi's effective energy: it drifts only by integration error) and of the total energy
+in 20 ps of plain NVE (Verlet) from the soak's end.
 
     python validation/soak.py [--ps 1000] [--out soak] [--modes reciprocal agent] [--readme README.md]
 
@@ -22,15 +23,43 @@ import json
 from pathlib import Path
 
 import numpy as np
+import openmm as mm
+from openmm import unit
 
 from openmm_learning.io.atomic import write_json_atomic
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.losses.fit import FitSettings, fit_modes
+from openmm_learning.openmm.forces import create_system
+from openmm_learning.openmm.integrator import LearningIntegrator
 from openmm_learning.openmm.reporters import SimulationError
 from openmm_learning.openmm.simulate import read_state_log, simulate
 
 DT_PS = 0.0005
 WINDOW_PS = 100.0
+#: picoseconds of plain NVE after the reciprocal soak
+NVE_PS = 20.0
+
+
+def nve_drift(model, system, box_nm, checkpoint: Path, ps: float = None) -> float:
+    """Drift of the total energy (kJ/mol/ns per atom) in plain NVE, OpenMM's Verlet at the
+    same step for `ps` from the soak's last checkpoint: integration error alone, no thermostat."""
+    steps, every = int(round((ps or NVE_PS) / DT_PS)), 200
+    system_mm = create_system(model, system.species, system.molecules, box_nm)
+    cpu = mm.Platform.getPlatformByName("CPU")
+    saved = mm.Context(system_mm, LearningIntegrator(300.0, DT_PS, n_atoms=len(system.species)), cpu)
+    saved.loadCheckpoint(checkpoint.read_bytes())
+    state = saved.getState(getPositions=True, getVelocities=True)
+    verlet = mm.VerletIntegrator(DT_PS)
+    context = mm.Context(system_mm, verlet, cpu)
+    context.setPositions(state.getPositions())
+    context.setVelocities(state.getVelocities())
+    energies = []
+    for _ in range(steps // every):
+        verlet.step(every)
+        e = context.getState(getEnergy=True)
+        energies.append((e.getKineticEnergy() + e.getPotentialEnergy()).value_in_unit(unit.kilojoule_per_mole))
+    t_ns = np.arange(1, len(energies) + 1) * every * DT_PS / 1000.0
+    return float(np.polyfit(t_ns, energies, 1)[0]) / len(system.species)
 
 
 def soak(mode, model, run, system, out: Path, ps: float) -> dict:
@@ -56,6 +85,10 @@ def soak(mode, model, run, system, out: Path, ps: float) -> dict:
         per_ns = float(np.polyfit(t, conserved, 1)[0]) * 1000.0
         result.update(conserved_drift_kJmol_per_ns=per_ns,
                       conserved_drift_kJmol_per_ns_per_atom=per_ns / len(system.species))
+        if not blow_ups:
+            result["nve_drift_kJmol_per_ns_per_atom"] = nve_drift(model, system, run.box_nm[-1],
+                                                                  out / "checkpoint.chk")
+            result["nve_ps"] = NVE_PS
     if blow_ups:
         result["blow_up"] = note
     return result
@@ -67,14 +100,17 @@ BEGIN, END = "<!-- soak: begin -->", "<!-- soak: end -->"
 def soak_block(results: list[dict]) -> str:
     """The README's soak table (markdown), from soak.json."""
     rows = ["| mode | ps run | blow-ups | T mean (K) | T drift (K per 100 ps) | 100 ps means (K) "
-            "| reports outside the fitted range | conserved quantity drift (kJ/mol/ns per atom) |",
-            "|---|---|---|---|---|---|---|---|"]
+            "| reports outside the fitted range | conserved quantity drift (kJ/mol/ns per atom) "
+            "| NVE drift afterwards (kJ/mol/ns per atom) |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(results, key=lambda r: r["mode"]):
-        drift = r.get("conserved_drift_kJmol_per_ns_per_atom")
+        drift, nve = r.get("conserved_drift_kJmol_per_ns_per_atom"), r.get("nve_drift_kJmol_per_ns_per_atom")
+        nve_text = "-" if nve is None else f"{nve:+.4f} ({r['nve_ps']:g} ps)"
         windows = r["window_means_K"]
         rows.append(f"| {r['mode']} | {r['ps']:.1f} | {r['blow_ups']} | {r['temperature_mean_K']:.1f} "
                     f"| {r['temperature_drift_K_per_100ps']:+.2f} | {min(windows):.1f}-{max(windows):.1f} "
-                    f"| {100 * r['out_of_range_fraction']:.2f} % | {'-' if drift is None else f'{drift:+.4f}'} |")
+                    f"| {100 * r['out_of_range_fraction']:.2f} % | {'-' if drift is None else f'{drift:+.4f}'} "
+                    f"| {nve_text} |")
     return "\n".join(rows)
 
 
