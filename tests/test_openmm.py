@@ -141,6 +141,11 @@ def test_box_smaller_than_cutoff_is_refused(xtb, xtb_models):
     run, system = xtb
     with pytest.raises(ValueError, match="twice the model cutoff"):
         create_system(xtb_models["agent"], system.species, system.molecules, [1.0, 1.0, 1.0])
+    box = run.box_nm[-1]
+    assert create_system(xtb_models["agent"], system.species, system.molecules, np.diag(box)).getNumParticles() == 192
+    for bad in (np.ones((3, 3)) + np.diag(box), [box[0], box[1]], [box[0], box[1], np.nan]):
+        with pytest.raises(ValueError, match="edge lengths"):
+            create_system(xtb_models["agent"], system.species, system.molecules, bad)
 
 
 @pytest.mark.parametrize("mode", ["agent", "reciprocal"])

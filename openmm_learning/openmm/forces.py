@@ -289,8 +289,14 @@ def _coulomb_force(model: LossModel, species_codes, molecules, group, ewald_tole
 
 
 def check_box(model: LossModel, box_nm):
-    """Minimum-image pairs need a box of at least twice the cutoff on every side."""
+    """The box's three edge lengths (nm), given as lengths or as a diagonal 3x3 matrix of
+    box vectors; minimum-image pairs need at least twice the cutoff on every side."""
     box_nm = np.asarray(box_nm, dtype=float)
+    if box_nm.shape == (3, 3) and not np.any(box_nm - np.diag(np.diag(box_nm))):
+        box_nm = np.diag(box_nm).copy()
+    if box_nm.shape != (3,) or not np.all(np.isfinite(box_nm)) or np.any(box_nm <= 0):
+        raise ValueError(f"box {box_nm.tolist()}: give the three edge lengths in nm of an orthorhombic "
+                         "box (or its diagonal box vectors); triclinic boxes are not supported")
     if np.any(box_nm < 2 * model.r_cut):
         need = replicas_needed(box_nm, model.r_cut)
         raise ValueError(f"box {np.round(box_nm, 4).tolist()} nm is smaller than twice the model cutoff "
