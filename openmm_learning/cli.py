@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -15,8 +16,8 @@ def _number(kind, least, strict):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
-        if not (value > least if strict else value >= least) or value != value:
-            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {least}, got {text}")
+        if not (value > least if strict else value >= least) or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if strict else '>='} {least}, got {text}")
         return value
     return parse
 
@@ -256,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("model", help="model JSON written by `fit`")
     ev.add_argument("run", help="CP2K run folder with a forces file (*-frc-*.xyz)")
     ev.add_argument("--frames", default=None, help="frames of the run A:B:S (Python slice; default all)")
-    ev.add_argument("--out", type=_out_dir, default="evaluation", help="folder for evaluation.json, per_frame.csv and plots")
+    ev.add_argument("--out", type=_out_dir, default="evaluation",
+                    help="folder for evaluation.json, per_frame.csv and plots")
     ev.add_argument("--committee", nargs="+", default=None,
                     help="committee model files (default: committee/MODE-*.json beside the model, if any)")
     ev.add_argument("--allow-truncated", action="store_true", help="drop an incomplete last frame")
