@@ -40,10 +40,10 @@ WINDOW_PS = 100.0
 NVE_PS = 20.0
 
 
-def nve_drift(model, system, box_nm, checkpoint: Path, ps: float = None) -> float:
+def nve_drift(model, system, box_nm, checkpoint: Path, ps: float = NVE_PS) -> float:
     """Drift of the total energy (kJ/mol/ns per atom) in plain NVE, OpenMM's Verlet at the
     same step for `ps` from the soak's last checkpoint: integration error alone, no thermostat."""
-    steps, every = int(round((ps or NVE_PS) / DT_PS)), 200
+    steps, every = int(round(ps / DT_PS)), 200
     system_mm = create_system(model, system.species, system.molecules, box_nm)
     cpu = mm.Platform.getPlatformByName("CPU")
     saved = mm.Context(system_mm, LearningIntegrator(300.0, DT_PS, n_atoms=len(system.species)), cpu)

@@ -14,7 +14,8 @@ agents that descend it, and its guards:
 
 Outside its fitted range [lower, upper] every term continues linearly with its end slope
 and a harmonic wall (zero slope at the end, stiffness wall_stiffness: the model's k_wall
-per nm^2, scaled per rad^2 for the angle) adds to it, so forces are continuous everywhere. The numba kernels, OpenMM forces, LAMMPS tables, the LAMMPS
+per nm^2, scaled per rad^2 for the angle) adds to it, so forces are continuous
+everywhere. The numba kernels, OpenMM forces, LAMMPS tables, the LAMMPS
 `pair_style python` coefficients and the plots are all generated from this list.
 """
 
