@@ -53,22 +53,22 @@ def test_blow_up_stops_with_last_good_frame(xtb, xtb_models, tmp_path):
 
 RESUME_SCRIPT = """
 import sys
-from openmm_learning.io.water_run import example_run_dir, load_water_run
+import numpy as np
 from openmm_learning.losses.model import LossModel
 from openmm_learning.openmm.simulate import simulate
-run, system = load_water_run(example_run_dir("water64-xtb-300K"))
-simulate(LossModel.load(sys.argv[1]), run.positions[-1], run.velocities[-1], run.box_nm[-1], system.species,
-         system.molecules, temperature_k=300.0, timestep_ps=0.0005, steps=int(sys.argv[3]), out_dir=sys.argv[2],
+f = np.load(sys.argv[5])
+simulate(LossModel.load(sys.argv[1]), f["x"], f["v"], f["box"], f["species"], f["molecules"],
+         temperature_k=300.0, timestep_ps=0.0005, steps=int(sys.argv[3]), out_dir=sys.argv[2],
          report_interval=20, checkpoint_interval=100, progress=False, platform=sys.argv[4], seed=5)
 """
 
 
-@pytest.mark.parametrize("mode, platform", [("reciprocal", "Reference"), ("agent", "Reference"), ("agent", "CPU")])
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+@pytest.mark.parametrize("mode", ["reciprocal", "agent"])
 def test_killed_run_resumes_to_the_same_trajectory(xtb, xtb_models, tmp_path, mode, platform):
     """A run killed (SIGKILL) after its first checkpoint and resumed gives the trajectory
     and state log of an uninterrupted run, CSVR seeded: bitwise on Reference, to round-off
-    on CPU (its threads may sum forces in another order; agent mode, whose two force
-    groups and their per-atom combination are the most a checkpoint has to restore)."""
+    on CPU (its threads may sum forces in another order)."""
     import subprocess
     import sys
     import time
@@ -76,9 +76,13 @@ def test_killed_run_resumes_to_the_same_trajectory(xtb, xtb_models, tmp_path, mo
     steps = 240
     model_path = xtb_models[mode].save(tmp_path / "model.json")
     whole, killed = tmp_path / "whole", tmp_path / "killed"
+    run, system = xtb
+    frame = tmp_path / "frame.npz"  # the start frame, so that each process need not read the run
+    np.savez(frame, x=run.positions[-1], v=run.velocities[-1], box=run.box_nm[-1], species=system.species,
+             molecules=system.molecules)
     cmd = [sys.executable, "-c", RESUME_SCRIPT, str(model_path)]
-    subprocess.run(cmd + [str(whole), str(steps), platform], check=True)
-    proc = subprocess.Popen(cmd + [str(killed), str(steps), platform])
+    subprocess.run(cmd + [str(whole), str(steps), platform, str(frame)], check=True)
+    proc = subprocess.Popen(cmd + [str(killed), str(steps), platform, str(frame)])
     deadline = time.time() + 300
     while not (killed / "checkpoint.chk").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -87,13 +91,17 @@ def test_killed_run_resumes_to_the_same_trajectory(xtb, xtb_models, tmp_path, mo
     proc.wait()
     done = read_state_log(killed / "state.csv")["step"]
     assert 0 < done[-1] < steps, "the run was not stopped mid-way"
-    subprocess.run(cmd + [str(killed), str(steps), platform], check=True)
+    subprocess.run(cmd + [str(killed), str(steps), platform, str(frame)], check=True)
     a, b = read_state_log(whole / "state.csv"), read_state_log(killed / "state.csv")
     # CPU: two uninterrupted runs already differ in the log's 6th digit (single-precision
     # forces summed by threads in varying order)
     same = np.testing.assert_array_equal if platform == "Reference" else partial(
         np.testing.assert_allclose, rtol=1e-5, atol=1e-5)
     for column in a:
+        if platform == "CPU" and mode == "reciprocal" and column == "net_force_kJmol_nm":
+            # a potential's net force is zero: on CPU the column is single-precision round-off
+            assert max(a[column].max(), b[column].max()) < 0.01
+            continue
         same(a[column], b[column], err_msg=column)
     ta = mdtraj.load(str(whole / "trajectory.dcd"), top=str(whole / "topology.pdb"))
     tb = mdtraj.load(str(killed / "trajectory.dcd"), top=str(killed / "topology.pdb"))
