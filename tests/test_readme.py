@@ -106,3 +106,15 @@ def test_closed_loop_tables_are_the_committed_results():
     spec.loader.exec_module(study)
     result = json.loads((ROOT / "validation" / "results" / "closed_loop.json").read_text())
     assert study.readme_block(result) in README
+
+
+def test_soak_table_is_the_committed_result():
+    """README's long-run table, formatted from validation/results/soak.json by validation/soak.py."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("soak", ROOT / "validation" / "soak.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    result = json.loads((ROOT / "validation" / "results" / "soak.json").read_text())
+    assert {r["mode"] for r in result} == {"reciprocal", "agent"}
+    assert study.soak_block(result) in README
