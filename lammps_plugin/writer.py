@@ -17,13 +17,13 @@ An agent-mode model adds its antisymmetric remainder through `fix external`
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from openmm_learning.io.atomic import write_json_atomic
 from openmm_learning.losses.model import CSVR_TIME_PS, NOSE_HOOVER, Channel, LossModel
 from openmm_learning.units import MASSES_AMU
 
@@ -195,8 +195,7 @@ def write_pair_coefficients(path, model: LossModel):
     doc = {"format": "openmm-learning-pair-coefficients", "version": 1, "mode_of_model": model.mode,
            "units": {"length": "nm", "energy": "kJ/mol"}, "r_switch": model.r_switch, "r_cut": model.r_cut,
            "k_wall": model.k_wall, "pairs": pairs}
-    Path(path).write_text(json.dumps(doc, indent=1))
-    return Path(path)
+    return write_json_atomic(path, doc)
 
 
 @dataclass

@@ -6,10 +6,10 @@ exists (an interrupted job resumes where it stopped).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
+from .io.atomic import write_json_atomic
 from .io.water_run import example_run_dir, load_water_run
 from .losses.fit import FitSettings, file_hashes, fit_modes
 from .losses.model import LossModel
@@ -50,7 +50,7 @@ def fit_run(run_dir, out_dir, modes=("agent", "reciprocal"), settings: FitSettin
     parity_plot(results, system.species, out / "parity.png")
     channel_plot({m: r.model for m, r in results.items()}, out / "channels.png")
     summary = {m: r.model.fit_metrics["held_out"] for m, r in results.items()}
-    (out / "fit.json").write_text(json.dumps(summary, indent=1))
+    write_json_atomic(out / "fit.json", summary)
     return results
 
 

@@ -2,7 +2,7 @@
 
 Both modes, fitted on the bundled xTB run and compiled (the fastest OpenMM form), run on
 the bundled 64-water box at 300 K with CSVR and a 0.5 fs step for `--ps` (1 ns by
-default, about an hour per mode on 2 cores), checkpointed: run the same command again to
+default; 1.5-2.5 hours per mode on one core), checkpointed: run the same command again to
 continue an interrupted soak. Reported per mode: blow-ups (the run's guard stops at a
 temperature over 4x the target), the mean temperature and its drift per 100 ps, the
 fraction of reports with an invariant outside the fitted range, and in reciprocal mode
@@ -35,6 +35,7 @@ from openmm_learning.openmm.reporters import SimulationError
 from openmm_learning.openmm.simulate import read_state_log, simulate
 
 DT_PS = 0.0005
+TEMPERATURE_K = 300.0
 WINDOW_PS = 100.0
 #: picoseconds of plain NVE after the reciprocal soak
 NVE_PS = 20.0
@@ -46,7 +47,7 @@ def nve_drift(model, system, box_nm, checkpoint: Path, ps: float = NVE_PS) -> fl
     steps, every = int(round(ps / DT_PS)), 200
     system_mm = create_system(model, system.species, system.molecules, box_nm)
     cpu = mm.Platform.getPlatformByName("CPU")
-    saved = mm.Context(system_mm, LearningIntegrator(300.0, DT_PS, n_atoms=len(system.species)), cpu)
+    saved = mm.Context(system_mm, LearningIntegrator(TEMPERATURE_K, DT_PS, n_atoms=len(system.species)), cpu)
     saved.loadCheckpoint(checkpoint.read_bytes())
     state = saved.getState(getPositions=True, getVelocities=True)
     verlet = mm.VerletIntegrator(DT_PS)
@@ -68,7 +69,7 @@ def soak(mode, model, run, system, out: Path, ps: float) -> dict:
     blow_ups = 0
     try:
         simulate(model, run.positions[-1], None, run.box_nm[-1], system.species, system.molecules,
-                 temperature_k=300.0, timestep_ps=DT_PS, steps=steps, out_dir=out, report_interval=200,
+                 temperature_k=TEMPERATURE_K, timestep_ps=DT_PS, steps=steps, out_dir=out, report_interval=200,
                  checkpoint_interval=20000, seed=1, equilibration_ps=2.0, thermostat="csvr")
     except SimulationError as e:
         blow_ups, note = 1, str(e)

@@ -16,5 +16,5 @@ def write_text_atomic(path, text: str) -> Path:
     return path
 
 
-def write_json_atomic(path, data) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=1))
+def write_json_atomic(path, data, indent: int | None = 1) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=indent))

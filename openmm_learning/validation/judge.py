@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.atomic import write_json_atomic
 from . import analysis
 
 PAIRS = ("OO", "OH", "HH")
@@ -876,12 +877,12 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
     html_path = out_dir / "report.html"
     html_path.write_text(_report_html(out_dir, passed, verdicts, metrics, settings, settings_info, plots,
                                       summary, sections))
-    (out_dir / "metrics.json").write_text(json.dumps(_jsonable({
+    write_json_atomic(out_dir / "metrics.json", _jsonable({
         "schema_version": SCHEMA_VERSION, "passed": passed, "rows_passed": rows_passed, "verdicts": verdicts,
         "settings": settings, "provenance": _provenance_lines(settings_info),
         "reference_rdf_features": reference_numbers, "noise_floor": floors, "summary": summary,
         "equipartition": equip["data"], "metrics": metrics,
-        "plots": plots + [p for sec in sections for p in sec["plots"]]}), indent=1))
+        "plots": plots + [p for sec in sections for p in sec["plots"]]}))
     return ValidationResult(passed=passed, metrics=metrics, report_path=report_path,
                             rows_passed=rows_passed, out_dir=out_dir, html_path=html_path, summary=summary,
                             baseline=baseline, verdicts=verdicts, equipartition=equip["data"])

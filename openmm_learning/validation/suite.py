@@ -116,8 +116,7 @@ def fit_stage(run: Cp2kRun, system: WaterSystem, out: Path, train_steps=None,
         res.model.save(paths[mode])
     parity_plot(results, system.species, out / "parity.png")
     channel_plot({m: r.model for m, r in results.items()}, out / "channels.png")
-    (out / "fit.json").write_text(json.dumps({m: r.model.fit_metrics["held_out"] for m, r in results.items()},
-                                             indent=1))
+    write_json_atomic(out / "fit.json", {m: r.model.fit_metrics["held_out"] for m, r in results.items()})
     _write_stamp(out, stamp)
     return paths
 
@@ -137,7 +136,7 @@ def learning_curve_stage(run: Cp2kRun, system: WaterSystem, out: Path, train_ste
                         settings=settings, progress=progress)
     lc["test_steps"] = [int(run.steps[idx[lc["test_frames"][0]]]), int(run.steps[idx[lc["test_frames"][1]]])]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "learning_curve.json").write_text(json.dumps(lc, indent=1))
+    write_json_atomic(out / "learning_curve.json", lc)
     fig, axes = _figure(1, 2, (10, 4))
     for ax, s in zip(axes, SPECIES):
         for mode, err in lc["errors"].items():
@@ -265,7 +264,7 @@ def agents_stage(models: dict, run: Cp2kRun, system: WaterSystem, out: Path, n_f
                         "sensitivity": channel_sensitivity(model, run.positions[idx], run.box_nm[idx], system),
                         "held_out_segment": held_out_errors(model, run, system)}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "agents.json").write_text(json.dumps(result, indent=1))
+    write_json_atomic(out / "agents.json", result)
     _sensitivity_plot(result, out / "sensitivity.png")
     _write_stamp(out, stamp)
     return result
@@ -378,7 +377,7 @@ def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSyst
     for _ in tqdm(range(n), desc=f"velocities {sim_dir.name}", unit="frame", disable=not progress):
         sim.step(interval)
     recorder.save(npy)
-    js.write_text(json.dumps(meta))
+    write_json_atomic(js, meta, indent=None)
     return npy
 
 
@@ -548,13 +547,13 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
                       equilibration_ps=eq, row_equilibration_ps=row_equilibration_ps,
                       baseline=BASELINE_NAME if baseline else None, settings_info=info, sections=sections,
                       target_temperature_k=run.settings.temperature_k, blow_ups=blow_ups)
-    (out / "suite.json").write_text(json.dumps({
+    write_json_atomic(out / "suite.json", {
         "reference": run.project, "passed": result.passed, "verdicts": result.verdicts,
         "rows": {n: str(Path(f).name) for n, f in folders.items()}, "seeds": seeds, "start_frames": frames,
         "langevin_ps": langevin_ps, "first_seed": first_seed,
         "models": {n: str(p) for n, p in models.items()}, "train_steps": list(train_steps or (None, None)),
         "equilibration_ps": eq, "row_equilibration_ps": row_equilibration_ps, "ps": ps,
-        "report": os.path.relpath(result.html_path, out)}, indent=1))
+        "report": os.path.relpath(result.html_path, out)})
     return result
 
 
