@@ -107,13 +107,15 @@ class LearnedWater:
             system.addParticle(MASSES_AMU[SPECIES[s]])
         system.setDefaultPeriodicBoxVectors(*(mm.Vec3(*row) for row in np.diag(box)))
         self.addForces(topology, system)
-        if removeCMMotion and self.mode == "reciprocal":  # the learning integrator removes it itself
-            system.addForce(mm.CMMotionRemover())
+        if removeCMMotion:  # agent mode needs it: its forces do not sum to zero
+            system.addForce(mm.CMMotionRemover(1))
         return system
 
     def addForces(self, topology: app.Topology, system: mm.System, forceGroup: int = 0) -> mm.System:
         """Add the learned forces to a System holding the topology's atoms (reciprocal mode
-        puts them in forceGroup; agent mode uses groups 0 and 1, as the learning integrator expects)."""
+        puts them in forceGroup; agent mode uses groups 0 and 1, as the learning integrator expects).
+        In agent mode the System also needs a CMMotionRemover(1): the agent forces do not sum
+        to zero, and the integrator leaves the centre of mass to it (createSystem adds one)."""
         if system.getNumParticles() != topology.getNumAtoms():
             raise ValueError(f"the System has {system.getNumParticles()} particles, the topology "
                              f"{topology.getNumAtoms()} atoms")

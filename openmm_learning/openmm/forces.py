@@ -341,7 +341,8 @@ def create_system(model: LossModel, species_codes, molecules, box_nm,
     openmm.api.LearnedWater for the same from an openmm.app.Topology).
 
     In reciprocal mode every force is in group 0 and any integrator can run it; in agent
-    mode use `LearningIntegrator`.
+    mode use `LearningIntegrator`. A CMMotionRemover removes the centre-of-mass velocity
+    every step (agent forces do not sum to zero; OpenMM's own systems carry one too).
     """
     box_nm = check_box(model, box_nm)
     system = mm.System()
@@ -349,4 +350,5 @@ def create_system(model: LossModel, species_codes, molecules, box_nm,
         system.addParticle(MASSES_AMU[SPECIES[s]])
     system.setDefaultPeriodicBoxVectors(mm.Vec3(box_nm[0], 0, 0), mm.Vec3(0, box_nm[1], 0),
                                         mm.Vec3(0, 0, box_nm[2]))
+    system.addForce(mm.CMMotionRemover(1))
     return add_forces(model, system, species_codes, molecules, box_nm, ewald_tolerance=ewald_tolerance)

@@ -39,13 +39,16 @@ class LearningIntegrator(mm.CustomIntegrator):
 
     agent_species: per-atom species codes for agent mode (the shared force group on
     every atom, the antisymmetric group added on O and subtracted on H atoms: each
-    species descends its own loss); None for reciprocal mode (the total force). The centre
-    of mass velocity is removed every step (agent forces need not sum to zero), so the
-    thermostat sees 3N - 3 degrees of freedom.
+    species descends its own loss); None for reciprocal mode (the total force). The
+    thermostat sees 3N - 3 degrees of freedom: the System's CMMotionRemover (create_system
+    and LearnedWater.createSystem add one) removes the centre-of-mass velocity every step,
+    which agent forces, whose sum is not zero, would otherwise build up.
 
     thermostat="csvr" (default): the stochastic velocity rescaling of Bussi, Donadio and
     Parrinello (CP2K's CSVR) with time constant collision_time_ps (default
-    losses.model.CSVR_TIME_PS, CP2K's 50 fs): canonical, global like CP2K's, seeded by seed.
+    losses.model.CSVR_TIME_PS, CP2K's 50 fs): canonical, global like CP2K's, seeded by seed;
+    applied once per step after the velocity Verlet step (two half steps of it are the same
+    law and cost a second sum over all atoms).
     thermostat="nose-hoover": a Nose-Hoover chain whose chain_length and collision_time_ps
     default to losses.model.NOSE_HOOVER of the mode (1 and 10 fs in agent mode, 3 and 50 fs
     in reciprocal mode).
@@ -99,17 +102,19 @@ class LearningIntegrator(mm.CustomIntegrator):
         self.addComputeSum("mtot", "m*ex")
         self.addComputeGlobal("ready", "1")
         self.endBlock()
+        # reciprocal mode kicks with the total force itself; agent mode with its combination
+        force = "fa" if self.agent else "f"
         if thermostat not in ("nose-hoover", "csvr"):
             raise ValueError(f"thermostat {thermostat!r}: use 'nose-hoover' or 'csvr'")
         self.thermostat = "langevin" if friction_per_ps is not None else thermostat
-        thermostat = {"nose-hoover": self._thermostat_half, "csvr": self._csvr_half,
+        thermostat = {"nose-hoover": self._thermostat_half, "csvr": self._csvr_step,
                       "langevin": self._langevin_half}[self.thermostat]
         self.friction_per_ps = friction_per_ps
         if self.thermostat == "csvr":
             self.addGlobalVariable("tau", float(collision_time_ps))
             for name in ("r1", "r2", "chisq", "alpha2", "u1", "u2"):
                 self.addGlobalVariable(name, 0.0)
-            # CSVR's own generator (_csvr_half): its state is a global variable, which OpenMM
+            # CSVR's own generator (_csvr_step): its state is a global variable, which OpenMM
             # checkpoints, so a resumed run draws the same numbers (CustomIntegrator's
             # "gaussian" is not restored by a checkpoint)
             self.addGlobalVariable("rng", float((int(seed) * 2654435761) % (_LCG_M - 1) + 1))
@@ -117,12 +122,12 @@ class LearningIntegrator(mm.CustomIntegrator):
             self.addGlobalVariable("fric", float(friction_per_ps))
             self.addGlobalVariable("ke2old", 0.0)
             self.setRandomNumberSeed(int(seed))
-        thermostat(M)
-        self.addComputePerDof("v", "v + 0.5*dt*fa/m")
+        if self.thermostat != "csvr":
+            thermostat(M)
+        self.addComputePerDof("v", f"v + 0.5*dt*{force}/m")
         self.addComputePerDof("x", "x + dt*v")
         self._compute_force()
-        self.addComputePerDof("v", "v + 0.5*dt*fa/m")
-        self._remove_com()
+        self.addComputePerDof("v", f"v + 0.5*dt*{force}/m")
         thermostat(M)
         units = np.zeros((n, 3))
         for k, c in enumerate("xyz"):
@@ -134,11 +139,10 @@ class LearningIntegrator(mm.CustomIntegrator):
 
     def _compute_force(self):
         if self.agent:
-            # one force group per computation step (OpenMM's rule)
+            # one force group per computation step (OpenMM's rule); kept in fa, since the
+            # next step's first kick would otherwise recompute both groups
             self.addComputePerDof("fa", f"f{SHARED_GROUP}")
             self.addComputePerDof("fa", f"fa + sign*f{ANTISYMMETRIC_GROUP}")
-        else:
-            self.addComputePerDof("fa", "f")
 
     def _remove_com(self):
         for c in "xyz":
@@ -171,25 +175,25 @@ class LearningIntegrator(mm.CustomIntegrator):
         for k in range(M):
             update(k)
 
-    def _csvr_half(self, _M):
-        """Half a step of CSVR: the kinetic energy K is redrawn towards its canonical law,
-        K'/K = c + (1-c) (kT/2K)(R1^2 + S) + 2 R1 sqrt(c (1-c) kT/2K), c = exp(-dt/2/tau),
+    def _csvr_step(self, _M):
+        """One step of CSVR: the kinetic energy K is redrawn towards its canonical law,
+        K'/K = c + (1-c) (kT/2K)(R1^2 + S) + 2 R1 sqrt(c (1-c) kT/2K), c = exp(-dt/tau),
         S a chi-square draw with k = n_dof - 1 degrees of freedom (Bussi, Donadio and
         Parrinello 2007), all velocities scaled alike. S is drawn by the Wilson-Hilferty
         transform of one gaussian, k (1 - 2/9k + R2 sqrt(2/9k))^3, whose quantiles are off by
-        O(k^-3/2) (1e-4 at 64 waters), instead of k squared gaussians per half step
+        O(k^-3/2) (1e-4 at 64 waters), instead of k squared gaussians per step
         (which cost as much as the forces at 32768 waters)."""
         k = self.n_dof - 1
         self.addComputeSum("ke2", "m*v*v")
         # two gaussians (Box-Muller) from two draws of the Park-Miller generator (48271 mod
-        # 2^31 - 1: exact in double precision, period 2^31 - 2, i.e. 5e8 steps)
+        # 2^31 - 1: exact in double precision, period 2^31 - 2, i.e. 1e9 steps)
         for u in ("u1", "u2"):
             self.addComputeGlobal("rng", f"rng*{_LCG_A} - {_LCG_M}*floor(rng*{_LCG_A}/{_LCG_M})")
             self.addComputeGlobal(u, f"rng/{_LCG_M}")
         self.addComputeGlobal("r1", "sqrt(-2*log(u1))*cos(6.283185307179586*u2)")
         self.addComputeGlobal("r2", "sqrt(-2*log(u1))*sin(6.283185307179586*u2)")
         self.addComputeGlobal("chisq", f"{k}*max(0, 1 - {2 / (9 * k)!r} + r2*{float(np.sqrt(2 / (9 * k)))!r})^3")
-        c = "exp(-0.5*dt/tau)"
+        c = "exp(-dt/tau)"
         self.addComputeGlobal("alpha2", f"{c} + (1-{c})*(kT/ke2)*(r1^2 + chisq) + 2*r1*sqrt({c}*(1-{c})*kT/ke2)")
         self.addComputeGlobal("scale", f"sqrt(alpha2)*(2*step(r1 + sqrt({c}*ke2/((1-{c})*kT))) - 1)")
         self.addComputeGlobal("heat", "heat + 0.5*ke2*(1 - scale^2)")
