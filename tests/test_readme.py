@@ -118,3 +118,24 @@ def test_soak_table_is_the_committed_result():
     result = json.loads((ROOT / "validation" / "results" / "soak.json").read_text())
     assert {r["mode"] for r in result} == {"reciprocal", "agent"}
     assert study.soak_block(result) in README
+
+
+def test_speed_claims_are_the_recorded_benchmark():
+    """README's ratios to SPC/Fw at 4096 waters and up are the range of the OpenMM table
+    recorded in benchmarks/README.md."""
+    import re
+
+    text = (ROOT / "benchmarks" / "README.md").read_text()
+    row = re.compile(r"^\s*(\d+) (\S.*?)\s{2,}([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$")
+    ratios = {"spline": [], "chebyshev": []}
+    for line in text.splitlines():
+        m = row.match(line)
+        if m and int(m.group(1)) >= 4096:
+            for basis, values in ratios.items():
+                if f" {basis} " in m.group(2):
+                    values.append(float(m.group(5)))
+    assert len(ratios["spline"]) == 4 and len(ratios["chebyshev"]) == 6
+    lo, hi = min(ratios["spline"]), max(ratios["spline"])
+    clo, chi = min(ratios["chebyshev"]), max(ratios["chebyshev"])
+    assert_says([f"a fitted (spline) model costs {lo:.0f}-{hi:.0f}x SPC/Fw per step at 4096 waters and up, "
+                 f"a compiled one (`fit --basis chebyshev`) {clo:.1f}-{chi:.1f}x"])
