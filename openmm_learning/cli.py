@@ -55,7 +55,8 @@ def _fit(args):
     from .workflow import fit_run
 
     settings = FitSettings(r_cut=args.cutoff, r_switch=args.switch, agent_asymmetry=args.agent_asymmetry,
-                           asymmetry_mu=args.asymmetry_mu, charges=args.charges, basis=args.basis)
+                           asymmetry_mu=args.asymmetry_mu, charges=args.charges, basis=args.basis,
+                           asymmetry_range=args.asymmetry_range or None)
     results = fit_run(args.run, args.out, tuple(args.modes), settings, args.allow_truncated,
                       committee=args.committee)
     for mode, res in results.items():
@@ -216,6 +217,7 @@ def _lammps(args):
 
 def build_parser() -> argparse.ArgumentParser:
     from .losses.fit import BASES, FitSettings  # the fit options' defaults
+    from .losses.model import ASYMMETRY_SWITCH_NM
 
     p = argparse.ArgumentParser(prog="openmm-learning", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -241,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--asymmetry-mu", type=_mu, default=FitSettings.asymmetry_mu,
                    help=f"strength of the asymmetry penalty (default {FitSettings.asymmetry_mu:g}, measured on "
                         "dynamics: validation/README.md), or 'cv' for the force cross-validation's pick")
+    f.add_argument("--asymmetry-range", type=_non_negative, default=FitSettings.asymmetry_range,
+                   help=f"agent mode: the O and H views of a pair differ within this distance only (nm, "
+                        f"default {FitSettings.asymmetry_range:g}, switched off over the last "
+                        f"{ASYMMETRY_SWITCH_NM:g}; at most --switch), beyond it they are their mean and "
+                        "engines skip the remainder; 0: over the whole cutoff")
     f.add_argument("--charges", action=argparse.BooleanOptionalAction, default=FitSettings.charges,
                    help="fit point charges (q_O = -2 q_H) run with Ewald/PME beside the splines (default on)")
     f.add_argument("--basis", choices=BASES, default=FitSettings.basis,

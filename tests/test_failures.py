@@ -83,6 +83,7 @@ CASES = {
     "cp2k write over a file": ("cp2k", "write", "{root}/a-file/inputs", "--molecules", "8"),
     "cp2k write of no molecules": ("cp2k", "write", "{root}/o26", "--molecules", "0"),
     "cp2k run of junk": ("cp2k", "run", "{root}/junk.inp"),
+    "fit, asymmetry range beyond the switch": ("fit", "{good}", "--asymmetry-range", "0.55", "--out", "{root}/o27"),
 }
 
 

@@ -169,9 +169,18 @@ def test_model_file_round_trip_and_errors(xtb_models, tmp_path):
     bad.write_text(text.replace('"schema_version": 1', '"schema_version": 99'))
     with pytest.raises(ModelFileError, match="schema_version 99"):
         LossModel.load(bad)
-    bad.write_text(text.replace('"mode": "agent"', '"mode": "reciprocal"'))
+    assert back.asymmetry_range == model.asymmetry_range is not None
+    r_a = f'"asymmetry_range": {model.asymmetry_range!r}'
+    assert r_a in text
+    bad.write_text(text.replace(r_a, '"asymmetry_range": null').replace('"mode": "agent"', '"mode": "reciprocal"'))
     with pytest.raises(ModelFileError, match="tied channels differ"):
         LossModel.load(bad)
+    bad.write_text(text.replace(r_a, '"asymmetry_range": null'))
+    assert LossModel.load(bad).asymmetry_range is None
+    for value, match in (("0.55", "at most r_switch"), ('"far"', "must be a number"), ("0.01", "above 0.05")):
+        bad.write_text(text.replace(r_a, f'"asymmetry_range": {value}'))
+        with pytest.raises(ModelFileError, match=match):
+            LossModel.load(bad)
     bad.write_text(text[: len(text) // 2])
     with pytest.raises(ModelFileError, match="not a JSON model file"):
         LossModel.load(bad)

@@ -415,6 +415,10 @@ def _term_value(c, x, ch_kind, ch_basis, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall
     if ch_basis[c] == BASIS_CHEBYSHEV:
         x1 = ch_x0[c] + ch_h[c]  # a polynomial's ch_h is its span
         e, de = chebyshev_series(x, ch_x0[c], x1, y, ch_off[c], ch_n[c], ch_kind[c] == KIND_INTER)
+        if ch_kind[c] == KIND_INTER and r_cut < x1 - 1e-9:
+            # a pair series cut short of its own end (an asymmetry range): switched to 0 at r_cut
+            s, ds = switch(x, r_switch, r_cut)
+            e, de = e * s, de * s + e * ds
         ew, dw = wall(x, ch_x0[c], x1, wall_stiffness(ch_kind[c], k_wall), ch_kind[c] != KIND_INTER)
         return de + dw, e + ew
     j, w, wv, dfix, efix = channel_weights(c, x, ch_kind, ch_x0, ch_h, ch_n, k_wall, r_switch, r_cut)

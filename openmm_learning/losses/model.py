@@ -45,6 +45,11 @@ CSVR_TIME_PS = 0.05
 #: Reciprocal mode: a chain of 3 with CP2K's CSVR time constant of the bundled runs, 50 fs.
 NOSE_HOOVER = {"agent": (1, 0.01), "reciprocal": (3, 0.05)}
 
+#: Width (nm) of the switch that ends an agent model's asymmetry (LossModel.asymmetry_range)
+ASYMMETRY_SWITCH_NM = 0.05
+#: An agent fit's asymmetry range by default (losses.fit.FitSettings.asymmetry_range)
+ASYMMETRY_RANGE_NM = 0.35
+
 #: (agent, neighbour, kind) of every channel, in the order used everywhere.
 CHANNEL_KEYS = (
     ("O", "O", "inter"),
@@ -191,10 +196,19 @@ class LossModel:
     #: {channel name: [smallest, largest]} invariant of the training frames (the fitted
     #: range; a grid reaches a margin beyond it), None when unknown
     seen: dict | None = None
+    #: agent mode: r_a (nm) beyond which the O and H views of an intermolecular pair are
+    #: their mean. The antisymmetric remainder D = (view_O - view_H)/2 of a pair is
+    #: multiplied by OpenMM's switching function from r_a - ASYMMETRY_SWITCH_NM to r_a, so
+    #: engines evaluate it over the pairs within r_a only; None: over the whole cutoff
+    asymmetry_range: float | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ModelFileError(f"mode {self.mode!r} is not one of {MODES}")
+        r_a = self.asymmetry_range
+        if r_a is not None and (self.mode != "agent" or not ASYMMETRY_SWITCH_NM < r_a <= self.r_switch):
+            raise ModelFileError(f"asymmetry_range {r_a}: an agent model's, above {ASYMMETRY_SWITCH_NM} nm "
+                                 f"and at most r_switch = {self.r_switch} nm")
         keys = [c.key for c in self.channels]
         if tuple(keys) != CHANNEL_KEYS:
             raise ModelFileError(f"channels must be {[channel_name(k) for k in CHANNEL_KEYS]}, got "
@@ -257,6 +271,10 @@ class LossModel:
 
     def forces(self, positions, box, species, molecules):
         """Agent forces (kJ/mol/nm) and per-agent losses (kJ/mol) of one frame (nm)."""
+        if self.asymmetry_range is not None:  # the two parts the engines evaluate, each exact
+            f, loss = self.symmetric_part().forces(positions, box, species, molecules)
+            fd, loss_d = self.antisymmetric_part().forces(positions, box, species, molecules)
+            return f + fd, loss + loss_d
         p = self.packed()
         pos = np.ascontiguousarray(positions, dtype=float)
         mol_id = molecule_ids(molecules, len(pos))
@@ -315,10 +333,15 @@ class LossModel:
         """The agent model minus its symmetric part, without walls (they cancel): on each tied
         channel half the difference of the two views (+ in the O view, - in the H view),
         zero elsewhere. Forces are linear in the spline values, so this model's forces are
-        exactly the remainder, in one pass."""
+        exactly the remainder, in one pass. With an asymmetry range r_a its cutoff is r_a,
+        switched from r_a - ASYMMETRY_SWITCH_NM (within r_switch, where the model's own
+        switch is 1, so the pair remainder is exactly the one switch)."""
         sym = self.symmetric_part()
         channels = [replace(a, values=a.values - b.values) for a, b in zip(self.channels, sym.channels)]
-        return LossModel("agent", channels, self.r_cut, self.r_switch, k_wall=0.0)
+        if self.asymmetry_range is None:
+            return LossModel("agent", channels, self.r_cut, self.r_switch, k_wall=0.0)
+        return LossModel("agent", channels, self.asymmetry_range, self.asymmetry_range - ASYMMETRY_SWITCH_NM,
+                         k_wall=0.0)
 
     # ------------------------------------------------------------ file
 
@@ -334,6 +357,7 @@ class LossModel:
                             f"(angle: k_wall * ({kernels.ANGLE_WALL_ARM_NM} nm)^2 * (radians from the end)^2)",
             "r_cut": self.r_cut,
             "r_switch": self.r_switch,
+            "asymmetry_range": self.asymmetry_range,
             "charges": None if self.charge_h is None else {
                 "H": self.charge_h, "O": -2.0 * self.charge_h, "unit": "e",
                 "electrostatics": "Ewald/PME over the periodic box, real-space cutoff r_cut, "
@@ -402,6 +426,9 @@ class LossModel:
             if not math.isclose(float(need(charges, "O", "charges.", (int, float))), -2.0 * charge_h,
                                 rel_tol=1e-9) or charges.get("unit") != "e":
                 raise ModelFileError(f"{source}: charges must be in e with O = -2 H (a neutral water)")
+        r_a = d.get("asymmetry_range")
+        if r_a is not None and (isinstance(r_a, bool) or not isinstance(r_a, (int, float)) or not math.isfinite(r_a)):
+            raise ModelFileError(f"{source}: asymmetry_range must be a number (nm) or null")
         seen = d.get("seen_range")
         if seen is not None:
             names = {c.name for c in channels}
@@ -415,7 +442,7 @@ class LossModel:
             model = cls(mode=need(d, "mode", "", str), channels=channels, r_cut=r_cut,
                         r_switch=r_switch, k_wall=float(need(d, "k_wall", "", (int, float))),
                         fit_metrics=d.get("fit_metrics", {}), provenance=d.get("provenance", {}),
-                        charge_h=charge_h, seen=seen)
+                        charge_h=charge_h, seen=seen, asymmetry_range=None if r_a is None else float(r_a))
         except ModelFileError as e:
             raise ModelFileError(f"{source}: {e}") from None
         for c in channels:

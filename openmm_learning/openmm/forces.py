@@ -216,11 +216,17 @@ def _pair_force(model: LossModel, terms: list[Term], species_codes, molecules, g
         force.addExclusion(int(o), int(h1))
         force.addExclusion(int(o), int(h2))
         force.addExclusion(int(h1), int(h2))
+    # the terms' own cutoff: an agent model's antisymmetric remainder may end before the
+    # model's (LossModel.asymmetry_range), switched off like a spline
+    r_cut, r_switch = terms[0].r_cut, terms[0].r_switch
+    if {(t.r_cut, t.r_switch) for t in terms} != {(r_cut, r_switch)}:
+        raise ValueError(f"pair terms {[t.name for t in terms]}: one force needs one cutoff and switch")
+    switched = switched or r_cut < model.r_cut
     force.setNonbondedMethod(mm.CustomNonbondedForce.CutoffPeriodic)
-    force.setCutoffDistance(model.r_cut)
+    force.setCutoffDistance(r_cut)
     force.setUseSwitchingFunction(switched)
     if switched:
-        force.setSwitchingDistance(model.r_switch)
+        force.setSwitchingDistance(r_switch)
     force.setUseLongRangeCorrection(False)
     force.setForceGroup(group)
     force.setName(_force_name(model.mode, name))

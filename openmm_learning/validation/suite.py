@@ -180,7 +180,8 @@ def channel_sensitivity(model: LossModel, positions, boxes, system: WaterSystem)
     def with_values(keep):
         chans = [replace(c, values=c.values if k in keep else np.zeros_like(c.values))
                  for k, c in enumerate(model.channels)]
-        return LossModel(model.mode, chans, model.r_cut, model.r_switch, model.k_wall)
+        return LossModel(model.mode, chans, model.r_cut, model.r_switch, model.k_wall,
+                         asymmetry_range=model.asymmetry_range)
 
     n_ch = len(model.channels)
     variants = {"all": with_values(range(n_ch)), "walls": with_values(())}
