@@ -3,11 +3,13 @@
 The bundled 64-water CP2K frame is replicated to 1, 2, 4 and 8 boxes a side (64, 512, 4096
 and 32768 waters). For each box, measured in this run on this machine: SPC/Fw (PME,
 Verlet) as the baseline, the learned reciprocal model (Verlet and the learning
-integrator) and the learned agent model (learning integrator), all with the models'
-point charges (PME). Printed: ms per step, microseconds per atom-step, the ratio to
+integrator) and the learned agent model (learning integrator; compiled also without its
+asymmetry range, the antisymmetric remainder then evaluated over the whole cutoff), all
+with the models' point charges (PME). Printed: ms per step, microseconds per atom-step, the ratio to
 SPC/Fw and ns/day at the bundled run's timestep; then CP2K's own cost per step for 64
 waters (UsedTime of the bundled run) and the numba reference evaluator against one
-OpenMM force evaluation.
+OpenMM force evaluation, and the compiled agent model's held-out force error with and
+without its asymmetry range.
 
     python benchmarks/openmm_speed.py [--waters 64 512 4096 32768] [--platform CPU] [--seconds 3]
 
@@ -15,6 +17,7 @@ On a GPU machine: --platform CUDA (or OpenCL) --waters 4096 32768.
 """
 
 import argparse
+import dataclasses
 import os
 import platform as host
 import time
@@ -24,7 +27,7 @@ import openmm as mm
 
 from openmm_learning.io.topology import WaterSystem
 from openmm_learning.io.water_run import example_run_dir, load_water_run
-from openmm_learning.losses.fit import chebyshev_model, fit_modes
+from openmm_learning.losses.fit import chebyshev_model, fit_modes, force_errors
 from openmm_learning.openmm.forces import create_system
 from openmm_learning.openmm.integrator import LearningIntegrator
 from openmm_learning.openmm.spcfw import spcfw_system
@@ -58,10 +61,12 @@ def main():
     args = ap.parse_args()
     run, water = load_water_run(example_run_dir())
     idx = np.arange(0, run.n_frames, 4)
-    splines = {m: r.model for m, r in fit_modes(run.positions[idx], run.forces[idx], run.box_nm[idx],
-                                                water, progress=False).items()}
+    fits = fit_modes(run.positions[idx], run.forces[idx], run.box_nm[idx], water, progress=False)
+    splines = {m: r.model for m, r in fits.items()}
     models = {"spline": splines, "chebyshev": {m: chebyshev_model(model, run.positions[idx], run.box_nm[idx], water)
                                                for m, model in splines.items()}}
+    # the same compiled agent model with its asymmetry over the whole cutoff, as fitted
+    whole = dataclasses.replace(models["chebyshev"]["agent"], asymmetry_range=None)
     dt, T = run.settings.timestep_ps, run.settings.temperature_k
     plat = mm.Platform.getPlatformByName(args.platform)
     print(f"OpenMM {mm.__version__}, platform {args.platform}, {os.cpu_count()} CPUs ({host.processor() or host.machine()}); "
@@ -88,6 +93,8 @@ def main():
                     create_system(recip, system.species, system.molecules, box), LearningIntegrator(T, dt, n_atoms=atoms))
             rows[f"agent {basis} (learning, CSVR)"] = (create_system(agent, system.species, system.molecules, box),
                                                        LearningIntegrator(T, dt, agent_species=system.species))
+        rows["agent chebyshev, no asymmetry range"] = (create_system(whole, system.species, system.molecules, box),
+                                                       LearningIntegrator(T, dt, agent_species=system.species))
         times = {name: seconds_per_step(sys_, integ, x, v, args.platform, args.seconds)
                  for name, (sys_, integ) in rows.items()}
         # the baseline again after the learned rows: the faster of its two readings is the
@@ -107,6 +114,16 @@ def main():
         print(f"\nmicroseconds per atom-step, largest over smallest box ({hi} / {lo} waters):")
         for name, d in per_atom.items():
             print(f"  {name:38s} {d[hi] / d[lo]:6.2f}")
+    test = fits["agent"].test_frames
+    for name, model in ((f"with its asymmetry range ({models['chebyshev']['agent'].asymmetry_range:g} nm)",
+                         models["chebyshev"]["agent"]), ("over the whole cutoff", whole)):
+        pred = np.stack([model.forces(run.positions[idx][f], run.box_nm[idx][f], water.species, water.molecules)[0]
+                         for f in test])
+        err = force_errors(run.forces[idx][test], pred, water.species)
+        print(f"\ncompiled agent model {name}: held-out force RMSE "
+              + ", ".join(f"{s} {e['rmse']:.2f} kJ/mol/nm ({100 * e['relative_rmse']:.3f} %)" for s, e in err.items()),
+              end="")
+    print()
     cp2k = run.seconds_per_step()
     print(f"\nCP2K GFN1-xTB, 64 waters (bundled run's UsedTime median): {1e3 * cp2k:.0f} ms/step")
     # numba reference evaluator against one OpenMM force evaluation, 64 waters
