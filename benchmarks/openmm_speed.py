@@ -5,11 +5,11 @@ and 32768 waters). For each box, measured in this run on this machine: SPC/Fw (P
 Verlet) as the baseline, the learned reciprocal model (Verlet and the learning
 integrator) and the learned agent model (learning integrator; compiled also without its
 asymmetry range, the antisymmetric remainder then evaluated over the whole cutoff), all
-with the models' point charges (PME). Printed: ms per step, microseconds per atom-step, the ratio to
-SPC/Fw and ns/day at the bundled run's timestep; then CP2K's own cost per step for 64
-waters (UsedTime of the bundled run) and the numba reference evaluator against one
-OpenMM force evaluation, and the compiled agent model's held-out force error with and
-without its asymmetry range.
+with the models' point charges (PME), timed interleaved (seconds_per_step). Printed: ms
+per step, microseconds per atom-step, the ratio to SPC/Fw and ns/day at the bundled
+run's timestep; then CP2K's own cost per step for 64 waters (UsedTime of the bundled
+run), the numba reference evaluator against one OpenMM force evaluation, and the
+compiled agent model's held-out force error with and without its asymmetry range.
 
     python benchmarks/openmm_speed.py [--waters 64 512 4096 32768] [--platform CPU] [--seconds 3]
 
@@ -33,24 +33,31 @@ from openmm_learning.openmm.integrator import LearningIntegrator
 from openmm_learning.openmm.spcfw import spcfw_system
 
 
-def seconds_per_step(system, integrator, positions, velocities, platform, seconds):
-    """Wall time of one step: 10 steps of warm-up, then 5 batches of about seconds/5 each;
-    the fastest batch's time per step, since whatever else the machine runs only ever
-    slows a batch down (the mean moved SPC/Fw by 2x between runs)."""
-    ctx = mm.Context(system, integrator, mm.Platform.getPlatformByName(platform))
-    ctx.setPositions(positions)
-    ctx.setVelocities(velocities)
-    t0 = time.perf_counter()
-    integrator.step(10)
-    ctx.getState(getEnergy=True)
-    batch = max(1, int(seconds / 5 / ((time.perf_counter() - t0) / 10)))
-    per_step = []
-    for _ in range(5):
-        t1 = time.perf_counter()
-        integrator.step(batch)
-        ctx.getState(getPositions=True)  # wait for the platform to finish
-        per_step.append((time.perf_counter() - t1) / batch)
-    return min(per_step)
+def seconds_per_step(rows, positions, velocities, platform, seconds, rounds=10):
+    """Wall time of one step of each row {name: (system, integrator)}: 10 steps of warm-up,
+    then `rounds` rounds that each run one batch (about seconds/rounds) of every row in
+    turn; per row the fastest batch's time per step. Whatever else the machine runs only
+    slows a batch down, and it comes and goes over seconds: interleaved, every row meets
+    the same quiet moments (one row after another, SPC/Fw at 4096 waters read 11.6 to
+    16.5 ms within one afternoon, which moved every ratio by a third)."""
+    contexts, batch, best = {}, {}, {}
+    for name, (system, integrator) in rows.items():
+        ctx = mm.Context(system, integrator, mm.Platform.getPlatformByName(platform))
+        ctx.setPositions(positions)
+        ctx.setVelocities(velocities)
+        t0 = time.perf_counter()
+        integrator.step(10)
+        ctx.getState(getEnergy=True)
+        contexts[name] = ctx
+        batch[name] = max(1, int(seconds / rounds / ((time.perf_counter() - t0) / 10)))
+        best[name] = np.inf
+    for _ in range(rounds):
+        for name, ctx in contexts.items():
+            t1 = time.perf_counter()
+            ctx.getIntegrator().step(batch[name])
+            ctx.getState(getPositions=True)  # wait for the platform to finish
+            best[name] = min(best[name], (time.perf_counter() - t1) / batch[name])
+    return best
 
 
 def main():
@@ -95,20 +102,12 @@ def main():
                                                        LearningIntegrator(T, dt, agent_species=system.species))
         rows["agent chebyshev, no asymmetry range"] = (create_system(whole, system.species, system.molecules, box),
                                                        LearningIntegrator(T, dt, agent_species=system.species))
-        times = {name: seconds_per_step(sys_, integ, x, v, args.platform, args.seconds)
-                 for name, (sys_, integ) in rows.items()}
-        # the baseline again after the learned rows: the faster of its two readings is the
-        # baseline, so a slow moment of the machine cannot flatter the ratios
-        baseline = next(iter(rows))
-        readings = (times[baseline], seconds_per_step(spcfw_system(atoms // 3, box), mm.VerletIntegrator(dt), x, v,
-                                                      args.platform, args.seconds))
-        times[baseline] = base = min(readings)
+        times = seconds_per_step(rows, x, v, args.platform, args.seconds)
+        base = times[next(iter(rows))]
         for name, s in times.items():
             per_atom.setdefault(name, {})[waters] = 1e6 * s / atoms
             print(f"{waters:7d} {name:38s} {1e3 * s:9.2f} {1e6 * s / atoms:13.3f} {s / base:9.2f} "
                   f"{dt * 1e-3 * 86400 / s:8.2f}", flush=True)
-        print(f"{'':7s} ({baseline} read {1e3 * readings[0]:.2f} ms before the learned rows, "
-              f"{1e3 * readings[1]:.2f} ms after)", flush=True)
     if len(args.waters) > 1:
         lo, hi = min(args.waters), max(args.waters)
         print(f"\nmicroseconds per atom-step, largest over smallest box ({hi} / {lo} waters):")

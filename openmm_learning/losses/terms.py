@@ -124,7 +124,8 @@ def split_agent_terms(model) -> tuple[list[Term], list[Term]]:
     conservative potential (an engine's ordinary force on every atom); only D needs the
     sign per species. Terms among the atoms of one species only (O-O, H-H pairs, the H-H
     bond) are all in S, so D holds just the O views of the antisymmetric part's tied
-    channels (O-H pairs and bonds, the angle), each written as a potential.
+    channels (O-H pairs and bonds, the angle), each written as a potential; D's pair term
+    ends at the model's asymmetry range when it has one (LossModel.antisymmetric_part).
     """
     from .model import RECIPROCAL_TIES
 
