@@ -10,7 +10,7 @@ from tolerances import (COMPILED_ADDED_PERCENT, SPCFW_CHARGE_PERCENT, SPCFW_CHAR
 
 from openmm_learning.losses.fit import (FitSettings, accumulate, build_channels, chebyshev_model, fit_modes,
                                         force_errors, solve_cv, solve_mode)
-from openmm_learning.losses.model import RECIPROCAL_TIES, Channel, LossModel, ModelFileError
+from openmm_learning.losses.model import ASYMMETRY_RANGE_NM, RECIPROCAL_TIES, Channel, LossModel, ModelFileError
 
 
 def planted_model(channels, mode, seed=0):
@@ -157,7 +157,7 @@ def test_spcfw_known_truth_pair_channels_follow_the_charges(spcfw_fit):
 
 
 def test_model_file_round_trip_and_errors(xtb_models, tmp_path):
-    model = xtb_models["agent"]
+    model = replace(xtb_models["agent"], asymmetry_range=ASYMMETRY_RANGE_NM)
     path = model.save(tmp_path / "agent.json")
     back = LossModel.load(path)
     for a, b in zip(model.channels, back.channels):

@@ -141,15 +141,16 @@ def test_agent_mode_is_non_reciprocal(xtb, xtb_models):
 def test_asymmetry_range_ends_the_remainder(xtb, xtb_models, xtb_compiled, basis):
     """An agent model's pair remainder D = (view_O - view_H)/2 is the fitted one within
     r_a - ASYMMETRY_SWITCH_NM and exactly 0 from r_a on (a switch between), so OpenMM runs
-    it with cutoff r_a; planted: without the range, D is not 0 there."""
-    from openmm_learning.losses.model import ASYMMETRY_SWITCH_NM
+    it with cutoff r_a, equal to the numba reference; planted: without the range, D is not
+    0 there."""
+    from openmm_learning.losses.model import ASYMMETRY_RANGE_NM, ASYMMETRY_SWITCH_NM
     from openmm_learning.losses.terms import split_agent_terms
 
     run, system = xtb
-    model = (xtb_models if basis == "spline" else xtb_compiled)["agent"]
-    r_a = model.asymmetry_range
-    assert r_a is not None  # FitSettings' default
-    whole = dataclasses.replace(model, asymmetry_range=None)
+    whole = (xtb_models if basis == "spline" else xtb_compiled)["agent"]
+    assert whole.asymmetry_range is None  # FitSettings' default
+    r_a = ASYMMETRY_RANGE_NM
+    model = dataclasses.replace(whole, asymmetry_range=r_a)
     d_range = next(t for t in split_agent_terms(model)[1] if t.invariant == "pair")
     d_whole = next(t for t in split_agent_terms(whole)[1] if t.invariant == "pair")
     inside = np.linspace(d_range.lower, r_a - ASYMMETRY_SWITCH_NM, 50)
@@ -161,6 +162,8 @@ def test_asymmetry_range_ends_the_remainder(xtb, xtb_models, xtb_compiled, basis
     cutoffs = {f.getForceGroup(): f.getCutoffDistance()._value for f in omm.getForces()
                if isinstance(f, mm.CustomNonbondedForce)}
     assert cutoffs == {SHARED_GROUP: model.r_cut, ANTISYMMETRIC_GROUP: r_a}
+    tolerance = OPENMM_REFERENCE if basis == "spline" else OPENMM_REFERENCE_SERIES
+    assert_engine_forces(model, omm, run, system, "Reference", 2, tolerance)
     # the model's forces are its two parts, and the range changes them only a little
     x, box = run.positions[0], run.box_nm[0]
     f = model.forces(x, box, system.species, system.molecules)[0]

@@ -47,7 +47,7 @@ NOSE_HOOVER = {"agent": (1, 0.01), "reciprocal": (3, 0.05)}
 
 #: Width (nm) of the switch that ends an agent model's asymmetry (LossModel.asymmetry_range)
 ASYMMETRY_SWITCH_NM = 0.05
-#: An agent fit's asymmetry range by default (losses.fit.FitSettings.asymmetry_range)
+#: The asymmetry range the benchmarks and tests use (losses.fit.FitSettings.asymmetry_range)
 ASYMMETRY_RANGE_NM = 0.35
 
 #: (agent, neighbour, kind) of every channel, in the order used everywhere.
