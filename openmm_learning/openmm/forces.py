@@ -18,8 +18,8 @@ Agent mode: an OpenMM force is conservative (its energy is shared by both ends o
 pair), so the agent losses are written as a shared potential (SHARED_GROUP) and an
 antisymmetric remainder (ANTISYMMETRIC_GROUP) that the integrator adds to O atoms and
 subtracts from H atoms (losses.terms.split_agent_terms): two force evaluations per step,
-none of them discarded. The remainder's pair force has its own cutoff, the model's
-asymmetry range (LossModel.asymmetry_range), so it runs over the nearest pairs only.
+none of them discarded. A model with an asymmetry range (LossModel.asymmetry_range)
+gives the remainder's pair force that cutoff, so it runs over the nearest pairs only.
 """
 
 from __future__ import annotations
