@@ -1,16 +1,16 @@
 """OpenMM cost per step of the learned models against SPC/Fw with PME, 64 to 32768 waters.
 
-The bundled 64-water CP2K frame is replicated to 1, 2, 4 and 8 boxes a side (64, 512, 4096
-and 32768 waters). For each box, measured in this run on this machine: SPC/Fw (PME,
+The bundled 64-water CP2K frame is replicated to 1, 2, 4 and 8 boxes a side (64, 512,
+4096 and 32768 waters). For each box, measured in this run on this machine: SPC/Fw (PME,
 Verlet) as the baseline, the learned reciprocal model (Verlet and the learning
 integrator) and the learned agent model (learning integrator; fitted with an asymmetry
 range of ASYMMETRY_RANGE_NM, compiled also without it: the antisymmetric remainder then
-evaluated over the whole cutoff), all
-with the models' point charges (PME), timed interleaved (seconds_per_step). Printed: ms
-per step, microseconds per atom-step, the ratio to SPC/Fw and ns/day at the bundled
-run's timestep; then CP2K's own cost per step for 64 waters (UsedTime of the bundled
-run), the numba reference evaluator against one OpenMM force evaluation, and the
-compiled agent model's held-out force error with and without its asymmetry range.
+evaluated over the whole cutoff), all with the models' point charges (PME), timed
+interleaved (seconds_per_step). Printed: ms per step, microseconds per atom-step, the
+ratio to SPC/Fw and ns/day at the bundled run's timestep; then CP2K's own cost per step
+for 64 waters (UsedTime of the bundled run), the numba reference evaluator against one
+OpenMM force evaluation, and the compiled agent model's held-out force error with and
+without its asymmetry range.
 
     python benchmarks/openmm_speed.py [--waters 64 512 4096 32768] [--platform CPU] [--seconds 3]
 
@@ -120,9 +120,9 @@ def main():
     test = fits["agent"].test_frames
     for name, model in ((f"with its asymmetry range ({models['chebyshev']['agent'].asymmetry_range:g} nm)",
                          models["chebyshev"]["agent"]), ("over the whole cutoff", whole)):
-        pred = np.stack([model.forces(run.positions[idx][f], run.box_nm[idx][f], water.species, water.molecules)[0]
+        pred = np.stack([model.forces(run.positions[idx[f]], run.box_nm[idx[f]], water.species, water.molecules)[0]
                          for f in test])
-        err = force_errors(run.forces[idx][test], pred, water.species)
+        err = force_errors(run.forces[idx[test]], pred, water.species)
         print(f"\ncompiled agent model {name}: held-out force RMSE "
               + ", ".join(f"{s} {e['rmse']:.2f} kJ/mol/nm ({100 * e['relative_rmse']:.3f} %)" for s, e in err.items()),
               end="")

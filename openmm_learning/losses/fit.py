@@ -34,6 +34,7 @@ from .model import (
     ChebyshevChannel,
     LossModel,
     angle_channel_table,
+    asymmetry_range_fits,
     channel_name,
     natural_spline_matrix,
     pair_channel_table,
@@ -93,7 +94,7 @@ class FitSettings:
         if min(self.pair_degree, self.own_degree) < 3:
             raise ValueError("polynomial degrees must be at least 3")
         r_a = self.asymmetry_range
-        if r_a is not None and not ASYMMETRY_SWITCH_NM < r_a <= self.r_switch:
+        if r_a is not None and not asymmetry_range_fits(r_a, self.r_switch):
             raise ValueError(f"asymmetry_range {r_a} nm: give one above {ASYMMETRY_SWITCH_NM} nm and at most "
                              f"r_switch = {self.r_switch} nm, or None for the whole cutoff")
 

@@ -50,6 +50,12 @@ ASYMMETRY_SWITCH_NM = 0.05
 #: The asymmetry range the benchmarks and tests use (losses.fit.FitSettings.asymmetry_range)
 ASYMMETRY_RANGE_NM = 0.35
 
+
+def asymmetry_range_fits(r_a: float, r_switch: float) -> bool:
+    """Whether r_a can end an agent model's asymmetry: wider than its switch, and within
+    r_switch, where the model's own switch is still 1 (LossModel.antisymmetric_part)."""
+    return ASYMMETRY_SWITCH_NM < r_a <= r_switch
+
 #: (agent, neighbour, kind) of every channel, in the order used everywhere.
 CHANNEL_KEYS = (
     ("O", "O", "inter"),
@@ -206,7 +212,7 @@ class LossModel:
         if self.mode not in MODES:
             raise ModelFileError(f"mode {self.mode!r} is not one of {MODES}")
         r_a = self.asymmetry_range
-        if r_a is not None and (self.mode != "agent" or not ASYMMETRY_SWITCH_NM < r_a <= self.r_switch):
+        if r_a is not None and (self.mode != "agent" or not asymmetry_range_fits(r_a, self.r_switch)):
             raise ModelFileError(f"asymmetry_range {r_a}: an agent model's, above {ASYMMETRY_SWITCH_NM} nm "
                                  f"and at most r_switch = {self.r_switch} nm")
         keys = [c.key for c in self.channels]
@@ -272,8 +278,7 @@ class LossModel:
     def forces(self, positions, box, species, molecules):
         """Agent forces (kJ/mol/nm) and per-agent losses (kJ/mol) of one frame (nm)."""
         if self.asymmetry_range is not None:  # the two parts the engines evaluate, each exact
-            f, loss = self.symmetric_part().forces(positions, box, species, molecules)
-            fd, loss_d = self.antisymmetric_part().forces(positions, box, species, molecules)
+            (f, loss), (fd, loss_d) = (part.forces(positions, box, species, molecules) for part in self._parts())
             return f + fd, loss + loss_d
         p = self.packed()
         pos = np.ascontiguousarray(positions, dtype=float)
@@ -336,12 +341,16 @@ class LossModel:
         exactly the remainder, in one pass. With an asymmetry range r_a its cutoff is r_a,
         switched from r_a - ASYMMETRY_SWITCH_NM (within r_switch, where the model's own
         switch is 1, so the pair remainder is exactly the one switch)."""
+        return self._parts()[1]
+
+    def _parts(self) -> tuple["LossModel", "LossModel"]:
+        """(symmetric_part, antisymmetric_part), the first computed once for both."""
         sym = self.symmetric_part()
         channels = [replace(a, values=a.values - b.values) for a, b in zip(self.channels, sym.channels)]
         if self.asymmetry_range is None:
-            return LossModel("agent", channels, self.r_cut, self.r_switch, k_wall=0.0)
-        return LossModel("agent", channels, self.asymmetry_range, self.asymmetry_range - ASYMMETRY_SWITCH_NM,
-                         k_wall=0.0)
+            return sym, LossModel("agent", channels, self.r_cut, self.r_switch, k_wall=0.0)
+        return sym, LossModel("agent", channels, self.asymmetry_range, self.asymmetry_range - ASYMMETRY_SWITCH_NM,
+                              k_wall=0.0)
 
     # ------------------------------------------------------------ file
 
