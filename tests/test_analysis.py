@@ -80,7 +80,8 @@ def test_rdf_xtb_structure(xtb):
     assert oo["first_peak_position"] == pytest.approx(0.29, abs=0.004)
     assert oo["first_peak_height"] == pytest.approx(3.0, abs=0.3)
     # GFN1-xTB's O...H hydrogen-bond peak is a shoulder: reported absent, not a wrong number.
-    assert all(np.isnan(v) for v in oh.values())
+    assert all(np.isnan(v) for k, v in oh.items() if k != "peak_prominence")
+    assert 0 <= oh["peak_prominence"] < analysis.MIN_PEAK_PROMINENCE
     assert 0.245 < hh["first_peak_position"] < 0.27
 
 
@@ -110,8 +111,14 @@ def test_rdf_features_of_a_known_curve():
     assert f["first_peak_position"] == pytest.approx(0.281, abs=0.002)
     assert f["first_peak_height"] == pytest.approx(3.0, abs=0.12)
     assert f["first_min_position"] == pytest.approx(0.35, abs=0.01)
+    # smoothed peak minus minimum: the one-bin smoothing lowers this 0.012 nm peak by 8 %
+    assert f["peak_prominence"] == pytest.approx(1 + 2 * 0.012 / np.hypot(0.012, 0.005) - 0.6, abs=0.08)
     flat = analysis.rdf_features(r, np.where(r < 0.24, 0.0, 1.0), 33.4, "OO")
-    assert np.isnan(flat["first_peak_height"])
+    assert np.isnan(flat["first_peak_height"]) and flat["peak_prominence"] == 0.0
+    # a shoulder below MIN_PEAK_PROMINENCE: absent, its prominence still measured
+    weak = 1.0 + 0.05 * np.exp(-0.5 * ((r - 0.281) / 0.012) ** 2) - 0.02 * np.exp(-0.5 * ((r - 0.35) / 0.02) ** 2)
+    w = analysis.rdf_features(r, weak, 33.4, "OO")
+    assert np.isnan(w["first_peak_height"]) and 0.0 < w["peak_prominence"] < analysis.MIN_PEAK_PROMINENCE
 
 
 def test_rdf_difference_in_angstrom():

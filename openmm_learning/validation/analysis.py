@@ -116,11 +116,13 @@ def rdf_features(r, g, density_nm3: float, pair: str = "OO") -> dict:
     minimum after it, is absent: all four numbers are then NaN rather than a wrong
     number (the O...H peak of xTB water is a mere shoulder). The coordination number
     integrates 4 pi r^2 rho g up to the first minimum; density_nm3 is the partner
-    density (see partner_density).
+    density (see partner_density). "peak_prominence" (smoothed peak minus minimum, 0
+    when the window holds no peak) is always returned: whether a noisy peak is present
+    is decided from its spread (the judge), not from one curve.
     """
     r, g = np.asarray(r, float), np.asarray(g, float)
     nan = {"first_peak_position": np.nan, "first_peak_height": np.nan,
-           "first_min_position": np.nan, "coordination_number": np.nan}
+           "first_min_position": np.nan, "coordination_number": np.nan, "peak_prominence": 0.0}
     win = RDF_WINDOWS[pair]
     gs = _smooth(g)
     peak_idx = np.flatnonzero((r >= win["peak"][0]) & (r <= win["peak"][1]))
@@ -131,8 +133,9 @@ def rdf_features(r, g, density_nm3: float, pair: str = "OO") -> dict:
     if len(min_idx) == 0:
         return nan
     i_min = min_idx[np.argmin(gs[min_idx])]
-    if gs[i_peak] - gs[i_min] < MIN_PEAK_PROMINENCE:
-        return nan
+    prominence = float(gs[i_peak] - gs[i_min])
+    if prominence < MIN_PEAK_PROMINENCE:
+        return {**nan, "peak_prominence": prominence}
     peak_pos, peak_height = _vertex(r, g, i_peak, win["fit_bins"])
     min_pos, _ = _vertex(r, gs, i_min, 5)
     # Coordination: trapezoid of 4 pi r^2 rho g on the bin centres up to the minimum.
@@ -140,7 +143,8 @@ def rdf_features(r, g, density_nm3: float, pair: str = "OO") -> dict:
     y = 4 * np.pi * density_nm3 * x**2 * np.interp(x, r, g, left=0.0)
     coordination = float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
     return {"first_peak_position": float(peak_pos), "first_peak_height": float(peak_height),
-            "first_min_position": float(min_pos), "coordination_number": coordination}
+            "first_min_position": float(min_pos), "coordination_number": coordination,
+            "peak_prominence": prominence}
 
 
 def rdf_difference(r, g1, g2, r_max: float = 0.6) -> float:
