@@ -271,6 +271,9 @@ def test_xtb_reference_spectra_and_a_baseline(tmp_path):
     # SPC/Fw's O...H peak (prominence 1.3) against xTB's shoulder (0.04 +- 0.03 over 4 blocks)
     oh = res.metric("spcfw", "rdf_OH.first_peak_height")
     assert oh["outcome"] == "fail" and oh["note"].startswith("present in row, absent in reference"), oh
+    (p_row, _, _), (p_ref, e_ref, _) = oh["presence"]["row"], oh["presence"]["reference"]
+    assert p_row == pytest.approx(1.3, abs=0.05) and p_ref == pytest.approx(0.04, abs=0.005)
+    assert e_ref == pytest.approx(0.025, abs=0.003)  # the numbers validation/README.md quotes
     bond = res.metric("spcfw", "bond_length.mean")
     assert bond["outcome"] == "fail" and bond["value"] == pytest.approx(0.0063, abs=0.0005)
     assert res.metric("xtb subsampled", "bond_length.mean")["beats_baseline"]
