@@ -217,7 +217,7 @@ def _lammps(args):
 
 def build_parser() -> argparse.ArgumentParser:
     from .losses.fit import BASES, FitSettings  # the fit options' defaults
-    from .losses.model import ASYMMETRY_RANGE_NM, ASYMMETRY_SWITCH_NM
+    from .losses.model import ASYMMETRY_SWITCH_NM
 
     p = argparse.ArgumentParser(prog="openmm-learning", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -243,11 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--asymmetry-mu", type=_mu, default=FitSettings.asymmetry_mu,
                    help=f"strength of the asymmetry penalty (default {FitSettings.asymmetry_mu:g}, measured on "
                         "dynamics: validation/README.md), or 'cv' for the force cross-validation's pick")
-    f.add_argument("--asymmetry-range", type=_non_negative, default=0.0,
+    f.add_argument("--asymmetry-range", type=_non_negative, default=FitSettings.asymmetry_range,
                    help=f"agent mode: the O and H views of a pair differ within this distance only (nm, "
-                        f"e.g. {ASYMMETRY_RANGE_NM:g}, switched off over the last {ASYMMETRY_SWITCH_NM:g}; at "
-                        "most --switch), beyond it they are their mean and engines skip the remainder "
-                        "(faster); 0 (default): over the whole cutoff")
+                        f"default {FitSettings.asymmetry_range:g}, switched off over the last "
+                        f"{ASYMMETRY_SWITCH_NM:g}; at most --switch), beyond it they are their mean and "
+                        "engines skip the remainder (faster); 0: over the whole cutoff (the paper's)")
     f.add_argument("--charges", action=argparse.BooleanOptionalAction, default=FitSettings.charges,
                    help="fit point charges (q_O = -2 q_H) run with Ewald/PME beside the splines (default on)")
     f.add_argument("--basis", choices=BASES, default=FitSettings.basis,

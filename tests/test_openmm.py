@@ -147,10 +147,10 @@ def test_asymmetry_range_ends_the_remainder(xtb, xtb_models, xtb_compiled, basis
     from openmm_learning.losses.terms import split_agent_terms
 
     run, system = xtb
-    whole = (xtb_models if basis == "spline" else xtb_compiled)["agent"]
-    assert whole.asymmetry_range is None  # FitSettings' default
-    r_a = ASYMMETRY_RANGE_NM
-    model = dataclasses.replace(whole, asymmetry_range=r_a)
+    model = (xtb_models if basis == "spline" else xtb_compiled)["agent"]
+    r_a = model.asymmetry_range
+    assert r_a == ASYMMETRY_RANGE_NM  # FitSettings' default, kept by the compiled model
+    whole = dataclasses.replace(model, asymmetry_range=None)
     d_range = next(t for t in split_agent_terms(model)[1] if t.invariant == "pair")
     d_whole = next(t for t in split_agent_terms(whole)[1] if t.invariant == "pair")
     inside = np.linspace(d_range.lower, r_a - ASYMMETRY_SWITCH_NM, 50)

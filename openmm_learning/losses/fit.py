@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ..io.topology import SPECIES, WaterSystem
 from . import ewald, kernels
 from .model import (
+    ASYMMETRY_RANGE_NM,
     ASYMMETRY_SWITCH_NM,
     CHANNEL_KEYS,
     RECIPROCAL_TIES,
@@ -79,12 +80,12 @@ class FitSettings:
     pair_degree: int = 16
     own_degree: int = 16
     #: agent mode: the range (nm) of the asymmetry between the O and H views of a pair
-    #: (LossModel.asymmetry_range), beyond which both views are their mean; None (the
-    #: default): the whole cutoff. At mu = 0.1 the remainder beyond 0.35 nm is under 0.3
+    #: (LossModel.asymmetry_range), beyond which both views are their mean; None: the
+    #: whole cutoff (the paper's). At mu = 0.1 the remainder beyond 0.35 nm is under 0.3
     #: kJ/mol/nm (the shared O-H force: ~850 at 0.15 nm), and engines evaluate it on the
-    #: pairs within r_a only (ASYMMETRY_RANGE_NM: the agent model's OpenMM step 1.2x
-    #: cheaper at 4096 waters); off by default until its dynamics are validated
-    asymmetry_range: float | None = None
+    #: pairs within r_a only: the agent model's OpenMM step 1.2x cheaper at 4096 waters,
+    #: the same kinetic temperatures to seed noise (validation/README.md)
+    asymmetry_range: float | None = ASYMMETRY_RANGE_NM
 
     def __post_init__(self):
         if self.agent_asymmetry not in AGENT_ASYMMETRIES:
@@ -96,7 +97,7 @@ class FitSettings:
         r_a = self.asymmetry_range
         if r_a is not None and not asymmetry_range_fits(r_a, self.r_switch):
             raise ValueError(f"asymmetry_range {r_a} nm: give one above {ASYMMETRY_SWITCH_NM} nm and at most "
-                             f"r_switch = {self.r_switch} nm, or None for the whole cutoff")
+                             f"r_switch = {self.r_switch} nm, or None (fit --asymmetry-range 0) for the whole cutoff")
 
 
 @dataclass

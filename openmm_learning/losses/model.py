@@ -47,7 +47,7 @@ NOSE_HOOVER = {"agent": (1, 0.01), "reciprocal": (3, 0.05)}
 
 #: Width (nm) of the switch that ends an agent model's asymmetry (LossModel.asymmetry_range)
 ASYMMETRY_SWITCH_NM = 0.05
-#: The asymmetry range the benchmarks and tests use (losses.fit.FitSettings.asymmetry_range)
+#: The default asymmetry range of agent fits (losses.fit.FitSettings.asymmetry_range)
 ASYMMETRY_RANGE_NM = 0.35
 
 
