@@ -3,9 +3,9 @@
 The bundled 64-water CP2K frame is replicated to 1, 2, 4 and 8 boxes a side (64, 512,
 4096 and 32768 waters). For each box, measured in this run on this machine: SPC/Fw (PME,
 Verlet) as the baseline, the learned reciprocal model (Verlet and the learning
-integrator) and the learned agent model (learning integrator; fitted with an asymmetry
-range of ASYMMETRY_RANGE_NM, compiled also without it: the antisymmetric remainder then
-evaluated over the whole cutoff), all with the models' point charges (PME), timed
+integrator) and the learned agent model (learning integrator; the default fit, with its
+asymmetry range, compiled also without it: the antisymmetric remainder then evaluated
+over the whole cutoff), all with the models' point charges (PME), timed
 interleaved (seconds_per_step). Printed: ms per step, microseconds per atom-step, the
 ratio to SPC/Fw and ns/day at the bundled run's timestep; then CP2K's own cost per step
 for 64 waters (UsedTime of the bundled run), the numba reference evaluator against one
@@ -29,7 +29,6 @@ import openmm as mm
 from openmm_learning.io.topology import WaterSystem
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.losses.fit import FitSettings, chebyshev_model, fit_modes, force_errors
-from openmm_learning.losses.model import ASYMMETRY_RANGE_NM
 from openmm_learning.openmm.forces import create_system
 from openmm_learning.openmm.integrator import LearningIntegrator
 from openmm_learning.openmm.spcfw import spcfw_system
@@ -70,13 +69,13 @@ def main():
     args = ap.parse_args()
     run, water = load_water_run(example_run_dir())
     idx = np.arange(0, run.n_frames, 4)
-    # agent models with the asymmetry range the benchmark weighs (and without it, below)
+    # the default fit: agent models with their asymmetry range (and without it, below)
     fits = fit_modes(run.positions[idx], run.forces[idx], run.box_nm[idx], water, progress=False,
-                     settings=FitSettings(asymmetry_range=ASYMMETRY_RANGE_NM))
+                     settings=FitSettings())
     splines = {m: r.model for m, r in fits.items()}
     models = {"spline": splines, "chebyshev": {m: chebyshev_model(model, run.positions[idx], run.box_nm[idx], water)
                                                for m, model in splines.items()}}
-    # the same compiled agent model with its asymmetry over the whole cutoff, as fitted
+    # the same compiled agent model with its asymmetry over the whole cutoff (fit --asymmetry-range 0)
     whole = dataclasses.replace(models["chebyshev"]["agent"], asymmetry_range=None)
     dt, T = run.settings.timestep_ps, run.settings.temperature_k
     plat = mm.Platform.getPlatformByName(args.platform)

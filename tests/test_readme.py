@@ -138,5 +138,5 @@ def test_speed_claims_are_the_recorded_benchmark():
     lo, hi = min(ratios["spline"]), max(ratios["spline"])
     clo, chi = min(ratios["chebyshev"]), max(ratios["chebyshev"])
     assert_says([f"a fitted (spline) model costs {lo:.0f}-{hi:.0f}x SPC/Fw per step at 4096 waters and up, "
-                 f"a compiled one (`fit --basis chebyshev`; agent models with `--asymmetry-range 0.35`) "
+                 f"a compiled one (`fit --basis chebyshev`; agent models with their default asymmetry range) "
                  f"{clo:.1f}-{chi:.1f}x"])
