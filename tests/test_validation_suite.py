@@ -99,7 +99,11 @@ def test_every_metric_on_both_sides(suite):
                     (key.startswith("kinetic_vs_reference.") and "out of equipartition" in m["note"]) or \
                     (key == "vacf.libration_band" and "absent" in m["note"]), m
             elif key.startswith("rdf_OH.") and key != "rdf_OH.integrated_abs_diff":
-                assert np.isnan(m["reference_value"]) and m["outcome"] == "fail"  # SPC/Fw has the peak
+                # the O...H peak on the row's side only: SPC/Fw's is clear and fails; a learned
+                # row's 0.6 ps runs can lift xTB's shoulder over the presence threshold by
+                # chance, which is inconclusive unless it stands clear of the noise
+                assert np.isnan(m["reference_value"]) and "peak prominence" in m["note"], (row, m)
+                assert m["outcome"] == "fail" if row == "SPC/Fw" else m["outcome"] in ("fail", "inconclusive"), (row, m)
             elif key == "vacf.libration_band" and np.isnan(m["row_value"]) != np.isnan(m["reference_value"]):
                 # a broad band whose maximum may sit on its window's edge in 0.6 ps of one
                 # side (the hot free agents): a band on one side only is a failure, said so
