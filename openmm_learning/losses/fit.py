@@ -83,8 +83,8 @@ class FitSettings:
     #: (LossModel.asymmetry_range), beyond which both views are their mean; None: the
     #: whole cutoff (the paper's). At mu = 0.1 the remainder beyond 0.35 nm is under 0.3
     #: kJ/mol/nm (the shared O-H force: ~850 at 0.15 nm), and engines evaluate it on the
-    #: pairs within r_a only: the agent model's OpenMM step 1.2x cheaper at 4096 waters,
-    #: the same kinetic temperatures to seed noise (validation/README.md)
+    #: pairs within r_a only: the agent model's OpenMM step 1.2x cheaper at 4096 waters
+    #: (benchmarks/README.md); `make example`'s agent row runs with it (README results)
     asymmetry_range: float | None = ASYMMETRY_RANGE_NM
 
     def __post_init__(self):
