@@ -52,10 +52,21 @@ def test_blow_up_stops_with_last_good_frame(xtb, xtb_models, tmp_path):
 
 
 RESUME_SCRIPT = """
-import sys
+import os, signal, sys
 import numpy as np
 from openmm_learning.losses.model import LossModel
+from openmm_learning.openmm import reporters
 from openmm_learning.openmm.simulate import simulate
+kill_at = int(sys.argv[6])
+if kill_at:
+    # SIGKILL from inside the run, right after the state log has written step kill_at:
+    # the interruption falls between two checkpoints by construction, at any machine speed
+    write = reporters.StateLogReporter.write
+    def write_then_die(self, row):
+        write(self, row)
+        if row[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    reporters.StateLogReporter.write = write_then_die
 f = np.load(sys.argv[5])
 simulate(LossModel.load(sys.argv[1]), f["x"], f["v"], f["box"], f["species"], f["molecules"],
          temperature_k=300.0, timestep_ps=0.0005, steps=int(sys.argv[3]), out_dir=sys.argv[2],
@@ -66,14 +77,14 @@ simulate(LossModel.load(sys.argv[1]), f["x"], f["v"], f["box"], f["species"], f[
 @pytest.mark.parametrize("platform", ["Reference", "CPU"])
 @pytest.mark.parametrize("mode", ["reciprocal", "agent"])
 def test_killed_run_resumes_to_the_same_trajectory(xtb, xtb_models, tmp_path, mode, platform):
-    """A run killed (SIGKILL) after its first checkpoint and resumed gives the trajectory
-    and state log of an uninterrupted run, CSVR seeded: bitwise on Reference, to round-off
-    on CPU (its threads may sum forces in another order)."""
+    """A run killed (SIGKILL) between two checkpoints and resumed gives the trajectory and
+    state log of an uninterrupted run, CSVR seeded: bitwise on Reference, to round-off on
+    CPU (its threads may sum forces in another order). The run kills itself after logging
+    step 160 (checkpoints at 100 and 200), so the test does not depend on timing."""
     import subprocess
     import sys
-    import time
 
-    steps = 240
+    steps, kill_at = 240, 160
     model_path = xtb_models[mode].save(tmp_path / "model.json")
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     run, system = xtb
@@ -81,17 +92,11 @@ def test_killed_run_resumes_to_the_same_trajectory(xtb, xtb_models, tmp_path, mo
     np.savez(frame, x=run.positions[-1], v=run.velocities[-1], box=run.box_nm[-1], species=system.species,
              molecules=system.molecules)
     cmd = [sys.executable, "-c", RESUME_SCRIPT, str(model_path)]
-    subprocess.run(cmd + [str(whole), str(steps), platform, str(frame)], check=True)
-    proc = subprocess.Popen(cmd + [str(killed), str(steps), platform, str(frame)])
-    deadline = time.time() + 300
-    while not (killed / "checkpoint.chk").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)  # somewhere between two checkpoints
-    proc.kill()
-    proc.wait()
-    done = read_state_log(killed / "state.csv")["step"]
-    assert 0 < done[-1] < steps, "the run was not stopped mid-way"
-    subprocess.run(cmd + [str(killed), str(steps), platform, str(frame)], check=True)
+    subprocess.run(cmd + [str(whole), str(steps), platform, str(frame), "0"], check=True)
+    died = subprocess.run(cmd + [str(killed), str(steps), platform, str(frame), str(kill_at)])
+    assert died.returncode == -9, "the run was not killed"
+    assert read_state_log(killed / "state.csv")["step"][-1] == kill_at
+    subprocess.run(cmd + [str(killed), str(steps), platform, str(frame), "0"], check=True)
     a, b = read_state_log(whole / "state.csv"), read_state_log(killed / "state.csv")
     # CPU: two uninterrupted runs already differ in the log's 6th digit (single-precision
     # forces summed by threads in varying order)
