@@ -1,4 +1,8 @@
-"""Shared fixtures: the bundled CP2K runs and models fitted on part of them."""
+"""Shared fixtures: the bundled CP2K runs and models fitted on part of them; a guard that
+the tests write only under their temporary folders."""
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,3 +61,41 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+#: what Python, numba and pytest write for themselves
+_CACHES = {"__pycache__", ".pytest_cache", ".git"}
+
+
+def tree_snapshot(root: Path) -> dict:
+    """{relative path: (size, mtime)} of every file under root, caches and egg-info left out."""
+    files = {}
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in _CACHES and not d.endswith(".egg-info")]
+        for name in names:
+            path = Path(folder) / name
+            st = path.lstat()
+            files[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return files
+
+
+def tree_changes(before: dict, after: dict) -> list[str]:
+    """Files added, removed or rewritten between two snapshots."""
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def pytest_sessionstart(session):
+    session.config._tree_before = tree_snapshot(ROOT)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Tests write only under their temporary folders: a file of the repository added,
+    removed or changed during the run fails it."""
+    before = getattr(session.config, "_tree_before", None)
+    if before is None or getattr(session.config.option, "collectonly", False):
+        return
+    changed = tree_changes(before, tree_snapshot(ROOT))
+    if changed:
+        print(f"\nthe tests wrote into the repository (use tmp_path): {', '.join(changed[:10])}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

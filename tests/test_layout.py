@@ -21,10 +21,11 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(path: Path):
-    """Dotted names of the openmm_learning modules a file imports (relative imports resolved)."""
+def _imports(path: Path, module: str):
+    """Dotted names of the openmm_learning modules a file imports (relative imports
+    resolved as if the file were the module `module`)."""
     tree = ast.parse(path.read_text())
-    here = _module_name(path).split(".")
+    here = module.split(".")
     package = here if path.name == "__init__.py" else here[:-1]
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -56,25 +57,27 @@ def _package_files():
 
 @pytest.mark.parametrize("path", _package_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_imports_point_down(path):
-    mine = _layer(_module_name(path))
-    if path.name == "__init__.py" and path.parent == PACKAGE:
+    assert_imports_point_down(path, _module_name(path))
+
+
+def assert_imports_point_down(path: Path, module: str):
+    mine = _layer(module)
+    if module == "openmm_learning":
         mine = max(LAYERS.values())  # the package's front door may re-export anything
     assert mine is not None, f"{path}: module outside the known layers {sorted(LAYERS)}"
-    for lineno, target in _imports(path):
+    for lineno, target in _imports(path, module):
         theirs = _layer(target)
         if theirs is not None:
             assert theirs <= mine, f"{path}:{lineno} imports {target} from a higher layer"
 
 
 def test_layer_checker_catches_an_upward_import(tmp_path):
-    """Planted: an io module importing the validation layer must be flagged."""
-    bad = PACKAGE / "io" / "_planted_upward_import.py"
+    """Planted: an io module importing the validation layer must be flagged (the file is
+    written under the test's own folder and read as if it were openmm_learning.io's)."""
+    bad = tmp_path / "_planted_upward_import.py"
     bad.write_text("from ..validation import analysis\n")
-    try:
-        with pytest.raises(AssertionError, match="higher layer"):
-            test_imports_point_down(bad)
-    finally:
-        bad.unlink()
+    with pytest.raises(AssertionError, match="higher layer"):
+        assert_imports_point_down(bad, "openmm_learning.io._planted_upward_import")
 
 
 def test_no_global_state_at_import_or_run():
@@ -83,3 +86,20 @@ def test_no_global_state_at_import_or_run():
         text = path.read_text()
         assert "matplotlib.use(" not in text, path
         assert "os.chdir(" not in text, path
+
+
+def test_repository_guard_sees_a_write(tmp_path):
+    """Planted: the session's guard (conftest.tree_changes) notices a file added, one changed
+    and one removed, and ignores caches."""
+    from conftest import tree_changes, tree_snapshot
+
+    (tmp_path / "kept.txt").write_text("a")
+    (tmp_path / "changed.txt").write_text("a")
+    (tmp_path / "removed.txt").write_text("a")
+    before = tree_snapshot(tmp_path)
+    (tmp_path / "changed.txt").write_text("bb")
+    (tmp_path / "removed.txt").unlink()
+    (tmp_path / "added.txt").write_text("a")
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "x.pyc").write_text("a")
+    assert tree_changes(before, tree_snapshot(tmp_path)) == ["added.txt", "changed.txt", "removed.txt"]
