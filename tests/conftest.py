@@ -52,14 +52,42 @@ def spcfw_charged(spcfw):
 
 #: fixtures that fit models (tens of seconds): every test using one is in the slow tier
 SLOW_FIXTURES = {"xtb_models", "xtb_compiled", "saved_models", "spcfw_fit", "spcfw_charged", "fitted", "suite"}
+#: tests outside those that run LAMMPS or CP2K (the fast tier runs neither)
+SLOW_TESTS = {"test_lammps_forces_continuous_at_table_ends", "test_run_cp2k_xtb_nve",
+              "test_run_cp2k_xtb_langevin_heavy_hydrogen", "test_run_cp2k_failure_reports_output"}
 #: modules that drive LAMMPS, CP2K or whole runs throughout
 SLOW_MODULES = {"test_lammps", "test_validation_suite", "test_cli", "test_simulate"}
+
+
+#: engines the fast tier must not run (asking a binary for -h or --version is not a run)
+ENGINE_PROGRAMS = ("cp2k", "lmp", "mpirun", "mpiexec")
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_runs_no_engine(request, monkeypatch):
+    """A test of the fast tier that starts CP2K, LAMMPS or MPI fails: the README says the
+    tier runs none (mark such a test slow)."""
+    if request.node.get_closest_marker("slow"):
+        return
+    import subprocess
+
+    popen = subprocess.Popen
+
+    def guarded(args, *a, **kw):
+        argv = [str(x) for x in ([args] if isinstance(args, (str, os.PathLike)) else args)]
+        program = Path(argv[0].split()[0]).name if argv else ""
+        if program.startswith(ENGINE_PROGRAMS) and argv[1:] not in (["-h"], ["--version"]):
+            raise AssertionError(f"a fast-tier test ran {' '.join(argv)}: mark it slow")
+        return popen(args, *a, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", guarded)
 
 
 def pytest_collection_modifyitems(config, items):
     """Two tiers: `pytest -m "not slow"` during development (under a minute), all in CI."""
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ in SLOW_MODULES:
+        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.module.__name__ in SLOW_MODULES
+                or item.originalname in SLOW_TESTS):
             item.add_marker(pytest.mark.slow)
 
 
