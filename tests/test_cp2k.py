@@ -2,7 +2,6 @@
 
 import gzip
 import lzma
-import time
 import warnings
 from functools import lru_cache
 from importlib.resources import files
@@ -159,13 +158,6 @@ def test_select_copies(xtb):
 
 
 @pytest.mark.slow
-def test_reading_is_fast():
-    read_cp2k_run(DATA / SPCFW)  # input spec and unit registry loaded once
-    t = time.perf_counter()
-    read_cp2k_run(DATA / XTB)
-    assert time.perf_counter() - t < 10.0
-
-
 def test_explicit_files_and_gzip(tmp_path):
     write(tmp_path / "a.xyz", [line for fr in frames("pos", 4) for line in fr])
     with gzip.open(tmp_path / "f.xyz.gz", "wt") as f:
