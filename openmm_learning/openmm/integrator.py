@@ -49,6 +49,8 @@ class LearningIntegrator(mm.CustomIntegrator):
     losses.model.CSVR_TIME_PS, CP2K's 50 fs): canonical, global like CP2K's, seeded by seed;
     applied once per step after the velocity Verlet step (two half steps of it are the same
     law and cost a second sum over all atoms).
+    thermostat="none": plain velocity Verlet (NVE; in agent mode the energy is not conserved,
+    only, for a constant asymmetry, a pseudo-Hamiltonian: tests/test_agent_known_truth.py).
     thermostat="nose-hoover": a Nose-Hoover chain whose chain_length and collision_time_ps
     default to losses.model.NOSE_HOOVER of the mode (1 and 10 fs in agent mode, 3 and 50 fs
     in reciprocal mode).
@@ -104,11 +106,11 @@ class LearningIntegrator(mm.CustomIntegrator):
         self.endBlock()
         # reciprocal mode kicks with the total force itself; agent mode with its combination
         force = "fa" if self.agent else "f"
-        if thermostat not in ("nose-hoover", "csvr"):
-            raise ValueError(f"thermostat {thermostat!r}: use 'nose-hoover' or 'csvr'")
+        if thermostat not in ("nose-hoover", "csvr", "none"):
+            raise ValueError(f"thermostat {thermostat!r}: use 'nose-hoover', 'csvr' or 'none'")
         self.thermostat = "langevin" if friction_per_ps is not None else thermostat
         thermostat = {"nose-hoover": self._thermostat_half, "csvr": self._csvr_step,
-                      "langevin": self._langevin_half}[self.thermostat]
+                      "langevin": self._langevin_half, "none": lambda _M: None}[self.thermostat]
         self.friction_per_ps = friction_per_ps
         if self.thermostat == "csvr":
             self.addGlobalVariable("tau", float(collision_time_ps))
