@@ -97,24 +97,36 @@ def test_study_tables_are_the_committed_results():
     assert f"mu = {FitSettings.asymmetry_mu:g} (`FitSettings.asymmetry_mu`)" in " ".join(text.split())
 
 
-def test_closed_loop_tables_are_the_committed_results():
-    """README's evaluate and iterate tables, formatted from validation/results/closed_loop.json."""
+def _script(name):
+    """A validation/ script as a module (they are not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("closed_loop", ROOT / "validation" / "closed_loop.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    spec = importlib.util.spec_from_file_location(name, ROOT / "validation" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_results_are_the_committed_record():
+    """README's results section is validation/readme_results.py's formatting of the
+    committed record of a `make example` run (validation/results/example.json)."""
+    study = _script("readme_results")
+    rec = json.loads((ROOT / "validation" / "results" / "example.json").read_text())
+    block = study.results_block(rec)
+    assert f"{study.BEGIN}\n{block}\n{study.END}" in README
+    assert "at commit " in block and rec["commit"]
+
+
+def test_closed_loop_tables_are_the_committed_results():
+    """README's evaluate and iterate tables, formatted from validation/results/closed_loop.json."""
+    study = _script("closed_loop")
     result = json.loads((ROOT / "validation" / "results" / "closed_loop.json").read_text())
     assert study.readme_block(result) in README
 
 
 def test_soak_table_is_the_committed_result():
     """README's long-run table, formatted from validation/results/soak.json by validation/soak.py."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("soak", ROOT / "validation" / "soak.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = _script("soak")
     result = json.loads((ROOT / "validation" / "results" / "soak.json").read_text())
     assert {r["mode"] for r in result} == {"reciprocal", "agent"}
     assert study.soak_block(result) in README
