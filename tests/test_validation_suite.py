@@ -227,7 +227,7 @@ def test_known_truth_passes_against_the_long_fist_run(spcfw, tmp_path):
                 "hoh_angle.mean"):
         assert res.metric("learned reciprocal", key)["outcome"] == "pass", res.metric("learned reciprocal", key)
     # OpenMM's exact SPC/Fw counts 0.13 more hydrogen bonds per molecule than the FIST run too
-    # (validation/results/known-truth-20ps.json: learned 0.11-0.14, exact 0.13), so 3 x 2 ps
+    # (an earlier 20 ps known-truth study: learned 0.11-0.14, exact 0.13), so 3 x 2 ps
     # put this difference's interval across the 0.3 threshold in some runs: pass or inconclusive
     hb = res.metric("learned reciprocal", "hbonds.per_molecule")
     assert hb["outcome"] in ("pass", "inconclusive") and abs(hb["value"]) < 0.25, hb

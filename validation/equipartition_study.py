@@ -64,6 +64,21 @@ def run(ctx, integ, masses, box, ps, window_ps=1.0):
     return rows
 
 
+def table_rows(result: dict) -> list[str]:
+    """validation/README.md's table: per run, translation / rotation / vibration (K) over
+    windows 1-10 ps and 10-20 ps after the planted split."""
+    def mean(rows, kind):
+        return np.mean([r[kind] for r in rows])
+
+    out = []
+    for name, rows in result["runs"].items():
+        half = len(rows) // 2
+        cells = [" / ".join(f"{mean(part, k):.0f}" for k in ("translation", "rotation", "vibration"))
+                 for part in (rows[1:half], rows[half:])]
+        out.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ps", type=float, default=20.0)
