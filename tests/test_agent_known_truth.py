@@ -1,78 +1,34 @@
-"""A known truth for agent dynamics (Ivlev et al., Phys. Rev. X 5, 011035, 2015).
+"""A known truth for agent dynamics (validation/agent_known_truth.py says it whole): with
+every O-H coupling acting on O with weight 1 + D and on H with 1 - D, agent dynamics is
+Hamiltonian dynamics of U = (O-H terms) + (O-O terms)/(1 + D) + (H-H terms)/(1 - D) with
+masses m_O/(1 + D) and m_H/(1 - D), and conserves K_O/(1 + D) + K_H/(1 - D) + U.
 
-Take a reciprocal model and let every O-H coupling (the O-H pair and bond, the angle) act
-on O with weight 1 + D and on H with 1 - D, the O-O and H-H channels unchanged. Such agent
-dynamics is Hamiltonian dynamics of
-
-    U = (O-H terms) + (O-O terms)/(1 + D) + (H-H terms)/(1 - D)
-
-with masses m_O/(1 + D) and m_H/(1 - D): it conserves the pseudo-Hamiltonian
-K_O/(1 + D) + K_H/(1 - D) + U, and its equilibrium has T_O/T_H = (1 + D)/(1 - D).
 Here the agent System and the learning integrator (NVE) must retrace the trajectory of
-that conservative System under OpenMM's own velocity Verlet; an asymmetry that depends
-on r (planted) has no such Hamiltonian and must not. Retracing the trajectory implies the
-temperature ratio; measuring the ratio itself to 2 % needs far more dynamics than a test
-affords (T_O/T_H over 5 ps of NVE scatters by 1-3 % at 64 and 512 waters: the slow
-exchange between molecular translation and internal vibration).
+that conservative System under velocity Verlet; an asymmetry that depends on r (planted)
+has no such Hamiltonian and must not. Retracing the trajectory implies the temperature
+ratio T_O/T_H = (1 + D)/(1 - D); measuring the ratio itself to 2 % takes more dynamics
+than a test affords (over 5 ps of NVE it scatters by 1-3 % at 64 and 512 waters: the
+slow exchange between molecular translation and internal vibration), so the study
+measures it over long runs (validation/results/agent-known-truth.json).
 """
 
-import dataclasses
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import openmm as mm
 import pytest
 
-from openmm_learning.openmm.forces import create_system
 from openmm_learning.openmm.integrator import LearningIntegrator
 from openmm_learning.units import KB_KJMOL_K
 
+_spec = importlib.util.spec_from_file_location(
+    "agent_known_truth", Path(__file__).resolve().parents[1] / "validation" / "agent_known_truth.py")
+study = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(study)
+
 D = 0.1
 STEPS = 200
-
-
-def weight(key, d):
-    """The weight of a channel of agent `key[0]` in the constant-asymmetry model."""
-    agent, neighbour, kind = key
-    if agent == "O" and (neighbour == "H" or kind == "angle"):
-        return 1 + d
-    if agent == "H" and (neighbour == "O" or kind == "angle"):
-        return 1 - d
-    return 1.0
-
-
-def scaled(model, mode, scale):
-    """`model` in `mode` with every channel's values times scale(key); no walls, so that
-    the scaling is exact everywhere (a wall is not scaled with its channel)."""
-    return dataclasses.replace(model, mode=mode, k_wall=0.0, charge_h=None, channels=[
-        dataclasses.replace(c, values=c.values * scale(c.key)) for c in model.channels])
-
-
-def without_momentum_removal(system):
-    """Agent forces with D != 0 do not conserve momentum, only the pseudo-momentum."""
-    for i in reversed(range(system.getNumForces())):
-        if isinstance(system.getForce(i), mm.CMMotionRemover):
-            system.removeForce(i)
-    return system
-
-
-def constant_asymmetry_systems(reciprocal, species, molecules, box, d, planted=None):
-    """(agent System, pseudo-Hamiltonian System with the scaled masses). planted(r-grid):
-    an extra r-dependent weight on O's view of the intermolecular O-H pair."""
-    def agent_weight(key):
-        return weight(key, d)
-
-    agent = scaled(reciprocal, "agent", agent_weight)
-    if planted is not None:
-        agent.channels = [dataclasses.replace(c, values=c.values * planted(c.grid)) if c.key == ("O", "H", "inter")
-                          else c for c in agent.channels]
-    pseudo = scaled(reciprocal, "reciprocal",
-                    lambda key: {("O", "O"): 1 / (1 + d), ("H", "H"): 1 / (1 - d)}.get(key[:2], 1.0))
-    agent_system = without_momentum_removal(create_system(agent, species, molecules, box))
-    pseudo_system = without_momentum_removal(create_system(pseudo, species, molecules, box))
-    for i, s in enumerate(species):
-        m = pseudo_system.getParticleMass(i)._value
-        pseudo_system.setParticleMass(i, m / (1 + d) if s == 0 else m / (1 - d))
-    return agent_system, pseudo_system
 
 
 def velocity_verlet(dt_ps):
@@ -91,7 +47,7 @@ def run_both(xtb, reciprocal, d, planted=None):
     Reference platform: positions of both, and the pseudo-Hamiltonian along the agent run."""
     run, system = xtb
     species = system.species
-    agent_system, pseudo_system = constant_asymmetry_systems(reciprocal, species, system.molecules,
+    agent_system, pseudo_system = study.constant_asymmetry_systems(reciprocal, species, system.molecules,
                                                              run.box_nm[-1], d, planted)
     masses = np.array([agent_system.getParticleMass(i)._value for i in range(len(species))])
     v = np.random.default_rng(3).normal(size=(len(species), 3)) * np.sqrt(KB_KJMOL_K * 300.0 / masses)[:, None]
@@ -133,5 +89,5 @@ def test_r_dependent_asymmetry_is_not(xtb, xtb_models, amplitude):
     """Planted: the O view of the O-H pair weighted by 1 + a (r - 0.3 nm)/0.3 nm on top
     (a = 0.5, and a subtle 0.05): no pseudo-Hamiltonian system retraces it."""
     x_agent, x_pseudo, _ = run_both(xtb, xtb_models["reciprocal"], D,
-                                    planted=lambda r: 1 + amplitude * (r - 0.3) / 0.3)
+                                    planted=lambda c: c.values * (1 + amplitude * (c.grid - 0.3) / 0.3))
     assert np.max(np.abs(x_agent - x_pseudo)) > 1e-6

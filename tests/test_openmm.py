@@ -257,3 +257,23 @@ def test_csvr_is_canonical_and_its_heat_closes_the_energy(spcfw):
     assert abs(drift) < 0.5 and np.std(effective) < 2.0
     with pytest.raises(ValueError, match="csvr"):
         LearningIntegrator(300.0, 0.0005, n_atoms=192, thermostat="berendsen")
+
+
+def test_compiled_agent_model_without_asymmetry_is_its_reciprocal_model(xtb, xtb_compiled):
+    """An agent model whose views agree (its remainder's series all zero) builds and applies
+    the reciprocal model's forces. The series' conversion to monomials once dropped the
+    zero coefficients and failed to build such a System."""
+    import dataclasses
+
+    from openmm_learning.openmm.integrator import agent_forces
+
+    run, system = xtb
+    reciprocal = xtb_compiled["reciprocal"]
+    agent = dataclasses.replace(reciprocal, mode="agent")
+    forces = []
+    for model in (agent, reciprocal):
+        omm = create_system(model, system.species, system.molecules, run.box_nm[0])
+        context = mm.Context(omm, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName("Reference"))
+        context.setPositions(run.positions[0])
+        forces.append(agent_forces(context, model.mode, system.species))
+    np.testing.assert_allclose(forces[0], forces[1], atol=1e-6 * np.abs(forces[1]).max())

@@ -175,8 +175,11 @@ def _chebyshev_pair_energy(terms: list[Term]) -> tuple[str, dict, bool]:
     much as the polynomial)."""
     if len({(t.function.n, t.function.x1) for t in terms}) != 1:
         raise ValueError("the pair series of one force must share their degree and upper end")
-    mono = _per_type(terms, lambda t: chebyshev.cheb2poly(t.function.values))
-    coefficients = [_by_type({k: m[i] for k, m in mono.items()}) for i in range(terms[0].function.n)]
+    n = terms[0].function.n
+    # cheb2poly drops trailing zero coefficients (an all-zero series, e.g. a remainder that
+    # vanishes, becomes one): pad back to the degree
+    mono = _per_type(terms, lambda t: np.pad(chebyshev.cheb2poly(t.function.values), (0, n))[:n])
+    coefficients = [_by_type({k: m[i] for k, m in mono.items()}) for i in range(n)]
     # a type without a term weighs 0 (zero coefficients, slope and wall) on a neighbour's range
     lo = _per_type(terms, lambda t: float(t.lower))
     lo_all = {k: lo.get(k, float(terms[0].lower)) for k in _PAIR_WEIGHT}
