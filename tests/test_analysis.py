@@ -5,6 +5,8 @@ from functools import lru_cache
 from importlib.resources import files
 
 import mdtraj
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -371,6 +373,13 @@ def test_bundled_xtb_run_is_out_of_equipartition(xtb):
     assert abs(x["total"] - 300) < 15
     s = out["water64-spcfw-300K"]
     assert s["vibration"] < 275 and abs(s["total"] - 300) < 5
+    # validation/README.md's table is these numbers
+    text = (Path(__file__).resolve().parents[1] / "validation" / "README.md").read_text()
+    for name, label in (("water64-xtb-300K", "GFN1-xTB, 0.75-1.55 ps"), ("water64-spcfw-300K", "SPC/Fw FIST, 5-25 ps")):
+        t = out[name]
+        row = f"| {label} | CSVR 50 fs, global | " + " | ".join(
+            f"{t[k]:.0f}" for k in ("O", "H", "translation", "rotation", "vibration")) + " |"
+        assert row in text, row
 
 
 @pytest.mark.slow
