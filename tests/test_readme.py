@@ -95,6 +95,8 @@ def test_closed_loop_tables_are_the_committed_results():
     study = _script("closed_loop")
     result = json.loads((ROOT / "validation" / "results" / "closed_loop.json").read_text())
     assert study.readme_block(result) in README
+    for claim in study.prose_claims(result):
+        assert claim in FLAT, f"README does not say: {claim}"
 
 
 def test_soak_table_is_the_committed_result():

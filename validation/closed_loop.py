@@ -20,6 +20,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from openmm_learning.evaluate import evaluate
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.iterate import iterate
@@ -97,6 +99,22 @@ BEGIN, END = "<!-- closed-loop: begin -->", "<!-- closed-loop: end -->"
 def readme_block(result: dict) -> str:
     """What the README holds between its closed-loop markers."""
     return "\n".join(evaluation_table(result["evaluations"]) + [""] + iterate_table(result["iterate"]))
+
+
+def prose_claims(result: dict) -> list[str]:
+    """The README's sentences about these tables, with their numbers from the result."""
+    ev = {(e["model"], e["run"]): e for e in result["evaluations"]}
+    langevin = ev[("xTB reciprocal", "water64-xtb-langevin-300K")]["out_of_range_fraction"]
+    own = ev[("xTB reciprocal", "water64-xtb-300K")]["out_of_range_fraction"]
+    cool, hot = ev[("SPC/Fw reciprocal", "water64-spcfw-300K")], ev[("SPC/Fw reciprocal", "water64-spcfw-450K")]
+    worst = max(hot["errors"][s]["max_abs_error"] for s in ("O", "H"))
+    first, second = result["iterate"][0]["test_points"], result["iterate"][1]["test_points"]
+    change = np.mean([abs(second[s]["rmse"] / first[s]["rmse"] - 1) for s in ("O", "H")])
+    return [f"out of range in {100 * langevin:.0f} % of them, against {100 * own:.0f} % of its own held-out frames",
+            f"its mean grows from {cool['committee']['deviation_mean_kJmol_nm']:.1f} to "
+            f"{hot['committee']['deviation_mean_kJmol_nm']:.1f} kJ/mol/nm while single atoms' errors reach "
+            f"{round(worst, -2):.0f}",
+            f"changed the test error by about {100 * change:.0f} %"]
 
 
 def main():
