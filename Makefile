@@ -20,7 +20,7 @@ example: setup
 	openmm-learning example --out $(OUT)
 
 test: setup
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q --durations=15
 
 benchmark: setup
 	$(PYTHON) benchmarks/openmm_speed.py
