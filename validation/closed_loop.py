@@ -114,7 +114,7 @@ def prose_claims(result: dict) -> list[str]:
             f"its mean grows from {cool['committee']['deviation_mean_kJmol_nm']:.1f} to "
             f"{hot['committee']['deviation_mean_kJmol_nm']:.1f} kJ/mol/nm while single atoms' errors reach "
             f"{round(worst, -2):.0f}",
-            f"changed the test error by about {100 * change:.0f} %"]
+            f"changed the test error by about {100 * change:.1f} %"]
 
 
 def main():
