@@ -61,6 +61,17 @@ def test_study_tables_are_the_committed_results():
     text = (ROOT / "validation" / "README.md").read_text()
     for row in asymmetry_rows() + manybody_rows():
         assert row in text, f"validation/README.md does not have: {row}"
+    # the sentences about the asymmetry table
+    rows = json.loads((ROOT / "validation" / "results" / "asymmetry-charges-csvr.json").read_text())["rows"]
+    free, chosen = rows["free"], rows["mu=0.1"]
+    flat = " ".join(text.split())
+    for claim in [f"free agents pump in about {round(free['heat_per_ps'], -2):.0f} kJ/mol/ps",
+                  f"O runs at {free['T_O']:.0f} K, H at {free['T_H']:.0f} K and the internal vibration freezes "
+                  f"at {free['T_vibration']:.0f} K",
+                  f"held-out errors {100 * (chosen['rmse_O'] / free['rmse_O'] - 1):.0f} % (O) and "
+                  f"{100 * (chosen['rmse_H'] / free['rmse_H'] - 1):.0f} % (H) above the free fit",
+                  f"about {chosen['net_force']:.0f} kJ/mol/nm (the free fit: {round(free['net_force'], -2):.0f};"]:
+        assert claim in flat, f"validation/README.md does not say: {claim}"
     equipartition = json.loads((ROOT / "validation" / "results" / "equipartition.json").read_text())
     for row in _script("equipartition_study").table_rows(equipartition):
         assert row in text, f"validation/README.md does not have: {row}"
