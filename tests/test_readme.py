@@ -72,6 +72,8 @@ def test_study_tables_are_the_committed_results():
                   f"{100 * (chosen['rmse_H'] / free['rmse_H'] - 1):.0f} % (H) above the free fit",
                   f"about {chosen['net_force']:.0f} kJ/mol/nm (the free fit: {round(free['net_force'], -2):.0f};"]:
         assert claim in flat, f"validation/README.md does not say: {claim}"
+    o, h = (100 * (chosen[f"rmse_{x}"] / free[f"rmse_{x}"] - 1) for x in "OH")
+    assert_says([f"at {o:.0f}-{h:.0f} % more held-out force error than the free fit"])
     equipartition = json.loads((ROOT / "validation" / "results" / "equipartition.json").read_text())
     for row in _script("equipartition_study").table_rows(equipartition):
         assert row in text, f"validation/README.md does not have: {row}"
