@@ -193,11 +193,10 @@ def _lammps(args):
     from lammps_plugin.writer import write_deck
 
     from .io.water_run import load_water_run
-    from .losses.model import LossModel
-    from .workflow import say_replica
 
-    run, water = load_water_run(args.cp2k, args.allow_truncated, r_cut=LossModel.load(args.model).r_cut)
-    say_replica(run)
+    # the CP2K box as it is, even under twice the cutoff: LAMMPS's ghost atoms hold every
+    # image within the cutoff, so a small box runs as itself (--replicate asks for more)
+    run, water = load_water_run(args.cp2k, args.allow_truncated)
     if run.settings is None:
         raise FileNotFoundError(f"{args.cp2k}: no CP2K input file, so the temperature and timestep are unknown")
     dt, frame = run.settings.timestep_ps, run.frame(args.frame)

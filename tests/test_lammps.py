@@ -212,6 +212,31 @@ def test_cli_deck_runs_in_metal_units(xtb, xtb_models, saved_models, tmp_path):
     assert rel(f, want) < LAMMPS_TABLES
 
 
+@pytest.mark.parametrize("mode", ["reciprocal", "agent"])
+def test_small_box_runs_at_its_own_size(saved_models, xtb_models, tmp_path, mode):
+    """`openmm-learning lammps` on the 27-water run (a 0.93 nm box, under twice the 0.6 nm
+    cutoff) writes the CP2K box itself, not a replica: LAMMPS's ghost atoms hold every
+    image within the cutoff, and its forces (tables + fix external in agent mode) equal
+    the model's on the periodic replica."""
+    from openmm_learning.cli import main
+    from openmm_learning.io.water_run import example_run_dir, load_water_run
+
+    folder = example_run_dir("water27-xtb-300K")
+    out = tmp_path / mode
+    assert main(["lammps", str(saved_models[mode]), "--cp2k", str(folder), "--out", str(out), "--frame", "200",
+                 "--ps", "0.0005"]) == 0
+    assert "81 atoms" in (out / "water.data").read_text()
+    deck = out / "in.lammps"
+    deck.write_text(deck.read_text().replace("run 1", "run 0"))  # the forces of the CP2K frame
+    lmp = run_deck(deck, cmdargs=["-log", "none", "-screen", "none"])
+    f = np.asarray(lmp.gather_atoms("f", 1, 3), dtype=float).reshape(-1, 3) * KCAL_A_TO_KJ_NM
+    lmp.close()
+    replica, water = load_water_run(folder, r_cut=0.6)
+    assert replica.replica == 2
+    want, _ = xtb_models[mode].forces(replica.positions[200], replica.box_nm[200], water.species, water.molecules)
+    assert rel(f, want[:81]) < LAMMPS_TABLES
+
+
 def test_pair_class_checks_units_and_species(saved_models, monkeypatch, tmp_path):
     from lammps_plugin.pair_learning import LearnedPair
 
