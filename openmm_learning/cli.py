@@ -131,7 +131,9 @@ def _validate(args):
                          thresholds=args.thresholds, velocity_ps=args.velocity_ps, platform=args.platform,
                          allow_truncated=args.allow_truncated)
     _print_validation(res)
-    return 0 if res.passed else 1
+    from .validation.judge import EXIT_CODES
+
+    return EXIT_CODES[res.overall]
 
 
 def _print_validation(res):
@@ -152,11 +154,12 @@ def _print_validation(res):
         n = res.outcomes(row)
         print(f"  {row}: {verdict} ({n['pass']} pass, {n['fail']} fail, {n['inconclusive']} inconclusive, "
               f"{n['n/a']} n/a)")
-    print("validation " + ("PASSED" if res.passed else f"FAILED ({len(failed)} metrics)"))
     for m in failed:
         print(f"  {m['row']}: {m['metric']} = {m.get('value'):.4g} ({m['note']})")
     if baseline:
         print(f"baseline {baseline}: {len(res.failed(baseline))} metrics fail (reported, not counted)")
+    # the last line: the verdict (PASS needs every headline metric decided; judge.overall_verdict)
+    print(f"validation {res.overall}" + (f" ({len(failed)} metrics failed)" if failed else ""))
 
 
 def _example(args):
@@ -313,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_simulate)
 
     v = sub.add_parser("validate", help="validate learned water against a CP2K run: fit or take models, "
-                       "simulate, compare with CP2K and SPC/Fw, report (exit 1 on a failed metric)")
+                       "simulate, compare with CP2K and SPC/Fw, report (exit 0 PASS, 1 FAIL, 3 INCONCLUSIVE)")
     v.add_argument("--reference", required=True, help="CP2K run folder (pos, frc, vel, ener and .inp files)")
     v.add_argument("--model", nargs="+", default=None, metavar="MODEL.json",
                    help="models to simulate (the mode is in each file); default: fit both modes")

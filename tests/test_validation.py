@@ -439,3 +439,30 @@ def test_blow_ups_fail_the_row(tmp_path):
     assert res.metric("gone", "stability.blow_ups")["value"] == 2
     assert res.metric("fine", "stability.blow_ups")["outcome"] == "pass"
     assert "blew up at step 300" in res.report_path.read_text()
+
+
+def test_overall_verdict_needs_every_headline_metric_decided():
+    """PASS only when no judged metric fails and every headline metric of every learned row
+    passes (diffusion may be n/a where the data cannot measure it); an undecided headline
+    metric makes the whole INCONCLUSIVE, whatever else passed; the baseline does not count."""
+    from openmm_learning.validation.judge import EXIT_CODES, HEADLINE_METRICS, overall_verdict
+
+    def row(name, **outcomes):
+        recs = [{"row": name, "metric": k, "outcome": "pass"} for k in HEADLINE_METRICS]
+        recs.append({"row": name, "metric": "vacf.bend_band", "outcome": "pass"})
+        for rec in recs:
+            rec["outcome"] = outcomes.get(rec["metric"].replace(".", "__"), rec["outcome"])
+        return recs
+
+    base = row("SPC/Fw", rdf_OO__first_peak_height="fail")
+    assert overall_verdict(row("learned") + base, baseline="SPC/Fw") == "PASS"
+    assert overall_verdict(row("learned", diffusion__log_ratio="n/a") + base, "SPC/Fw") == "PASS"
+    assert overall_verdict(row("learned", vacf__bend_band="inconclusive"), None) == "PASS"  # not a headline
+    # the example's case: every other metric passes, the first peak's height is undecided
+    assert overall_verdict(row("learned", rdf_OO__first_peak_height="inconclusive"), None) == "INCONCLUSIVE"
+    assert overall_verdict(row("learned", kinetic_vs_target__vibration="n/a"), None) == "INCONCLUSIVE"
+    assert overall_verdict([m for m in row("learned") if m["metric"] != "hoh_angle.width"], None) == "INCONCLUSIVE"
+    assert overall_verdict(row("learned", vacf__bend_band="fail", rdf_OO__first_peak_height="inconclusive"),
+                           None) == "FAIL"
+    assert overall_verdict(base, baseline="SPC/Fw") == "FAIL"  # a baseline alone is judged
+    assert EXIT_CODES == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}

@@ -188,7 +188,7 @@ def test_planted_bad_model_fails_the_gate(suite, tmp_path):
                         "--no-baseline", "--velocity-ps", "0", "--out", tmp_path / "val"],
                        capture_output=True, text=True)
     assert r.returncode == 1, r.stderr
-    assert "FAILED" in r.stdout and "rdf_OO.integrated_abs_diff" in r.stdout
+    assert r.stdout.strip().splitlines()[-1].startswith("validation FAIL") and "rdf_OO.integrated_abs_diff" in r.stdout
     data = json.loads((tmp_path / "val" / "metrics.json").read_text())
     m = next(m for m in data["metrics"] if m["metric"] == "rdf_OO.integrated_abs_diff")
     assert m["outcome"] == "fail" and m["value"] > 2 * m["threshold"], m

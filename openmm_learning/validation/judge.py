@@ -116,6 +116,38 @@ SUMMARY_COLUMNS = (
 
 OUTCOMES = ("pass", "fail", "inconclusive", "n/a", "reported")
 
+#: the metrics that say whether learned water is the reference's: the overall verdict is
+#: PASS only when none of them is inconclusive or n/a in a judged row (diffusion excepted
+#: where the data cannot measure it) and no judged metric failed
+HEADLINE_METRICS = (
+    "rdf_OO.first_peak_height", "rdf_OO.first_peak_position",
+    "rdf_OO.integrated_abs_diff", "rdf_OH.integrated_abs_diff", "rdf_HH.integrated_abs_diff",
+    "bond_length.width", "hoh_angle.width",
+    "kinetic_vs_target.O", "kinetic_vs_target.H", "kinetic_vs_target.translation",
+    "kinetic_vs_target.rotation", "kinetic_vs_target.vibration",
+    "diffusion.log_ratio")
+#: headline metrics whose n/a (the data cannot measure them) leaves the verdict alone
+HEADLINE_WHERE_DECIDABLE = ("diffusion.log_ratio",)
+#: exit code of `openmm-learning validate` for each overall verdict (2: bad input)
+EXIT_CODES = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}
+
+
+def overall_verdict(metrics: list, baseline: str | None = None) -> str:
+    """FAIL when a judged metric of a row other than the baseline failed; else INCONCLUSIVE
+    when one of such a row's HEADLINE_METRICS is inconclusive, or n/a (missing included)
+    unless it is one measured only where decidable; else PASS."""
+    rows = {m["row"] for m in metrics if m["row"] != baseline} or {m["row"] for m in metrics}
+    judged = [m for m in metrics if m["row"] in rows]
+    if any(m["outcome"] == "fail" for m in judged):
+        return "FAIL"
+    for row in rows:
+        outcome = {m["metric"]: m["outcome"] for m in judged if m["row"] == row}
+        for key in HEADLINE_METRICS:
+            got = outcome.get(key, "n/a")
+            if got == "inconclusive" or (got != "pass" and key not in HEADLINE_WHERE_DECIDABLE):
+                return "INCONCLUSIVE"
+    return "PASS"
+
 
 @dataclass
 class Row:
@@ -154,8 +186,9 @@ class Row:
 @dataclass
 class ValidationResult:
     """passed: no judged metric of a non-baseline row failed. rows_passed: the same per
-    row; verdicts: "PASS", "FAIL" or "INCONCLUSIVE" per row. metrics: one record (dict)
-    per row and metric, as in metrics.json. report_path: report.md."""
+    row; verdicts: "PASS", "FAIL" or "INCONCLUSIVE" per row. overall: the verdict of the
+    whole validation (overall_verdict: PASS needs every headline metric decided). metrics:
+    one record (dict) per row and metric, as in metrics.json. report_path: report.md."""
 
     passed: bool
     metrics: list
@@ -167,6 +200,7 @@ class ValidationResult:
     baseline: str | None = None
     verdicts: dict = field(default_factory=dict)
     equipartition: dict = field(default_factory=dict)
+    overall: str = ""
 
     def metric(self, row: str, key: str) -> dict:
         """The record of one metric of one row."""
@@ -862,6 +896,7 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
         _mark_beats_baseline(metrics, baseline)
     judged = [n for n in groups if n != baseline] or list(groups)
     passed = all(rows_passed[n] for n in judged)
+    overall = overall_verdict(metrics, baseline)
 
     plots = _plot_all(out_dir, ref, profiles)
     sections = [dict(sec) for sec in (sections or [])]
@@ -896,20 +931,20 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
                          for p in PAIRS}
     summary = summary_table(metrics, verdicts)
     report_path = out_dir / "report.md"
-    report_path.write_text(_report_md(passed, verdicts, metrics, settings, settings_info, plots, summary,
+    report_path.write_text(_report_md(overall, verdicts, metrics, settings, settings_info, plots, summary,
                                       sections))
     html_path = out_dir / "report.html"
-    html_path.write_text(_report_html(out_dir, passed, verdicts, metrics, settings, settings_info, plots,
+    html_path.write_text(_report_html(out_dir, overall, verdicts, metrics, settings, settings_info, plots,
                                       summary, sections))
     write_json_atomic(out_dir / "metrics.json", _jsonable({
-        "schema_version": SCHEMA_VERSION, "passed": passed, "rows_passed": rows_passed, "verdicts": verdicts,
+        "schema_version": SCHEMA_VERSION, "overall": overall, "passed": passed, "rows_passed": rows_passed, "verdicts": verdicts,
         "settings": settings, "provenance": _provenance_lines(settings_info),
         "reference_rdf_features": reference_numbers, "noise_floor": floors, "summary": summary,
         "equipartition": equip["data"], "metrics": metrics,
         "plots": plots + [p for sec in sections for p in sec["plots"]]}))
     return ValidationResult(passed=passed, metrics=metrics, report_path=report_path,
                             rows_passed=rows_passed, out_dir=out_dir, html_path=html_path, summary=summary,
-                            baseline=baseline, verdicts=verdicts, equipartition=equip["data"])
+                            baseline=baseline, verdicts=verdicts, equipartition=equip["data"], overall=overall)
 
 
 def _mean_seconds(rows):
@@ -1177,8 +1212,8 @@ def _metric_cells(m):
             _note(m)]
 
 
-def _verdict_lines(passed, verdicts, metrics, settings):
-    head = f"Overall: {'PASS' if passed else 'FAIL'}" + (
+def _verdict_lines(overall, verdicts, metrics, settings):
+    head = f"Overall: {overall}" + (
         f" (baseline row `{settings['baseline']}` does not count)" if settings["baseline"] else "")
     lines = []
     for name, verdict in verdicts.items():
@@ -1197,8 +1232,8 @@ def _md_table(header, rows):
             + ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows])
 
 
-def _report_md(passed, rows_passed, metrics, settings, info, plots, summary, sections) -> str:
-    head, lines = _verdict_lines(passed, rows_passed, metrics, settings)
+def _report_md(overall, rows_passed, metrics, settings, info, plots, summary, sections) -> str:
+    head, lines = _verdict_lines(overall, rows_passed, metrics, settings)
     out = ["# Validation against CP2K", "", f"**{head}**", ""] + [f"- {x}" for x in lines]
     out += ["", "## Summary", ""] + _md_table(summary["header"], summary["rows"])
     out += ["", _LEGEND, ""]
@@ -1230,7 +1265,7 @@ td:first-child,th:first-child{text-align:left}th{background:#f0f0f0}.PASS{color:
 img{max-width:100%;margin:0.5em 0}code{background:#f4f4f4}"""
 
 
-def _report_html(out_dir, passed, rows_passed, metrics, settings, info, plots, summary, sections) -> str:
+def _report_html(out_dir, overall, rows_passed, metrics, settings, info, plots, summary, sections) -> str:
     """One self-contained HTML page: the plots are embedded as base64 PNG."""
     e = html.escape
 
@@ -1251,10 +1286,10 @@ def _report_html(out_dir, passed, rows_passed, metrics, settings, info, plots, s
         data = base64.b64encode((Path(out_dir) / name).read_bytes()).decode("ascii")
         return f"<figure><img alt='{e(name)}' src='data:image/png;base64,{data}'><figcaption>{e(name)}</figcaption></figure>"
 
-    head, lines = _verdict_lines(passed, rows_passed, metrics, settings)
+    head, lines = _verdict_lines(overall, rows_passed, metrics, settings)
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Validation against CP2K</title>",
            f"<style>{_CSS}</style></head><body>", "<h1>Validation against CP2K</h1>",
-           f"<p class='{'PASS' if passed else 'FAIL'}'><b>{e(head)}</b></p><ul>"]
+           f"<p class='{overall}'><b>{e(head)}</b></p><ul>"]
     out += [f"<li>{e(x)}</li>" for x in lines] + ["</ul>", "<h2>Summary</h2>",
                                                   table(summary["header"], summary["rows"], -1),
                                                   f"<p>{e(_LEGEND)}</p>"]
