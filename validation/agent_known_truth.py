@@ -164,6 +164,16 @@ def summary(runs: list[dict], d: float) -> dict:
             "runs": runs}
 
 
+def table_rows(result: dict) -> list[str]:
+    """validation/README.md's table: per case, T_O/T_H with its standard error over the
+    runs, the prediction, and the pseudo-Hamiltonian's mean drift."""
+    rows = []
+    for name, c in result["cases"].items():
+        rows.append(f"| {name} | {c['ratio_mean']:.3f} ± {c['ratio_standard_error']:.3f} ({len(c['runs'])} runs) "
+                    f"| {c['predicted_ratio']:.3f} | {c['drift_mean_kJmol_per_ps']:+.3f} |")
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=4)
@@ -180,7 +190,7 @@ def main(argv=None):
     cases = {f"D = {args.d:g}": (args.d, None), "D = 0": (0.0, None),
              f"D = {args.d:g}, planted: O's O-H pair series f times 1 + 0.1 u (u = 2w - 1 its variable)":
                  (args.d, lambda c: c.values + 0.1 * chebyshev.chebmulx(c.values)[:len(c.values)])}
-    result = {"settings": vars(args) | {"out": str(args.out)}, "cases": {}}
+    result = {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "cases": {}}
     with tqdm(total=len(cases) * args.runs, desc="constant-D runs", unit="run") as bar:
         for name, (d, planted) in cases.items():
             runs = []

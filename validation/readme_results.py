@@ -48,10 +48,21 @@ def record(out: Path, commit: str | None = None) -> dict:
         "+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
     return {"commit": commit,
             "fit": json.loads((out / "fit" / "fit.json").read_text()),
-            "suite": json.loads((out / "suite.json").read_text()),
+            "suite": _within(json.loads((out / "suite.json").read_text()), out),
             "metrics": {"settings": metrics["settings"], "verdicts": metrics["verdicts"],
                         "summary": metrics["summary"], "equipartition": metrics["equipartition"],
                         "metrics": [{k: m[k] for k in keep} for m in metrics["metrics"]]}}
+
+
+def _within(value, out: Path):
+    """Paths under the output folder written relative to it (the record names no machine's folders)."""
+    if isinstance(value, dict):
+        return {k: _within(v, out) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_within(v, out) for v in value]
+    if isinstance(value, str) and value.startswith(str(out.resolve())):
+        return str(Path(value).relative_to(out.resolve()))
+    return value
 
 
 def results_block(rec: dict) -> str:
