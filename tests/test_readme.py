@@ -74,6 +74,9 @@ def test_study_tables_are_the_committed_results():
         assert claim in flat, f"validation/README.md does not say: {claim}"
     o, h = (100 * (chosen[f"rmse_{x}"] / free[f"rmse_{x}"] - 1) for x in "OH")
     assert_says([f"at {o:.0f}-{h:.0f} % more held-out force error than the free fit"])
+    truth = json.loads((ROOT / "validation" / "results" / "known-truth-20ps.json").read_text())
+    for row in _script("known_truth_study").table_rows(truth):
+        assert row in flat, f"validation/README.md does not have: {row}"
     constant_d = json.loads((ROOT / "validation" / "results" / "agent-known-truth.json").read_text())
     for row in _script("agent_known_truth").table_rows(constant_d):
         assert row in text, f"validation/README.md does not have: {row}"

@@ -48,6 +48,17 @@ def summarise(folder: Path) -> dict:
             "noise_floor": floor, "rows": rows, "fits": fits}
 
 
+def table_rows(summary: dict) -> list[str]:
+    """validation/README.md's table and the sentences below it, from the summary."""
+    rows = [f"| {k} | " + " | ".join(f"{v['dg'][p][0]:.2f} ± {v['dg'][p][1]:.2f}" for p in PAIRS)
+            + f" | {v['T']['O']} / {v['T']['H']} | {v['T']['translation']} / {v['T']['rotation']} / "
+            f"{v['T']['vibration']} | {v['counts']} |" for k, v in summary["rows"].items()]
+    floor, fit = summary["noise_floor"], summary["fits"]["agent"]
+    return rows + [f"(its halves differ by {floor['OO']:.2f} / {floor['OH']:.2f} / {floor['HH']:.2f})",
+                   f"The fitted charge is {fit['charge_h']:.4f} e in both modes",
+                   f"{fit['held_out_percent']['O']:.2f} % (O) and {fit['held_out_percent']['H']:.2f} % (H)"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path, help="output folder of openmm-learning validate on the SPC/Fw run")
