@@ -92,6 +92,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def validation_script(name):
+    """A validation/ script as a module (they are not a package): the studies' formatters
+    and constructions that tests compare with or reuse."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "validation" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 #: what Python, numba and pytest write for themselves
 _CACHES = {"__pycache__", ".pytest_cache", ".git"}
 

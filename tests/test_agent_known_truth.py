@@ -12,20 +12,15 @@ slow exchange between molecular translation and internal vibration), so the stud
 measures it over long runs (validation/results/agent-known-truth.json).
 """
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import openmm as mm
 import pytest
 
 from openmm_learning.openmm.integrator import LearningIntegrator
+from conftest import validation_script
 from openmm_learning.units import KB_KJMOL_K
 
-_spec = importlib.util.spec_from_file_location(
-    "agent_known_truth", Path(__file__).resolve().parents[1] / "validation" / "agent_known_truth.py")
-study = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(study)
+study = validation_script("agent_known_truth")
 
 D = 0.1
 STEPS = 200
@@ -60,14 +55,10 @@ def run_both(xtb, reciprocal, d, planted=None):
     for c in (agent, pseudo):
         c.setPositions(run.positions[-1])
         c.setVelocities(v)
-    scale = np.where(species == 0, 1 + d, 1 - d)
     h_tilde = []
     for _ in range(STEPS // 10):
         state = agent.getState(getPositions=True, getVelocities=True)
-        energy.setPositions(state.getPositions())
-        vel = state.getVelocities(asNumpy=True)._value
-        kinetic = 0.5 * np.sum(masses[:, None] * vel**2 / scale[:, None])
-        h_tilde.append(kinetic + energy.getState(getEnergy=True).getPotentialEnergy()._value)
+        h_tilde.append(study.pseudo_hamiltonian(energy, state, masses, species, d))
         agent.getIntegrator().step(10)
     pseudo.getIntegrator().step(STEPS)
     x = [c.getState(getPositions=True).getPositions(asNumpy=True)._value for c in (agent, pseudo)]

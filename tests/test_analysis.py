@@ -4,9 +4,9 @@ synthetic data whose answer is known."""
 from functools import lru_cache
 from importlib.resources import files
 
-import mdtraj
 from pathlib import Path
 
+import mdtraj
 import numpy as np
 import pytest
 

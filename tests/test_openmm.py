@@ -263,10 +263,6 @@ def test_compiled_agent_model_without_asymmetry_is_its_reciprocal_model(xtb, xtb
     """An agent model whose views agree (its remainder's series all zero) builds and applies
     the reciprocal model's forces. The series' conversion to monomials once dropped the
     zero coefficients and failed to build such a System."""
-    import dataclasses
-
-    from openmm_learning.openmm.integrator import agent_forces
-
     run, system = xtb
     reciprocal = xtb_compiled["reciprocal"]
     agent = dataclasses.replace(reciprocal, mode="agent")

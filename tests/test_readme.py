@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import tolerances as tol
+from conftest import validation_script as _script
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -64,15 +65,14 @@ def test_study_tables_are_the_committed_results():
     # the sentences about the asymmetry table
     rows = json.loads((ROOT / "validation" / "results" / "asymmetry-charges-csvr.json").read_text())["rows"]
     free, chosen = rows["free"], rows["mu=0.1"]
+    o, h = (100 * (chosen[f"rmse_{x}"] / free[f"rmse_{x}"] - 1) for x in "OH")
     flat = " ".join(text.split())
     for claim in [f"free agents pump in about {round(free['heat_per_ps'], -2):.0f} kJ/mol/ps",
                   f"O runs at {free['T_O']:.0f} K, H at {free['T_H']:.0f} K and the internal vibration freezes "
                   f"at {free['T_vibration']:.0f} K",
-                  f"held-out errors {100 * (chosen['rmse_O'] / free['rmse_O'] - 1):.0f} % (O) and "
-                  f"{100 * (chosen['rmse_H'] / free['rmse_H'] - 1):.0f} % (H) above the free fit",
+                  f"held-out errors {o:.0f} % (O) and {h:.0f} % (H) above the free fit",
                   f"about {chosen['net_force']:.0f} kJ/mol/nm (the free fit: {round(free['net_force'], -2):.0f};"]:
         assert claim in flat, f"validation/README.md does not say: {claim}"
-    o, h = (100 * (chosen[f"rmse_{x}"] / free[f"rmse_{x}"] - 1) for x in "OH")
     assert_says([f"at {o:.0f}-{h:.0f} % more held-out force error than the free fit"])
     truth = json.loads((ROOT / "validation" / "results" / "known-truth-20ps.json").read_text())
     for row in _script("known_truth_study").table_rows(truth):
@@ -87,16 +87,6 @@ def test_study_tables_are_the_committed_results():
     from openmm_learning.losses.fit import FitSettings
 
     assert f"mu = {FitSettings.asymmetry_mu:g} (`FitSettings.asymmetry_mu`)" in " ".join(text.split())
-
-
-def _script(name):
-    """A validation/ script as a module (they are not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "validation" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_example_results_are_the_committed_record():

@@ -89,6 +89,16 @@ def constant_asymmetry_systems(reciprocal, species, molecules, box, d, planted=N
     return agent_system, pseudo_system
 
 
+def pseudo_hamiltonian(energy: mm.Context, state, masses, species, d) -> float:
+    """K_O/(1 + D) + K_H/(1 - D) + U (kJ/mol) at a state of the agent run; energy: a
+    Context of the pseudo-Hamiltonian System, whose potential is U."""
+    energy.setPositions(state.getPositions())
+    v = state.getVelocities(asNumpy=True)._value
+    scale = np.where(np.asarray(species) == 0, 1 + d, 1 - d)
+    kinetic = 0.5 * np.sum(masses[:, None] * v**2 / scale[:, None])
+    return kinetic + energy.getState(getEnergy=True).getPotentialEnergy()._value
+
+
 def species_langevin(species, d, friction_per_ps=5.0):
     """BAOAB Langevin applying the agent forces, O at T (1 + D) and H at T (1 - D)."""
     integ = mm.CustomIntegrator(DT_PS)
@@ -135,19 +145,16 @@ def one_run(reciprocal, run, system, d, seed, langevin_ps, ps, planted=None) -> 
     both.setCurrentIntegrator(0)
     both.step(int(round(langevin_ps / DT_PS)))
     both.setCurrentIntegrator(1)
-    scale = np.where(species == 0, 1 + d, 1 - d)
     o = species == 0
     rows = []
     for _ in range(int(round(ps / DT_PS)) // REPORT_STEPS):
         both.step(REPORT_STEPS)
         state = context.getState(getPositions=True, getVelocities=True)
-        energy.setPositions(state.getPositions())
         v = state.getVelocities(asNumpy=True)._value
         twice_kinetic = masses[:, None] * v**2
-        u = energy.getState(getEnergy=True).getPotentialEnergy()._value
         rows.append((twice_kinetic[o].sum() / (3 * o.sum() * KB_KJMOL_K),
                      twice_kinetic[~o].sum() / (3 * (~o).sum() * KB_KJMOL_K),
-                     0.5 * np.sum(twice_kinetic / scale[:, None]) + u))
+                     pseudo_hamiltonian(energy, state, masses, species, d)))
     r = np.array(rows)
     t = np.arange(len(r)) * REPORT_STEPS * DT_PS
     return {"seed": seed, "T_O": float(r[:, 0].mean()), "T_H": float(r[:, 1].mean()),
