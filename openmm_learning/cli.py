@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from .workflow import EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS
+
 
 def _number(kind, least, strict):
     """An argparse type: a `kind` number >= least (> least when strict), checked before any work."""
@@ -226,8 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("example", help="fit, simulate and validate on the bundled CP2K water run")
     e.add_argument("--out", type=_out_dir, default="output", help="output folder (default: output)")
-    e.add_argument("--ps", type=_positive, default=10.0, help="picoseconds of dynamics per run")
-    e.add_argument("--seeds", type=_count, default=3, help="independent runs per row (default 3)")
+    e.add_argument("--ps", type=_positive, default=EXAMPLE_PS, help=f"picoseconds of dynamics per run "
+                   f"(default {EXAMPLE_PS:g}, the first {EXAMPLE_ROW_CUT_PS:g} cut)")
+    e.add_argument("--seeds", type=_count, default=EXAMPLE_SEEDS,
+                   help=f"independent runs per row (default {EXAMPLE_SEEDS})")
     e.add_argument("--seed", type=int, default=1, help="random seed of the first run (default 1)")
     e.add_argument("--platform", default="CPU", help="OpenMM platform (CPU, CUDA, OpenCL, Reference)")
     e.set_defaults(func=_example)

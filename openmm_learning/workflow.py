@@ -57,7 +57,8 @@ def fit_run(run_dir, out_dir, modes=("agent", "reciprocal"), settings: FitSettin
 def simulate_run(model_path, run_dir, out_dir, *, ps: float, frame: int = -1, platform="CPU",
                  collision_time_ps=None, progress=True, allow_truncated=False, langevin_ps=2.0, seed=1,
                  thermostat="csvr", committee=(), max_deviation=None, stop_above_deviation=False):
-    """Learning dynamics of a model from one frame of a CP2K run, at the run's state, after
+    """Learning dynamics of a model from one frame of a CP2K run, at the run's state and
+    masses (a heavy-hydrogen run's H mass goes with its long step), after
     langevin_ps of Langevin equilibration (CP2K frames of global-thermostat runs are out of
     equipartition, which a global thermostat would keep). CSVR takes the run's own time
     constant when the run used CSVR. committee: model files whose spread is recorded
@@ -81,7 +82,7 @@ def simulate_run(model_path, run_dir, out_dir, *, ps: float, frame: int = -1, pl
                     out_dir=out_dir, platform=platform, collision_time_ps=collision_time_ps, thermostat=thermostat,
                     progress=progress, equilibration_ps=langevin_ps, seed=seed, replica=run.replica,
                     committee=[LossModel.load(p) for p in committee], max_deviation=max_deviation,
-                    stop_above_deviation=stop_above_deviation)
+                    stop_above_deviation=stop_above_deviation, masses_amu=run.settings.masses_amu)
 
 
 def validate_simulations(reference_dir, simulations: dict, out_dir, *, equilibration_ps=None,
@@ -98,18 +99,35 @@ def validate_simulations(reference_dir, simulations: dict, out_dir, *, equilibra
                           extra_info=extra_info, allow_truncated=allow_truncated, thresholds=thresholds)
 
 
-def run_example(out_dir="output", *, ps=10.0, seeds=3, first_seed=1, platform="CPU", run_dir=None, progress=True):
-    """The main job on a CP2K run (default: the bundled xTB water): the validation suite.
+#: the example's reference: the bundled equilibrium (Langevin) xTB run, in equipartition
+#: after its first ps (its README); a CSVR run's frames are out of it (validation/README.md)
+EXAMPLE_REFERENCE = "water64-xtb-langevin-300K"
+EXAMPLE_EQUILIBRATION_PS = 1.0
+#: runs per row and their length (ps), and what is cut from each: many independent runs
+#: give the rows' errors degrees of freedom (Student's t of 2 runs is 12.7, of 8 runs
+#: 2.4); a run relaxes from its reference frame to the model's own structure over the
+#: first ps (validation/README.md)
+EXAMPLE_SEEDS, EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_LANGEVIN_PS = 8, 10.0, 2.0, 1.0
+
+
+def run_example(out_dir="output", *, ps=EXAMPLE_PS, seeds=EXAMPLE_SEEDS, first_seed=1, platform="CPU", run_dir=None,
+                progress=True, equilibration_ps=None):
+    """The main job on a CP2K run (default: the bundled equilibrium xTB water, its first
+    ps cut): the validation suite.
 
     Fit both modes on every frame, learning curve, agent sensitivity, `seeds` runs of ps of
-    OpenMM dynamics per learned mode and for the SPC/Fw baseline (each after 2 ps of
-    Langevin equilibration), velocity recordings, comparison with CP2K.
+    OpenMM dynamics per learned mode and for the SPC/Fw baseline (each after 1 ps of
+    Langevin equilibration, its first 2 ps cut) at the reference's timestep and masses,
+    comparison with CP2K.
     Layout: OUT/fit/, OUT/learning-curve/, OUT/agents/, OUT/sim-{agent,reciprocal,spcfw}/,
     OUT/validation/ (report.html, report.md, metrics.json, plots). Finished stages are not redone.
     """
     from .validation.suite import run_validation
 
-    run_dir = Path(run_dir) if run_dir else example_run_dir()
-    return run_validation(run_dir, out_dir, ps=ps, seeds=seeds, first_seed=first_seed, platform=platform,
-                          progress=progress,
+    if run_dir is None:
+        run_dir = example_run_dir(EXAMPLE_REFERENCE)
+        equilibration_ps = EXAMPLE_EQUILIBRATION_PS if equilibration_ps is None else equilibration_ps
+    return run_validation(Path(run_dir), out_dir, ps=ps, seeds=seeds, first_seed=first_seed, platform=platform,
+                          progress=progress, equilibration_ps=equilibration_ps, langevin_ps=EXAMPLE_LANGEVIN_PS,
+                          row_equilibration_ps=EXAMPLE_ROW_CUT_PS, report_interval=20, learning_curve_sizes=3,
                           report_dir=Path(out_dir) / "validation")

@@ -1,5 +1,6 @@
 """Learning-dynamics runs: files, resume after an interruption, blow-up guard."""
 
+import json
 from functools import partial
 
 import mdtraj
@@ -198,3 +199,23 @@ def test_default_agent_model_keeps_every_kind_of_motion_near_the_target(xtb, xtb
     hot = kind_temperatures(xtb_models["agent"], xtb, tmp_path / "free", 2.0)  # free agents, same frames
     print("free agents, kinetic temperatures (K):", {k: round(v) for k, v in hot.items()})
     assert max(abs(t - 300.0) for t in hot.values()) > KIND_BOUND_K, hot
+
+
+
+def test_a_heavy_hydrogen_run_keeps_its_masses(xtb, xtb_models, tmp_path):
+    """A learned model run from the bundled Langevin reference at its 1.5 fs step with its
+    4 amu hydrogen (workflow.simulate_run takes both from the CP2K input): the recorded
+    summary says so and the H atoms' kinetic temperature, computed with the System's
+    masses, sits at 300 K. Planted: a run with standard masses records 1.008 amu."""
+    from openmm_learning.io.water_run import example_run_dir
+    from openmm_learning.workflow import simulate_run
+
+    model = tmp_path / "reciprocal.json"
+    xtb_models["reciprocal"].save(model)
+    simulate_run(model, example_run_dir("water64-xtb-langevin-300K"), tmp_path / "heavy", ps=0.6, langevin_ps=0.3,
+                 progress=False)
+    summary = json.loads((tmp_path / "heavy" / "summary.json").read_text())
+    assert summary["hydrogen_mass_amu"] == 4.0 and summary["timestep_ps"] == 0.0015
+    assert 240 < np.mean(read_state_log(tmp_path / "heavy" / "state.csv")["T_H_K"]) < 360
+    light = run_steps(xtb_models["reciprocal"], xtb, tmp_path / "light", 20)
+    assert json.loads((light.out_dir / "summary.json").read_text())["hydrogen_mass_amu"] == pytest.approx(1.00794)

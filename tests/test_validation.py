@@ -3,6 +3,7 @@ liquids and a planted equipartition failure fail, a too-short reference is incon
 and the report, plots and metrics.json are written."""
 
 import json
+import math
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -466,3 +467,44 @@ def test_overall_verdict_needs_every_headline_metric_decided():
                            None) == "FAIL"
     assert overall_verdict(base, baseline="SPC/Fw") == "FAIL"  # a baseline alone is judged
     assert EXIT_CODES == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 3}
+
+
+def test_a_langevin_heavy_hydrogen_reference_compares_what_it_shares(tmp_path):
+    """The bundled equilibrium reference ran Langevin dynamics with 4 amu hydrogen: rows of
+    the same masses are judged on structure and temperatures; diffusion only against
+    another Langevin run (friction slows it), spectra not at all (the band windows are light
+    water's), a row of light hydrogen not on dynamics. Its blocks are 0.5 ps long (10
+    blocks of its 5 ps), a CSVR run keeps n_blocks."""
+    name = "water64-xtb-langevin-300K"
+    d = DATA / name
+    run = read_cp2k_run(pos=d / f"{name}-pos-1.xyz.xz", vel=d / f"{name}-vel-1.xyz.xz",
+                        inp=d / f"{name}.inp", require_forces=False)
+    assert run.settings.masses_amu["H"] == 4.0 and run.settings.thermostat == "LANGEVIN"
+    traj = mdtraj.Trajectory(run.positions, mdtraj_topology(run.n_atoms // 3), time=run.times_ps,
+                             unitcell_lengths=run.box_nm, unitcell_angles=np.full((run.n_frames, 3), 90.0))
+    traj = traj[traj.time >= 1.0 - 1e-9]
+    h = traj.n_frames // 2
+    heavy = dict(hydrogen_mass_amu=4.0, velocities=run.velocities[-h:], velocity_dt_ps=0.003)
+    res = validate(Row(traj, thermostat="LANGEVIN", **heavy),
+                   {"csvr": Row(traj[h:], thermostat="csvr", **heavy),
+                    "langevin": Row(traj[h:], thermostat="LANGEVIN", **heavy),
+                    "light": Row(traj[h:], thermostat="LANGEVIN")}, out_dir=tmp_path)
+    assert "ran Langevin dynamics" in res.metric("csvr", "diffusion.log_ratio")["note"]
+    assert "Langevin" not in res.metric("langevin", "diffusion.log_ratio")["note"]
+    assert "hydrogen masses differ" in res.metric("light", "diffusion.log_ratio")["note"]
+    for band in ("libration", "bend"):
+        m = res.metric("langevin", f"vacf.{band}_band")
+        assert m["outcome"] == "n/a" and "light water" in m["note"], m
+    assert res.metric("csvr", "rdf_OO.first_peak_height")["outcome"] != "n/a"
+    settings = json.loads((tmp_path / "metrics.json").read_text())["settings"]
+    assert settings["reference_uncertainty_from"] == "10 blocks of one run"
+    assert settings["rows"]["csvr"]["uncertainty_from"] == "4 blocks of one run"
+
+
+def test_a_value_without_its_uncertainty_decides_nothing():
+    """A feature measured in one run or block only has no error bar: inconclusive, never
+    a pass or a fail on the value alone (a planted value far past the threshold)."""
+    for value in (0.001, 5.0):
+        rec = validation._judge({"metric": "rdf_OH.coordination_number", "value": value, "uncertainty": math.nan,
+                                 "row_value": 1.0, "reference_value": 1.0}, {"max": 0.2}, 0.95, 30)
+        assert rec["outcome"] == "inconclusive" and "undecided" in rec["note"], rec

@@ -345,6 +345,15 @@ def add_forces(model: LossModel, system: mm.System, species_codes, molecules, bo
     return system
 
 
+def set_masses(system: mm.System, species_codes, masses_amu: dict | None) -> mm.System:
+    """Give every particle the mass of its element in masses_amu (amu; e.g. a CP2K run's
+    &KIND MASS, heavy hydrogen for a long step); None keeps the System's masses."""
+    if masses_amu:
+        for i, s in enumerate(np.asarray(species_codes)):
+            system.setParticleMass(i, float(masses_amu[SPECIES[s]]))
+    return system
+
+
 def create_system(model: LossModel, species_codes, molecules, box_nm,
                   ewald_tolerance=EWALD_TOLERANCE) -> mm.System:
     """An openmm.System executing `model` for a water box (arrays in nm; see

@@ -15,9 +15,9 @@ from openmm import app, unit
 from tqdm.auto import tqdm
 
 from ..io.atomic import write_json_atomic
-from ..io.topology import openmm_topology
+from ..io.topology import SPECIES_INDEX, openmm_topology
 from ..losses.model import LossModel
-from .forces import create_system
+from .forces import create_system, set_masses
 from .integrator import LearningIntegrator
 from .reporters import (AtomicCheckpointReporter, BlowUpGuard, CommitteeReporter, ExtrapolationReporter,
                         SimulationError, StateLogReporter)
@@ -60,7 +60,8 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
              system: mm.System | None = None, name: str | None = None,
              equilibration_ps: float = 0.0, equilibration_friction_per_ps: float = 5.0,
              replica: int = 1, thermostat: str = "csvr", committee=(), committee_interval: int | None = None,
-             max_deviation: float | None = None, stop_above_deviation: bool = False) -> SimulationResult:
+             max_deviation: float | None = None, stop_above_deviation: bool = False,
+             masses_amu: dict | None = None) -> SimulationResult:
     """Run `steps` of learning dynamics from one frame (nm, nm/ps) and write to out_dir.
 
     An app.Simulation with the package's reporters (openmm.reporters): blow-up guard,
@@ -82,7 +83,9 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     committee: models (fit --committee) whose force deviation is written to committee.csv
     every committee_interval steps (default 10 reports: 5 extra force evaluations in numba
     per report); above max_deviation (kJ/mol/nm) a warning, or with stop_above_deviation a
-    SimulationError that stops the run.
+    SimulationError that stops the run. masses_amu: element -> mass (amu) for every atom,
+    e.g. a CP2K run's (`Cp2kSettings.masses_amu`: heavy hydrogen for a 1.5 fs step); None
+    keeps the standard masses. summary.json records the hydrogen mass.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -95,6 +98,7 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     label = name or mode
     if system is None:
         system = create_system(model, species, molecules, box_nm)
+    set_masses(system, species, masses_amu)
     integrator = LearningIntegrator(temperature_k, timestep_ps, collision_time_ps,
                                     agent_species=species if mode == "agent" else None,
                                     n_atoms=len(species), seed=seed, thermostat=thermostat)
@@ -152,9 +156,15 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     summary.update(mode=mode, name=label, temperature_target_K=temperature_k, timestep_ps=timestep_ps,
                    platform=platform, collision_time_ps=integrator.collision_time_ps,
                    chain_length=integrator.chain_length, thermostat=thermostat, seed=seed, equilibration_ps=equilibration_ps,
-                   equilibration_friction_per_ps=equilibration_friction_per_ps, replica=replica)
+                   equilibration_friction_per_ps=equilibration_friction_per_ps, replica=replica,
+                   hydrogen_mass_amu=_hydrogen_mass(system, species))
     write_json_atomic(out / "summary.json", summary)
     return result
+
+
+def _hydrogen_mass(system, species) -> float:
+    h = int(np.flatnonzero(species == SPECIES_INDEX["H"])[0])
+    return float(system.getParticleMass(h).value_in_unit(unit.dalton))
 
 
 def _start(system, mode, species, positions, velocities, temperature_k, timestep_ps, seed,

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import write_json_atomic
+from ..units import MASSES_AMU
 from . import analysis
 
 PAIRS = ("OO", "OH", "HH")
@@ -162,7 +163,9 @@ class Row:
     with velocity_times_ps the equilibration cut applies to them too, without they are
     used whole (e.g. a recording made after the run). kinetic: {kind: (n,) K} for the
     kinds of analysis.KINETIC_KINDS at kinetic_times_ps. hydrogen_mass_amu: the run's H
-    mass (dynamics compare only between equal masses). heat_per_ps: heat the thermostat
+    mass (dynamics compare only between equal masses). thermostat: the run's (CP2K's
+    name or the summary's); Langevin friction on every atom slows diffusion, so a
+    Langevin run's diffusion compares only with another's. heat_per_ps: heat the thermostat
     removes (kJ/mol/ps); net_force: mean |sum of all forces| (kJ/mol/nm).
     temperature_atoms: how many atoms the temperature series is of, when not traj's (a
     CP2K cell used as its periodic replica: fluctuations scale as 1/sqrt(atoms)).
@@ -181,6 +184,7 @@ class Row:
     kinetic_times_ps: np.ndarray | None = None
     hydrogen_mass_amu: float = 1.00794
     temperature_atoms: int | None = None
+    thermostat: str | None = None
 
 
 @dataclass
@@ -347,8 +351,8 @@ class _Profile:
     else contiguous blocks of the one run)."""
 
     def __init__(self, runs: list, n_blocks, r_max, n_bins, vacf_lag_ps=None, diffusion_window=None,
-                 heat_per_ps=None, net_force=None, hydrogen_mass_amu=None, temperature_atoms=None):
-        self.runs, self.n_blocks = runs, n_blocks
+                 heat_per_ps=None, net_force=None, hydrogen_mass_amu=None, temperature_atoms=None, thermostat=None):
+        self.runs, self.n_blocks, self.thermostat = runs, n_blocks, thermostat
         self.temperature_atoms = temperature_atoms or runs[0].traj.n_atoms
         self.heat_per_ps, self.net_force, self.hydrogen_mass_amu = heat_per_ps, net_force, hydrogen_mass_amu
         self.seeds = len(runs)
@@ -559,13 +563,28 @@ def _masses_differ(row, ref):
     return ""
 
 
+def _langevin(profile) -> bool:
+    return "langevin" in str(profile.thermostat or "").lower()
+
+
+def _dynamics_differ(row, ref) -> str:
+    """Why the row's diffusion cannot be compared with the reference's ("" when it can)."""
+    if _masses_differ(row, ref):
+        return _masses_differ(row, ref)
+    if _langevin(row) != _langevin(ref):
+        which = "reference" if _langevin(ref) else "row"
+        return (f"the {which} ran Langevin dynamics (friction on every atom slows diffusion), the other did not: "
+                "their diffusion does not compare")
+    return ""
+
+
 def _diffusion_record(row, ref):
     key = "diffusion.log_ratio"
     box_row, box_ref = np.mean(row.traj.unitcell_lengths, axis=0), np.mean(ref.traj.unitcell_lengths, axis=0)
     if not np.allclose(box_row, box_ref, rtol=1e-3):
         return _na(key, "boxes differ: diffusion depends on the box size (Yeh-Hummer), compare equal boxes")
-    if _masses_differ(row, ref):
-        return _na(key, _masses_differ(row, ref))
+    if _dynamics_differ(row, ref):
+        return _na(key, _dynamics_differ(row, ref))
     a, b = row.diffusion, ref.diffusion
     if not np.isfinite(b["value"]):
         return _na(key, f"reference {b['why']}")
@@ -626,6 +645,10 @@ def _spectrum_records(row, ref):
         if _masses_differ(row, ref):
             out.append(_na(key, _masses_differ(row, ref)))
             continue
+        if abs(ref.hydrogen_mass_amu - MASSES_AMU["H"]) > 0.01:
+            out.append(_na(key, f"hydrogen mass {ref.hydrogen_mass_amu:g} amu: the band windows "
+                                f"({lo:g}-{hi:g} cm^-1) are those of light water"))
+            continue
         resolution = _spectral_resolution_cm1(row.spectrum["lag_ps"])
         if resolution > (hi - lo) / 2:
             out.append(_na(key, f"velocity series allow a VACF lag of {1000 * row.spectrum['lag_ps']:.3g} fs only: "
@@ -672,7 +695,7 @@ def _judge(rec, spec, confidence, family: int = 1):
     """Fill threshold, kind, outcome, passed and note into rec.
 
     outcome: "pass" when value +- z sigma lies inside the threshold, "fail" when value
-    +- z_fail sigma lies outside, "inconclusive" otherwise; z is Student's t quantile of
+    +- z_fail sigma lies outside, "inconclusive" otherwise or when sigma is unknown; z is Student's t quantile of
     the two-sided `confidence` for the record's degrees of freedom (few blocks or runs
     widen the interval). A row fails when any of its `family` metrics fails, so a fail
     decision must hold with all of them looked at, or a row of good metrics fails by
@@ -730,9 +753,10 @@ def _judge(rec, spec, confidence, family: int = 1):
     thr = float(spec[kind])
     v, sigma = float(rec["value"]), rec["uncertainty"]
     notes = []
-    if sigma is None or not np.isfinite(sigma):
+    unknown = sigma is None or not np.isfinite(sigma)
+    if unknown:  # e.g. a feature found in one run or block only: a value without its noise decides nothing
         sigma = 0.0
-        notes.append("uncertainty unknown: decided on the value alone")
+        notes.append("uncertainty unknown (fewer than two runs or blocks gave a value): undecided")
     # interval: [the fail test's lower end, the pass test's upper end] for "max", the
     # other way round for "min"; equal z's when family is 1
     if kind == "max":
@@ -743,6 +767,8 @@ def _judge(rec, spec, confidence, family: int = 1):
         lo, hi = v - z * sigma, v + z_fail * sigma
         outcome = "pass" if lo >= thr else "fail" if hi < thr else "inconclusive"
         shown = f"value - {z:.2f}σ, value + {z_fail:.2f}σ = [{lo:.3g}, {hi:.3g}] against min {thr:.3g}"
+    if unknown:
+        outcome = "inconclusive"
     rec.update({"threshold": thr, "kind": kind, "outcome": outcome, "interval": [lo, hi], "z": z,
                 "z_fail": z_fail, "family": family, "passed": {"pass": True, "fail": False}.get(outcome)})
     rec["note"] = "; ".join([shown] + notes)
@@ -847,8 +873,17 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
     lag = vacf_lag(with_v, VACF_MAX_LAG_PS) if with_v else None
 
     def profile(runs, first: Row):
-        return _Profile(runs, n_blocks, r_max, n_bins, lag, window, first.heat_per_ps, first.net_force,
-                        first.hydrogen_mass_amu, first.temperature_atoms)
+        blocks = n_blocks
+        if len(runs) == 1 and _langevin(first):
+            # Langevin friction on every degree of freedom: block errors of the bundled
+            # reference level off by 0.3 ps blocks (validation/README.md), so blocks of
+            # min_block_ps give its errors more degrees of freedom
+            n = runs[0].traj.n_frames
+            covered = runs[0].span_ps * n / max(n - 1, 1)  # each frame stands for one spacing
+            blocks = max(n_blocks, min(int(cfg.get("max_blocks", n_blocks)),
+                                       int(covered / float(cfg.get("min_block_ps", math.inf)) + 1e-9)))
+        return _Profile(runs, blocks, r_max, n_bins, lag, window, first.heat_per_ps, first.net_force,
+                        first.hydrogen_mass_amu, first.temperature_atoms, first.thermostat)
 
     ref = profile([ref_run], ref_row)
     # Noise floor: the first half of the reference against its second half.
@@ -914,6 +949,7 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
                  for n, p in [("reference", ref)] + list(profiles.items())}
     settings = {
         "reference_frames": ref.traj.n_frames, "reference_span_ps": ref.duration_ps,
+        "reference_uncertainty_from": ref.part_kind,
         "reference_equilibration_cut_ps": equilibration_ps, "row_equilibration_cut_ps": row_equilibration_ps,
         "rows": {n: {"runs": p.seeds, "frames": sum(r.traj.n_frames for r in p.runs), "span_ps": p.duration_ps,
                      "uncertainty_from": p.part_kind} for n, p in profiles.items()},

@@ -36,6 +36,7 @@ from ..io.water_run import default_equilibration_ps, load_water_run, trajectory_
 from ..losses.fit import FitSettings, file_hashes, fit_modes, force_errors, learning_curve, sha256_of
 from ..losses.model import CHANNEL_KEYS, CSVR_TIME_PS, LossModel
 from ..openmm.reporters import SimulationError
+from ..units import MASSES_AMU
 from . import analysis
 
 BASELINE_NAME = "SPC/Fw"
@@ -325,7 +326,7 @@ def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Pat
     stamp = {"model_sha256": sha256_of(model_path) if model_path else "SPC/Fw", "project": run.project,
              "start_step": int(run.steps[frame]), "temperature_K": run.settings.temperature_k,
              "timestep_ps": run.settings.timestep_ps, "report_interval": report_interval, "seed": seed,
-             "equilibration_ps": equilibration_ps}
+             "equilibration_ps": equilibration_ps, "masses_amu": run.settings.masses_amu}
     if (out / STAMP).exists() and not _stage_done(out, stamp):
         _say(progress, f"{name}: {out} was made from other inputs; starting it again")
         shutil.rmtree(out)
@@ -337,7 +338,7 @@ def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Pat
                     temperature_k=run.settings.temperature_k, timestep_ps=dt, steps=int(round(ps / dt)),
                     out_dir=out, platform=platform, report_interval=report_interval, progress=progress,
                     seed=seed, equilibration_ps=equilibration_ps, replica=run.replica,
-                    collision_time_ps=run.settings.csvr_time_ps, **extra)
+                    collision_time_ps=run.settings.csvr_time_ps, masses_amu=run.settings.masses_amu, **extra)
 
 
 def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSystem, *, ps=2.0, interval=5,
@@ -352,7 +353,7 @@ def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSyst
     from openmm import app
 
     from ..io.topology import openmm_topology
-    from ..openmm.forces import create_system
+    from ..openmm.forces import create_system, set_masses
     from ..openmm.reporters import VelocityReporter
     from ..openmm.spcfw import spcfw_system
 
@@ -367,6 +368,7 @@ def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSyst
         system_mm = create_system(LossModel.load(model_path), system.species, system.molecules, run.box_nm[0])
     else:
         system_mm = spcfw_system(len(system.molecules), run.box_nm[0])
+    set_masses(system_mm, system.species, run.settings.masses_amu)
     integ = _integrator(summary, system.species, run.settings.temperature_k, dt)
     sim = app.Simulation(openmm_topology(len(system.molecules), run.box_nm[0]), system_mm, integ,
                          mm.Platform.getPlatformByName(platform))
@@ -396,7 +398,8 @@ def row_of(sim_dir):
     traj.time = log["time_ps"][: len(traj)]
     s = json.loads((sim_dir / "summary.json").read_text()) if (sim_dir / "summary.json").exists() else {}
     row = Row(traj, temperature=log["temperature_K"], temperature_times_ps=log["time_ps"],
-              seconds_per_step=s.get("seconds_per_step"))
+              seconds_per_step=s.get("seconds_per_step"), hydrogen_mass_amu=s.get("hydrogen_mass_amu", MASSES_AMU["H"]),
+              thermostat=s.get("thermostat"))
     if all(f"T_{k}_K" in log for k in KINETIC_KINDS):
         row.kinetic, row.kinetic_times_ps = {k: log[f"T_{k}_K"] for k in KINETIC_KINDS}, log["time_ps"]
     row.heat_per_ps, row.net_force = s.get("heat_per_ps"), s.get("mean_net_force")
@@ -413,6 +416,7 @@ def reference_row(run: Cp2kRun, equilibration_ps: float):
 
     masses = run.masses_amu()
     row = Row(trajectory_of(run), hydrogen_mass_amu=float(masses[np.array(run.elements) == "H"][0]),
+              thermostat=run.settings.thermostat if run.settings else None,
               temperature_atoms=run.n_atoms // run.replica**3)  # CP2K's temperature is of its own cell
     t0 = run.times_ps[0] + equilibration_ps - 1e-9
     if run.energies is not None:
@@ -521,7 +525,7 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
                 simulate_stage(name, path, run, system, seed_dir, ps=ps, platform=platform,
                                report_interval=report_interval, progress=progress, frame=frame,
                                seed=first_seed + k, equilibration_ps=langevin_ps)
-                if run.velocities is not None and velocity_ps:  # spectra compare with the reference's
+                if run.velocities is not None and velocity_ps and _light_water(run):  # spectra compare with the reference's
                     record_velocities(seed_dir, path, run, system, ps=velocity_ps, interval=velocity_interval,
                                       platform=platform, progress=progress)
             except SimulationError as e:  # a result about the model, judged as stability.blow_ups
@@ -556,6 +560,11 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
         "equilibration_ps": eq, "row_equilibration_ps": row_equilibration_ps, "ps": ps,
         "report": os.path.relpath(result.html_path, out)})
     return result
+
+
+def _light_water(run: Cp2kRun) -> bool:
+    """Standard hydrogen mass: the spectral band windows are those of light water."""
+    return abs(run.settings.masses_amu["H"] - MASSES_AMU["H"]) < 0.01
 
 
 def _thermostat_text(summary: dict) -> str:
@@ -625,7 +634,12 @@ def _provenance(run, eq, row_eq, train_steps, fitted, models, folders, baseline,
                      f"{run.settings.temperature_k:g} K, {langevin_ps:g} ps of Langevin (5/ps) equilibration, "
                      f"then {ps:g} ps of learning dynamics (CSVR, time constant "
                      f"{1000 * (s.csvr_time_ps or CSVR_TIME_PS):g} fs)")
-    if velocity_ps and run.velocities is not None:
+        cell = (f"the {run.replica}x{run.replica}x{run.replica} replica of the CP2K cell" if run.replica > 1
+                else "the CP2K cell itself")
+        lines.append(f"every row runs under the reference's protocol: its box ({cell}, "
+                     f"{' x '.join(f'{b:.4f}' for b in run.box_nm[-1])} nm), timestep {s.timestep_ps * 1000:g} fs and "
+                     f"masses (H {s.masses_amu['H']:g}, O {s.masses_amu['O']:g} amu)")
+    if velocity_ps and run.velocities is not None and _light_water(run):
         lines.append(f"spectra: CP2K velocities from the vel file; OpenMM velocities recorded for {velocity_ps:g} ps "
                      f"after each run, every {velocity_interval} steps")
     if baseline:
