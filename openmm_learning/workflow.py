@@ -115,7 +115,8 @@ def run_example(out_dir="output", *, ps=EXAMPLE_PS, seeds=EXAMPLE_SEEDS, first_s
     """The main job on a CP2K run (default: the bundled equilibrium xTB water, its first
     ps cut): the validation suite.
 
-    Fit both modes on every frame, learning curve, agent sensitivity, `seeds` runs of ps of
+    Fit both modes on every 2nd frame (compiled to Chebyshev series: the same held-out error,
+    2-4x faster dynamics than splines; benchmarks/README.md), learning curve, agent sensitivity, `seeds` runs of ps of
     OpenMM dynamics per learned mode and for the SPC/Fw baseline (each after 1 ps of
     Langevin equilibration, its first 2 ps cut) at the reference's timestep and masses,
     comparison with CP2K.
@@ -130,4 +131,5 @@ def run_example(out_dir="output", *, ps=EXAMPLE_PS, seeds=EXAMPLE_SEEDS, first_s
     return run_validation(Path(run_dir), out_dir, ps=ps, seeds=seeds, first_seed=first_seed, platform=platform,
                           progress=progress, equilibration_ps=equilibration_ps, langevin_ps=EXAMPLE_LANGEVIN_PS,
                           row_equilibration_ps=EXAMPLE_ROW_CUT_PS, report_interval=20, learning_curve_sizes=3,
+                          fit_settings=FitSettings(basis="chebyshev", frame_stride=2),
                           report_dir=Path(out_dir) / "validation")

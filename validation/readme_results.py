@@ -72,7 +72,7 @@ def results_block(rec: dict) -> str:
              f"(its record: `validation/results/example.json`): reference "
              f"{suite['reference']}, {s['reference_span_ps']:.2f} ps after its {s['reference_equilibration_cut_ps']:.2f} ps "
              f"cut; each row {suite['seeds']} runs of {suite['ps']:g} ps (after {suite['langevin_ps']:g} ps of Langevin "
-             f"each) from CP2K "
+             f"each, their first {suite.get('row_equilibration_ps', 0):g} ps cut) from CP2K "
              f"frames {', '.join(map(str, suite['start_frames']))}; z from Student's t at "
              f"{100 * s['confidence']:g} % confidence"
              + ("; fail decisions family-wise over each row's judged metrics." if s.get("family_wise_fail")

@@ -77,6 +77,9 @@ class FitSettings:
     #: instead of table lookups; chebyshev_model), of pair_degree for intermolecular pairs
     #: and own_degree for the bonds and the angle
     basis: str = "spline"
+    #: fit on every n-th frame of the training steps (the validation suite): CP2K frames a
+    #: few fs apart nearly repeat each other, so n = 2 halves the cost and keeps the error
+    frame_stride: int = 1
     pair_degree: int = 16
     own_degree: int = 16
     #: agent mode: the range (nm) of the asymmetry between the O and H views of a pair

@@ -61,7 +61,7 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
              equilibration_ps: float = 0.0, equilibration_friction_per_ps: float = 5.0,
              replica: int = 1, thermostat: str = "csvr", committee=(), committee_interval: int | None = None,
              max_deviation: float | None = None, stop_above_deviation: bool = False,
-             masses_amu: dict | None = None) -> SimulationResult:
+             masses_amu: dict | None = None, system_mode: str = "reciprocal") -> SimulationResult:
     """Run `steps` of learning dynamics from one frame (nm, nm/ps) and write to out_dir.
 
     An app.Simulation with the package's reporters (openmm.reporters): blow-up guard,
@@ -75,7 +75,8 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     cannot repair a start out of equipartition (e.g. a CP2K frame of a CSVR run).
     Atoms must be in O H H order per molecule (molecules[i] = 3i, 3i+1, 3i+2).
     system: a ready conservative openmm.System to run instead of the model's (e.g. the
-    SPC/Fw baseline; model may then be None), with the reciprocal-mode integrator;
+    SPC/Fw baseline; model may then be None), with the integrator of system_mode ("agent":
+    force group forces.ANTISYMMETRIC_GROUP added on O and subtracted on H atoms);
     name labels it in the progress bar and summary.json. replica: the box is the n x n x n
     periodic replica of a CP2K cell (recorded in summary.json). thermostat: "csvr" (CP2K's
     stochastic velocity rescaling, the default) or "nose-hoover" (the chain of
@@ -94,7 +95,7 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     if not np.array_equal(molecules.reshape(-1), np.arange(len(species))):
         raise ValueError("atoms must be in O H H order per molecule; reorder the frame first")
     box_nm = np.asarray(box_nm, float)
-    mode = model.mode if system is None else "reciprocal"
+    mode = model.mode if system is None else system_mode
     label = name or mode
     if system is None:
         system = create_system(model, species, molecules, box_nm)

@@ -75,6 +75,7 @@ METRICS.update({
 for _k in KINDS:
     METRICS[f"kinetic_vs_target.{_k}"] = (f"kinetic temperature of {KIND_LABELS[_k]} - target", "K")
     METRICS[f"kinetic_vs_reference.{_k}"] = (f"kinetic temperature of {KIND_LABELS[_k]}", "K")
+METRICS["kinetic_split.O_minus_H"] = ("kinetic temperature of O atoms - that of H atoms (0 in equilibrium)", "K")
 METRICS.update({
     "vacf.libration_band": ("H spectrum: libration band position", "cm^-1"),
     "vacf.bend_band": ("H spectrum: H-O-H bend band position", "cm^-1"),
@@ -125,7 +126,7 @@ HEADLINE_METRICS = (
     "rdf_OO.integrated_abs_diff", "rdf_OH.integrated_abs_diff", "rdf_HH.integrated_abs_diff",
     "bond_length.width", "hoh_angle.width",
     "kinetic_vs_target.O", "kinetic_vs_target.H", "kinetic_vs_target.translation",
-    "kinetic_vs_target.rotation", "kinetic_vs_target.vibration",
+    "kinetic_vs_target.rotation", "kinetic_vs_target.vibration", "kinetic_split.O_minus_H",
     "diffusion.log_ratio")
 #: headline metrics whose n/a (the data cannot measure them) leaves the verdict alone
 HEADLINE_WHERE_DECIDABLE = ("diffusion.log_ratio",)
@@ -382,6 +383,9 @@ class _Profile:
         self.kinetic = None
         if all(run.kinetic is not None for run in runs):
             self.kinetic = {k: self._mean_sem([part.kinetic[1][k] for part in self.parts], np.mean) for k in KINDS}
+            # the split per part: O and H share each part's slow fluctuations
+            self.kinetic_split = self._mean_sem([part.kinetic[1]["O"] - part.kinetic[1]["H"]
+                                                 for part in self.parts], np.mean)
         self.diffusion = self._diffusion(diffusion_window) if diffusion_window else None
         self.spectrum = None
         if vacf_lag_ps and all(run.velocities is not None for run in runs):
@@ -616,6 +620,13 @@ def _kinetic_records(row, ref, target_k, reference_ok):
             out.append({"metric": f"kinetic_vs_target.{k}", "row_value": v, "row_uncertainty": e,
                         "reference_value": float(target_k), "reference_uncertainty": 0.0,
                         "value": v - float(target_k), "uncertainty": e, "context": "reference column: the target"})
+    if row.kinetic is None:
+        out.append(_na("kinetic_split.O_minus_H", "no kinetic temperatures recorded for the row"))
+    else:
+        v, e = row.kinetic_split
+        out.append({"metric": "kinetic_split.O_minus_H", "row_value": v, "row_uncertainty": e,
+                    "reference_value": 0.0, "reference_uncertainty": 0.0, "value": v, "uncertainty": e,
+                    "context": "reference column: equipartition (0)"})
     for k in KINDS:
         key = f"kinetic_vs_reference.{k}"
         if row.kinetic is None or ref.kinetic is None:

@@ -61,11 +61,12 @@ def parse_steps(text) -> tuple[int | None, int | None] | None:
     return a, b
 
 
-def _step_mask(steps, span) -> np.ndarray:
+def _step_mask(steps, span, stride: int = 1) -> np.ndarray:
+    every = np.arange(len(steps)) % stride == 0
     if span is None:
-        return np.ones(len(steps), bool)
+        return every
     a, b = span
-    return (steps >= (a if a is not None else steps.min())) & (steps < (b if b is not None else steps.max() + 1))
+    return every & (steps >= (a if a is not None else steps.min())) & (steps < (b if b is not None else steps.max() + 1))
 
 
 def _stage_done(folder: Path, stamp: dict, *files) -> bool:
@@ -95,7 +96,7 @@ def fit_stage(run: Cp2kRun, system: WaterSystem, out: Path, train_steps=None,
     from .plots import channel_plot, parity_plot
 
     settings = settings or FitSettings()
-    mask = _step_mask(run.steps, train_steps)
+    mask = _step_mask(run.steps, train_steps, settings.frame_stride)
     stamp = {"project": run.project, "n_frames": run.n_frames, "train_steps": list(train_steps or (None, None)),
              "train_frames": int(mask.sum()), "settings": repr(settings)}
     paths = {m: out / f"{m}.json" for m in ("agent", "reciprocal")}
@@ -125,7 +126,7 @@ def fit_stage(run: Cp2kRun, system: WaterSystem, out: Path, train_steps=None,
 def learning_curve_stage(run: Cp2kRun, system: WaterSystem, out: Path, train_steps=None, sizes=5,
                          settings: FitSettings | None = None, progress=True) -> dict:
     """fit.learning_curve on the training steps; learning_curve.json and .png (cached)."""
-    mask = _step_mask(run.steps, train_steps)
+    mask = _step_mask(run.steps, train_steps, (settings or FitSettings()).frame_stride)
     stamp = {"project": run.project, "train_steps": list(train_steps or (None, None)),
              "train_frames": int(mask.sum()), "sizes": sizes if np.isscalar(sizes) else list(sizes),
              "settings": repr(settings or FitSettings())}
