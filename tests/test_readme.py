@@ -97,6 +97,13 @@ def test_example_results_are_the_committed_record():
     block = study.results_block(rec)
     assert f"{study.BEGIN}\n{block}\n{study.END}" in README
     assert "at commit " in block and rec["commit"]
+    # the sentence under it: both learned rows fail on the g_OO first-peak height
+    assert "Both learned rows fail on the height of the g_OO first peak" in README
+    for row in ("learned agent", "learned reciprocal"):
+        outcome = {m["metric"]: m["outcome"] for m in rec["metrics"]["metrics"] if m["row"] == row}
+        assert outcome["rdf_OO.first_peak_height"] == "fail", row
+    assert rec["metrics"]["settings"]["reference_equilibration_cut_ps"] == 1.0
+    assert rec["suite"]["reference"] == "water64-xtb-langevin-300K"
 
 
 def test_closed_loop_tables_are_the_committed_results():
