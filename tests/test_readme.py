@@ -164,3 +164,12 @@ def test_speed_claims_are_the_recorded_benchmark():
                   f"({ms('reciprocal chebyshev (learning, CSVR)') - ms('reciprocal chebyshev (Verlet)'):.1f} ms "
                   f"per step at 4096 waters in the table)"]:
         assert claim in bench, f"benchmarks/README.md does not say: {claim}"
+
+
+def test_power_table_is_the_committed_record():
+    """validation/README.md's power table is power_study.table of its committed record."""
+    study = _script("power_study")
+    rec = json.loads((ROOT / "validation" / "results" / "power.json").read_text())
+    text = (ROOT / "validation" / "README.md").read_text()
+    assert f"{study.BEGIN}\n{study.table(rec)}\n{study.END}" in text
+    assert rec["settings"]["seeds"] == study.EXAMPLE_SEEDS and rec["settings"]["ps"] == study.EXAMPLE_PS

@@ -161,6 +161,18 @@ def judge_cases(rows: dict, run, out: Path) -> dict:
     return {"overall": result.overall, "cases": cases}
 
 
+BEGIN, END = "<!-- power: begin -->", "<!-- power: end -->"
+HEADER = ["| case | plant | planted metric: effect against the exact rows (outcome) | row verdict | runs |",
+          "|---|---|---|---|---|"]
+
+
+def table(record: dict) -> str:
+    """The power table as validation/README.md holds it between BEGIN and END."""
+    s = record["settings"]
+    return "\n".join([f"Recorded at commit {record['commit']} ({s['seeds']} runs of {s['ps']:g} ps per row; "
+                      f"overall verdict of the table: {record['overall']}):", ""] + HEADER + table_rows(record))
+
+
 def table_rows(record: dict) -> list[str]:
     """validation/README.md's power table: case, plant, planted metric and its effect
     against the exact rows, that metric's outcome, the row's verdict, runs."""
@@ -184,6 +196,7 @@ def main(argv=None):
     ap.add_argument("--charge-scale", type=float, default=0.985)
     ap.add_argument("--cases", nargs="+", default=list(CASES))
     ap.add_argument("--runs-only", action="store_true", help="run the dynamics, judge later (runs resume)")
+    ap.add_argument("--commit", default=None, help="the commit that ran, when not the working tree's HEAD")
     args = ap.parse_args(argv)
     # start frames from the bundled FIST run of the same box, state and protocol (each run
     # is equilibrated by its own Langevin ps and cut anyway)
@@ -210,8 +223,12 @@ def main(argv=None):
                            "langevin_ps": EXAMPLE_LANGEVIN_PS, "charge_scale": args.charge_scale,
                            "reference": REFERENCE, "reference_cut_ps": REFERENCE_CUT_PS, "starts": STARTS},
               **judge_cases(rows, run, args.out)}
+    from readme_results import head_commit, replace_block  # beside this script
+
+    record["commit"] = args.commit or head_commit()
     write_json_atomic(args.record, record)
-    print("\n".join(table_rows(record)))
+    replace_block(Path(__file__).with_name("README.md"), BEGIN, END, table(record))
+    print(table(record))
     print(json.dumps({"wrote": str(args.record), "overall": record["overall"]}))
 
 

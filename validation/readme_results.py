@@ -38,15 +38,19 @@ def replace_block(readme: Path, begin: str, end: str, block: str):
     readme.write_text(head + begin + "\n" + block + "\n" + end + rest.split(end, 1)[1])
 
 
+def head_commit() -> str:
+    """The working tree's HEAD, marked when it has changes."""
+    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no")
+                                                   else "")
+
+
 def record(out: Path, commit: str | None = None) -> dict:
     """What the results section shows, from a `make example` output folder, and the commit
-    of the code that ran (default: the working tree's HEAD, marked when it has changes)."""
+    of the code that ran (default: head_commit())."""
     metrics = json.loads((out / "validation" / "metrics.json").read_text())
     keep = ("row", "metric", "outcome")
-    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    commit = commit or git("rev-parse", "--short", "HEAD") + (
-        "+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
-    return {"commit": commit,
+    return {"commit": commit or head_commit(),
             "fit": json.loads((out / "fit" / "fit.json").read_text()),
             "suite": _within(json.loads((out / "suite.json").read_text()), out),
             "metrics": {"settings": metrics["settings"], "verdicts": metrics["verdicts"],

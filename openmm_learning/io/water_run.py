@@ -32,14 +32,15 @@ def replicas_needed(box_nm, r_cut: float) -> int:
 
 
 def load_water_run(path, allow_truncated=False, r_cut: float | None = None) -> tuple[Cp2kRun, WaterSystem]:
-    """Read a CP2K water run and put its atoms in O H H order per molecule.
+    """Read a CP2K water run and put its atoms in O H H order per molecule (forces when
+    printed: a structure reference needs none, the fits say so).
 
     The molecules are found on the first frame and checked on the last one (a proton
     that hopped between molecules is reported, not silently relabelled). With r_cut, a
     box smaller than twice the cutoff (CP2K's usual 27-32 waters) becomes its periodic
     replica (run.replica copies per side), so minimum-image pairs see every neighbour.
     """
-    run = read_cp2k_run(path, allow_truncated=allow_truncated)
+    run = read_cp2k_run(path, allow_truncated=allow_truncated, require_forces=False)  # fits check for them
     molecules = find_water_molecules(run.positions[0], run.elements, run.box_nm[0])
     order = molecules.reshape(-1)
     last = find_water_molecules(run.positions[-1], run.elements, run.box_nm[-1])
