@@ -116,9 +116,11 @@ def test_halves_of_spcfw_pass(spcfw_result):
         assert res.metric("second half", key)["outcome"] == "n/a"
     passed = {m["metric"] for m in recs if m["outcome"] == "pass"}
     # the structure, the equipartition against the target and the diffusion are resolved
-    for key in ["rdf_OO.integrated_abs_diff", "rdf_OO.first_peak_position", "bond_length.mean",
+    for key in ["rdf_OO.integrated_abs_diff", "bond_length.mean",
                 "hoh_angle.overlap", "hbonds.per_molecule", "temperature.mean", "cost.speedup"]:
         assert key in passed, res.metric("second half", key)
+    # 0.002 nm on the O-O peak position is more than 4 blocks of 50 frames resolve: never a fail
+    assert res.metric("second half", "rdf_OO.first_peak_position")["outcome"] in ("pass", "inconclusive")
     for m in recs:
         if m["outcome"] in ("pass", "inconclusive"):
             assert np.isfinite(m["value"]) and m["dof"] >= 1, m
