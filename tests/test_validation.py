@@ -484,9 +484,9 @@ def test_a_langevin_heavy_hydrogen_reference_compares_what_it_shares(tmp_path):
     assert run.settings.masses_amu["H"] == 4.0 and run.settings.thermostat == "LANGEVIN"
     traj = mdtraj.Trajectory(run.positions, mdtraj_topology(run.n_atoms // 3), time=run.times_ps,
                              unitcell_lengths=run.box_nm, unitcell_angles=np.full((run.n_frames, 3), 90.0))
-    traj = traj[traj.time >= 1.0 - 1e-9]
+    traj = traj[traj.time >= 1.0 - 1e-9][::2]  # every 6 fs: enough for structure, half the time
     h = traj.n_frames // 2
-    heavy = dict(hydrogen_mass_amu=4.0, velocities=run.velocities[-h:], velocity_dt_ps=0.003)
+    heavy = dict(hydrogen_mass_amu=4.0, velocities=run.velocities[-2 * h::2], velocity_dt_ps=0.006)
     res = validate(Row(traj, thermostat="LANGEVIN", **heavy),
                    {"csvr": Row(traj[h:], thermostat="csvr", **heavy),
                     "langevin": Row(traj[h:], thermostat="LANGEVIN", **heavy),
