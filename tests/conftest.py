@@ -56,7 +56,7 @@ SLOW_FIXTURES = {"xtb_models", "xtb_compiled", "saved_models", "spcfw_fit", "spc
 SLOW_TESTS = {"test_lammps_forces_continuous_at_table_ends", "test_run_cp2k_xtb_nve",
               "test_run_cp2k_xtb_langevin_heavy_hydrogen", "test_run_cp2k_failure_reports_output"}
 #: modules that drive LAMMPS, CP2K or whole runs throughout
-SLOW_MODULES = {"test_lammps", "test_validation_suite", "test_cli", "test_simulate", "test_power_study"}
+SLOW_MODULES = {"test_lammps", "test_validation_suite", "test_cli", "test_simulate"}
 
 
 #: engines the fast tier must not run (asking a binary for -h or --version is not a run)

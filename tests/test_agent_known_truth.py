@@ -195,7 +195,7 @@ def test_constant_asymmetry_gives_the_predicted_temperature_ratio():
 def test_r_dependent_asymmetry_misses_the_ratio():
     """Planted: the antisymmetric part weighted by 1 + 2 (r - 0.3 nm)/0.3 nm, an asymmetry
     that depends on distance: no pseudo-Hamiltonian, and T_O/T_H ends more than 2 % from
-    (1 + D)/(1 - D) (about 10 % low over 16 ps; a weight of 1 + 0.5 (...) about 4 %, which
+    (1 + D)/(1 - D) (about 10 % low over 8 ps; a weight of 1 + 0.5 (...) about 4 %, which
     one such run does not always tell from 2 %)."""
-    ratio = late_ratio(lj_nve(lj_fluid(r_dependent_weight(D, 2.0)), 20.0))
+    ratio = late_ratio(lj_nve(lj_fluid(r_dependent_weight(D, 2.0)), 12.0))
     assert ratio != pytest.approx((1 + D) / (1 - D), rel=0.02), ratio

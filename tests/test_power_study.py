@@ -1,41 +1,55 @@
-"""The power study's plants, reduced (validation/power_study.py runs them at the example's
-settings): the constant-D SPC/Fw splits T_O/T_H as (1 + D)/(1 - D) predicts while the
-exact SPC/Fw does not, and the data plants move exactly what they plant (the slower
-clock reads every displacement over 1/0.7 times the time: D times 0.7, nothing else)."""
+"""The power study's plants (validation/power_study.py runs them at the example's
+settings): the constant-D SPC/Fw applies (1 + D) F on O and (1 - D) F on H through the
+learning integrator's force groups, the scaled SPC/Fw scales what it says, and the data
+plants move exactly what they plant (the slower clock reads every displacement over 1/0.7
+times the time: D times 0.7, nothing else). Its temperature ratio is tested on a faster
+carrier in test_agent_known_truth.py."""
 
 import numpy as np
+import openmm as mm
 import pytest
 
 from conftest import validation_script
 from openmm_learning.io.water_run import example_run_dir, load_water_run
+from openmm_learning.openmm.integrator import LearningIntegrator, agent_forces
+from openmm_learning.validation.judge import Row
+from openmm_learning.validation.suite import reference_row
 
 study = validation_script("power_study")
-D = 0.1  # a large split, decided by one short run: T_O/T_H 1.22, about 330 / 270 K
+D = 0.1
 
 
 @pytest.fixture(scope="module")
-def exact_and_split(tmp_path_factory):
-    run, water = load_water_run(example_run_dir("water64-spcfw-300K"))
-    out = tmp_path_factory.mktemp("power")
-    rows = {name: study.run_rows(name, make, mode, run, water, out, seeds=1, ps=1.0)
-            for name, make, mode in (("exact", study.spcfw_system, "reciprocal"),
-                                     ("split", lambda n, b: study.constant_d_spcfw(n, b, D), "agent"))}
-    return run, rows
+def fist():
+    return load_water_run(example_run_dir("water64-spcfw-300K"))
 
 
-def test_constant_d_splits_the_species_as_predicted(exact_and_split):
-    _, rows = exact_and_split
-    t = {name: {k: np.mean(r[0].kinetic[k]) for k in ("O", "H")} for name, r in rows.items()}
-    assert abs(t["exact"]["O"] - t["exact"]["H"]) < 15.0, t
-    assert t["split"]["O"] / t["split"]["H"] == pytest.approx((1 + D) / (1 - D), rel=0.06), t
+def forces(system, run, water, mode):
+    integrator = LearningIntegrator(300.0, 0.0005, agent_species=water.species if mode == "agent" else None,
+                                    n_atoms=len(water.species))
+    context = mm.Context(system, integrator, mm.Platform.getPlatformByName("Reference"))
+    context.setPositions(run.positions[-1])
+    return agent_forces(context, mode, water.species)
 
 
-def test_data_plants_move_what_they_plant(exact_and_split):
-    _, rows = exact_and_split
-    exact = rows["exact"][0]
+def test_constant_d_weights_every_force(fist):
+    run, water = fist
+    n, box = len(water.molecules), run.box_nm[-1]
+    plain = forces(study.spcfw_system(n, box), run, water, "reciprocal")
+    weighted = forces(study.constant_d_spcfw(n, box, D), run, water, "agent")
+    weight = np.where(water.species == 0, 1 + D, 1 - D)[:, None]
+    np.testing.assert_allclose(weighted, weight * plain, rtol=1e-6, atol=1e-6 * np.abs(plain).max())
+    # planted on the plant: the scaled SPC/Fw changes the forces, unscaled it is SPC/Fw
+    np.testing.assert_allclose(forces(study.scaled_spcfw(n, box), run, water, "reciprocal"), plain)
+    assert not np.allclose(forces(study.scaled_spcfw(n, box, bond_k_scale=2.0), run, water, "reciprocal"), plain)
+
+
+def test_data_plants_move_what_they_plant(fist):
+    run, _ = fist
+    exact = reference_row(run.select(run.times_ps >= 5.0), 0.0)
     cold = study.colder_vibration(exact, study.COLD_K)
     np.testing.assert_allclose(exact.kinetic["vibration"] - cold.kinetic["vibration"], study.COLD_K)
-    assert cold.kinetic["O"] is exact.kinetic["O"]
+    assert cold.kinetic["O"] is exact.kinetic["O"] and isinstance(cold, Row)
     slow = study.slower_clock(exact, study.DIFFUSION_FACTOR)
     np.testing.assert_allclose(slow.traj.time * study.DIFFUSION_FACTOR, exact.traj.time)
     np.testing.assert_array_equal(slow.traj.xyz, exact.traj.xyz)
