@@ -201,7 +201,6 @@ def test_default_agent_model_keeps_every_kind_of_motion_near_the_target(xtb, xtb
     assert max(abs(t - 300.0) for t in hot.values()) > KIND_BOUND_K, hot
 
 
-
 def test_a_heavy_hydrogen_run_keeps_its_masses(xtb, xtb_models, tmp_path):
     """A learned model run from the bundled Langevin reference at its 1.5 fs step with its
     4 amu hydrogen (workflow.simulate_run takes both from the CP2K input): the recorded

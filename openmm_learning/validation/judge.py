@@ -567,6 +567,11 @@ def _masses_differ(row, ref):
     return ""
 
 
+def light_water(hydrogen_mass_amu: float) -> bool:
+    """Standard hydrogen mass: the spectral band windows (analysis.SPECTRAL_BANDS) are light water's."""
+    return abs(hydrogen_mass_amu - MASSES_AMU["H"]) < 0.01
+
+
 def _langevin(profile) -> bool:
     return "langevin" in str(profile.thermostat or "").lower()
 
@@ -656,7 +661,7 @@ def _spectrum_records(row, ref):
         if _masses_differ(row, ref):
             out.append(_na(key, _masses_differ(row, ref)))
             continue
-        if abs(ref.hydrogen_mass_amu - MASSES_AMU["H"]) > 0.01:
+        if not light_water(ref.hydrogen_mass_amu):
             out.append(_na(key, f"hydrogen mass {ref.hydrogen_mass_amu:g} amu: the band windows "
                                 f"({lo:g}-{hi:g} cm^-1) are those of light water"))
             continue

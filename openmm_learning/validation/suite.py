@@ -38,6 +38,7 @@ from ..losses.model import CHANNEL_KEYS, CSVR_TIME_PS, LossModel
 from ..openmm.reporters import SimulationError
 from ..units import MASSES_AMU
 from . import analysis
+from .judge import light_water
 
 BASELINE_NAME = "SPC/Fw"
 SPCFW_CITATION = "SPC/Fw: Wu, Tepper & Voth, J. Chem. Phys. 124, 024503 (2006); OpenMM PME, 0.6 nm cutoff"
@@ -526,7 +527,7 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
                 simulate_stage(name, path, run, system, seed_dir, ps=ps, platform=platform,
                                report_interval=report_interval, progress=progress, frame=frame,
                                seed=first_seed + k, equilibration_ps=langevin_ps)
-                if run.velocities is not None and velocity_ps and _light_water(run):  # spectra compare with the reference's
+                if run.velocities is not None and velocity_ps and light_water(run.settings.masses_amu["H"]):  # spectra compare with the reference's
                     record_velocities(seed_dir, path, run, system, ps=velocity_ps, interval=velocity_interval,
                                       platform=platform, progress=progress)
             except SimulationError as e:  # a result about the model, judged as stability.blow_ups
@@ -561,11 +562,6 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
         "equilibration_ps": eq, "row_equilibration_ps": row_equilibration_ps, "ps": ps,
         "report": os.path.relpath(result.html_path, out)})
     return result
-
-
-def _light_water(run: Cp2kRun) -> bool:
-    """Standard hydrogen mass: the spectral band windows are those of light water."""
-    return abs(run.settings.masses_amu["H"] - MASSES_AMU["H"]) < 0.01
 
 
 def _thermostat_text(summary: dict) -> str:
@@ -640,7 +636,7 @@ def _provenance(run, eq, row_eq, train_steps, fitted, models, folders, baseline,
         lines.append(f"every row runs under the reference's protocol: its box ({cell}, "
                      f"{' x '.join(f'{b:.4f}' for b in run.box_nm[-1])} nm), timestep {s.timestep_ps * 1000:g} fs and "
                      f"masses (H {s.masses_amu['H']:g}, O {s.masses_amu['O']:g} amu)")
-    if velocity_ps and run.velocities is not None and _light_water(run):
+    if velocity_ps and run.velocities is not None and light_water(run.settings.masses_amu["H"]):
         lines.append(f"spectra: CP2K velocities from the vel file; OpenMM velocities recorded for {velocity_ps:g} ps "
                      f"after each run, every {velocity_interval} steps")
     if baseline:
