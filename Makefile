@@ -19,8 +19,9 @@ setup: system-packages
 example: setup
 	openmm-learning example --out $(OUT)
 
+# one worker per core; a test file stays on one worker, so its fixtures are built once there
 test: setup
-	$(PYTHON) -m pytest -q --durations=15
+	$(PYTHON) -m pytest -q -n auto --dist loadfile --durations=15
 
 benchmark: setup
 	$(PYTHON) benchmarks/openmm_speed.py
