@@ -201,6 +201,28 @@ def test_default_agent_model_keeps_every_kind_of_motion_near_the_target(xtb, xtb
     assert max(abs(t - 300.0) for t in hot.values()) > KIND_BOUND_K, hot
 
 
+def test_rows_of_a_langevin_reference_run_at_its_friction(xtb, xtb_models, tmp_path):
+    """The validation's rows run under the reference's protocol: against the bundled
+    Langevin run (GAMMA 0.01/fs) Langevin dynamics at 10/ps with its masses and step, which
+    summary.json records and the velocity recordings' integrator repeats; against a CSVR
+    run (planted: the other protocol) the model's CSVR."""
+    from openmm_learning.io.water_run import example_run_dir, load_water_run
+    from openmm_learning.validation.suite import _integrator, simulate_stage
+
+    model = tmp_path / "reciprocal.json"
+    xtb_models["reciprocal"].save(model)
+    run, system = load_water_run(example_run_dir("water64-xtb-langevin-300K"))
+    simulate_stage("r", model, run, system, tmp_path / "langevin", ps=0.15, progress=False, equilibration_ps=0.0)
+    summary = json.loads((tmp_path / "langevin" / "summary.json").read_text())
+    assert summary["thermostat"] == "langevin" and summary["friction_per_ps"] == pytest.approx(10.0)
+    assert summary["hydrogen_mass_amu"] == 4.0 and summary["timestep_ps"] == pytest.approx(0.0015)
+    integrator = _integrator(summary, system.species, 300.0, 0.0015)
+    assert integrator.getGlobalVariableByName("fric") == pytest.approx(10.0)
+    simulate_stage("r", model, *xtb, tmp_path / "csvr", ps=0.01, progress=False, equilibration_ps=0.0)
+    summary = json.loads((tmp_path / "csvr" / "summary.json").read_text())
+    assert summary["thermostat"] == "csvr" and summary["friction_per_ps"] is None
+
+
 def test_a_heavy_hydrogen_run_keeps_its_masses(xtb, xtb_models, tmp_path):
     """A learned model run from the bundled Langevin reference at its 1.5 fs step with its
     4 amu hydrogen (workflow.simulate_run takes both from the CP2K input): the recorded

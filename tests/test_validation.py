@@ -18,6 +18,7 @@ from openmm_learning.units import MASSES_AMU
 from openmm_learning.validation import analysis
 from openmm_learning.validation import judge as validation
 from openmm_learning.validation.judge import METRICS, Row, ValidationError, load_thresholds, validate
+from openmm_learning.validation.suite import reference_friction
 
 DATA = files("openmm_learning") / "data" / "cp2k"
 PLOTS = ["rdf_OO.png", "rdf_OH.png", "rdf_HH.png", "bond_length.png", "hoh_angle.png", "temperature.png"]
@@ -487,12 +488,16 @@ def test_a_langevin_heavy_hydrogen_reference_compares_what_it_shares(tmp_path):
     traj = traj[traj.time >= 1.0 - 1e-9][::2]  # every 6 fs: enough for structure, half the time
     h = traj.n_frames // 2
     heavy = dict(hydrogen_mass_amu=4.0, velocities=run.velocities[-2 * h::2], velocity_dt_ps=0.006)
-    res = validate(Row(traj, thermostat="LANGEVIN", **heavy),
+    friction = reference_friction(run)
+    assert friction == pytest.approx(10.0)  # GAMMA 0.01/fs of every frame after the cut
+    res = validate(Row(traj, thermostat="LANGEVIN", friction_per_ps=friction, **heavy),
                    {"csvr": Row(traj[h:], thermostat="csvr", **heavy),
-                    "langevin": Row(traj[h:], thermostat="LANGEVIN", **heavy),
-                    "light": Row(traj[h:], thermostat="LANGEVIN")}, out_dir=tmp_path)
+                    "langevin": Row(traj[h:], thermostat="langevin", friction_per_ps=friction, **heavy),
+                    "weaker friction": Row(traj[h:], thermostat="langevin", friction_per_ps=2.0, **heavy),
+                    "light": Row(traj[h:], thermostat="LANGEVIN", friction_per_ps=friction)}, out_dir=tmp_path)
     assert "ran Langevin dynamics" in res.metric("csvr", "diffusion.log_ratio")["note"]
     assert "Langevin" not in res.metric("langevin", "diffusion.log_ratio")["note"]
+    assert "frictions differ (row 2/ps, reference 10/ps)" in res.metric("weaker friction", "diffusion.log_ratio")["note"]
     assert "hydrogen masses differ" in res.metric("light", "diffusion.log_ratio")["note"]
     for band in ("libration", "bend"):
         m = res.metric("langevin", f"vacf.{band}_band")

@@ -1,24 +1,27 @@
 """The validation's power at the example's settings: planted subtle failures must FAIL,
 the exact model must PASS.
 
-Known truth: OpenMM's SPC/Fw against CP2K's (FIST) SPC/Fw, the bundled equilibrium run
-`water64-spcfw-equilibrium-300K` (Langevin-equilibrated, then CSVR: in equipartition, and
-its dynamics those of the rows' thermostat). Every row runs exactly as `make example` runs
-one (workflow.EXAMPLE_*: runs, length, cut, Langevin start) under the reference's protocol
-(0.5 fs, standard masses, CSVR 50 fs). Cases:
+Known truth: OpenMM's SPC/Fw against CP2K's (FIST) SPC/Fw run under the example's
+protocol, the bundled `water64-spcfw-langevin-300K` (Langevin 10/ps on every atom, hydrogen
+4 amu, 1.5 fs, 300 K, as the example's xTB reference; 150 ps, so that its own error is
+small). Every row runs exactly as `make example` runs one (workflow.EXAMPLE_*: runs, length,
+cut, Langevin start, from the reference's frames) under the reference's protocol (its
+masses, step and friction: validation.suite.simulate_stage). Cases:
 
 - exact: SPC/Fw itself;
 - g_OO first peak low: the point charges scaled by --charge-scale (weaker hydrogen bonds,
   a less structured liquid; the measured effect is in the table);
 - O-H bond-length spread 30 % narrow: the bond force constant times 1/0.7^2;
 - T_O/T_H split: the constant-D construction of agent dynamics (shared/DESIGN.md section 8)
-  on every force: O takes (1 + D) F, H (1 - D) F. That is Hamiltonian dynamics of the same
-  energy with masses m_O/(1 + D) and m_H/(1 - D): the structure is SPC/Fw's, and
-  T_O/T_H = (1 + D)/(1 - D): D = 0.025 splits 300 K by 15 K;
+  on every force: O takes (1 + D) F, H (1 - D) F. Without friction that is Hamiltonian
+  dynamics of the same energy with masses m_O/(1 + D) and m_H/(1 - D): the structure is
+  SPC/Fw's and T_O/T_H = (1 + D)/(1 - D); friction pulls each atom back to the target, so
+  the split it leaves is measured (the table's effect);
 - internal vibration 20 K cold: planted in the exact rows' recorded kinetic temperatures
   (no model has it alone; the noise is the real runs');
 - diffusion 30 % slow: the exact rows' clock read 1/0.7 times slower, which is what every
-  mass times 1/0.49 does to dynamics (D times 0.7, structure and temperatures unchanged).
+  mass times 1/0.49 does to frictionless dynamics (D times 0.7, structure and temperatures
+  unchanged).
 
 Each case's headline outcome (the metric it plants) and its row's verdict go to
 validation/results/power.json; validation/README.md's table is `table_rows` of it.
@@ -44,11 +47,10 @@ from openmm_learning.openmm.reporters import SimulationError
 from openmm_learning.openmm.simulate import simulate
 from openmm_learning.openmm.spcfw import spcfw_system
 from openmm_learning.validation.judge import validate
-from openmm_learning.validation.suite import reference_row, row_of, start_frames
+from openmm_learning.validation.suite import reference_friction, reference_row, row_of, start_frames
 from openmm_learning.workflow import EXAMPLE_LANGEVIN_PS, EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS
 
-REFERENCE = "water64-spcfw-equilibrium-300K"
-STARTS = "water64-spcfw-300K"
+REFERENCE = "water64-spcfw-langevin-300K"
 REFERENCE_CUT_PS = 5.0
 #: report every 30 fs, as the example's rows (20 steps of 1.5 fs)
 REPORT_PS = 0.03
@@ -95,8 +97,8 @@ def constant_d_spcfw(n_molecules, box_nm, d) -> mm.System:
 
 
 def run_rows(name, make_system, mode, run, water, out: Path, seeds, ps, first_seed=1) -> list:
-    """`seeds` runs of one System as the example runs a row, from frames of `run` (its
-    state and protocol); the runs that did not blow up."""
+    """`seeds` runs of one System as the example runs a row, from frames of `run` under its
+    state and protocol (masses, step, friction); the runs that did not blow up."""
     dt = run.settings.timestep_ps
     folders = []
     for k, frame in enumerate(start_frames(run, REFERENCE_CUT_PS, seeds)):
@@ -107,7 +109,7 @@ def run_rows(name, make_system, mode, run, water, out: Path, seeds, ps, first_se
                      out_dir=folder, report_interval=int(round(REPORT_PS / dt)), seed=first_seed + k,
                      equilibration_ps=EXAMPLE_LANGEVIN_PS, collision_time_ps=run.settings.csvr_time_ps,
                      system=make_system(len(water.molecules), run.box_nm[frame]), system_mode=mode, name=name,
-                     progress=False)
+                     progress=False, masses_amu=run.settings.masses_amu, friction_per_ps=reference_friction(run))
             folders.append(folder)
         except SimulationError as e:
             print(f"{name}: run {k} blew up: {e}")
@@ -224,9 +226,7 @@ def main(argv=None):
     ap.add_argument("--runs-only", action="store_true", help="run the dynamics, judge later (runs resume)")
     ap.add_argument("--commit", default=None, help="the commit that ran, when not the working tree's HEAD")
     args = ap.parse_args(argv)
-    # start frames from the bundled FIST run of the same box, state and protocol (each run
-    # is equilibrated by its own Langevin ps and cut anyway)
-    starts, water = load_water_run(example_run_dir(STARTS))
+    run, water = load_water_run(example_run_dir(REFERENCE))
     systems = {"exact (SPC/Fw)": (spcfw_system, "reciprocal"),
                "g_OO first peak low": (lambda n, b: scaled_spcfw(n, b, charge_scale=args.charge_scale), "reciprocal"),
                "O-H bond spread 30 % narrow": (lambda n, b: scaled_spcfw(n, b, bond_k_scale=SPREAD_FACTOR**-2),
@@ -235,11 +235,10 @@ def main(argv=None):
     rows = {}
     for name in ["exact (SPC/Fw)"] + [c for c in args.cases if c in systems and c != "exact (SPC/Fw)"]:
         make, mode = systems[name]
-        rows[name] = run_rows(name.split(" (")[0].replace(" ", "-").replace("/", "-"), make, mode, starts, water,
+        rows[name] = run_rows(name.split(" (")[0].replace(" ", "-").replace("/", "-"), make, mode, run, water,
                               args.out, args.seeds, args.ps)
     if args.runs_only:
         return
-    run, _ = load_water_run(example_run_dir(REFERENCE))
     exact = rows["exact (SPC/Fw)"]
     if "internal vibration 20 K cold" in args.cases:
         rows["internal vibration 20 K cold"] = [colder_vibration(r, COLD_K) for r in exact]
@@ -247,7 +246,7 @@ def main(argv=None):
         rows["diffusion 30 % slow"] = [slower_clock(r, DIFFUSION_FACTOR) for r in exact]
     record = {"settings": {"seeds": args.seeds, "ps": args.ps, "row_cut_ps": EXAMPLE_ROW_CUT_PS,
                            "langevin_ps": EXAMPLE_LANGEVIN_PS, "charge_scale": args.charge_scale,
-                           "reference": REFERENCE, "reference_cut_ps": REFERENCE_CUT_PS, "starts": STARTS},
+                           "reference": REFERENCE, "reference_cut_ps": REFERENCE_CUT_PS},
               **judge_cases(rows, run, args.out)}
     from readme_results import head_commit, replace_block  # beside this script
 

@@ -59,8 +59,9 @@ class LearningIntegrator(mm.CustomIntegrator):
     cumulative), "ke2" (twice the kinetic energy); `net_force(context)` sums the forces the
     dynamics applies (kJ/mol/nm). After setting positions by hand call `invalidate()`.
 
-    friction_per_ps: Langevin friction on every degree of freedom instead (a local
-    thermostat for equilibration; seed sets its random numbers).
+    friction_per_ps: Langevin friction on every degree of freedom instead of `thermostat`
+    (a local thermostat: for equilibration, or a Langevin reference's protocol; seed sets
+    its random numbers; thermostat="langevin" asks for it explicitly).
     """
 
     def __init__(self, temperature_k, timestep_ps, collision_time_ps=None, chain_length=None,
@@ -106,8 +107,10 @@ class LearningIntegrator(mm.CustomIntegrator):
         self.endBlock()
         # reciprocal mode kicks with the total force itself; agent mode with its combination
         force = "fa" if self.agent else "f"
-        if thermostat not in ("nose-hoover", "csvr", "none"):
-            raise ValueError(f"thermostat {thermostat!r}: use 'nose-hoover', 'csvr' or 'none'")
+        if thermostat not in ("nose-hoover", "csvr", "none", "langevin"):
+            raise ValueError(f"thermostat {thermostat!r}: use 'nose-hoover', 'csvr', 'none' or 'langevin'")
+        if thermostat == "langevin" and friction_per_ps is None:
+            raise ValueError("thermostat 'langevin' needs friction_per_ps")
         self.thermostat = "langevin" if friction_per_ps is not None else thermostat
         thermostat = {"nose-hoover": self._thermostat_half, "csvr": self._csvr_step,
                       "langevin": self._langevin_half, "none": lambda _M: None}[self.thermostat]

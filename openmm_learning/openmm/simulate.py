@@ -61,7 +61,8 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
              equilibration_ps: float = 0.0, equilibration_friction_per_ps: float = 5.0,
              replica: int = 1, thermostat: str = "csvr", committee=(), committee_interval: int | None = None,
              max_deviation: float | None = None, stop_above_deviation: bool = False,
-             masses_amu: dict | None = None, system_mode: str = "reciprocal") -> SimulationResult:
+             masses_amu: dict | None = None, system_mode: str = "reciprocal",
+             friction_per_ps: float | None = None) -> SimulationResult:
     """Run `steps` of learning dynamics from one frame (nm, nm/ps) and write to out_dir.
 
     An app.Simulation with the package's reporters (openmm.reporters): blow-up guard,
@@ -87,6 +88,8 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     SimulationError that stops the run. masses_amu: element -> mass (amu) for every atom,
     e.g. a CP2K run's (`Cp2kSettings.masses_amu`: heavy hydrogen for a 1.5 fs step); None
     keeps the standard masses. summary.json records the hydrogen mass.
+    friction_per_ps: run Langevin dynamics with this friction on every atom instead of
+    `thermostat` (a CP2K Langevin run's protocol, to compare with it like with like).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +105,8 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     set_masses(system, species, masses_amu)
     integrator = LearningIntegrator(temperature_k, timestep_ps, collision_time_ps,
                                     agent_species=species if mode == "agent" else None,
-                                    n_atoms=len(species), seed=seed, thermostat=thermostat)
+                                    n_atoms=len(species), seed=seed, thermostat=thermostat,
+                                    friction_per_ps=friction_per_ps)
     topology = openmm_topology(len(molecules), box_nm)
     sim = app.Simulation(topology, system, integrator, mm.Platform.getPlatformByName(platform))
     paths = {k: out / v for k, v in dict(trajectory="trajectory.dcd", log="state.csv",
@@ -156,7 +160,8 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
     summary.update(mode=mode, name=label, temperature_target_K=temperature_k, timestep_ps=timestep_ps,
                    platform=platform, collision_time_ps=integrator.collision_time_ps,
-                   chain_length=integrator.chain_length, thermostat=thermostat, seed=seed, equilibration_ps=equilibration_ps,
+                   chain_length=integrator.chain_length, thermostat=integrator.thermostat,
+                   friction_per_ps=friction_per_ps, seed=seed, equilibration_ps=equilibration_ps,
                    equilibration_friction_per_ps=equilibration_friction_per_ps, replica=replica,
                    hydrogen_mass_amu=_hydrogen_mass(system, species))
     write_json_atomic(out / "summary.json", summary)

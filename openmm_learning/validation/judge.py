@@ -166,7 +166,8 @@ class Row:
     kinds of analysis.KINETIC_KINDS at kinetic_times_ps. hydrogen_mass_amu: the run's H
     mass (dynamics compare only between equal masses). thermostat: the run's (CP2K's
     name or the summary's); Langevin friction on every atom slows diffusion, so a
-    Langevin run's diffusion compares only with another's. heat_per_ps: heat the thermostat
+    Langevin run's diffusion compares only with another's of the same friction_per_ps
+    (1/ps). heat_per_ps: heat the thermostat
     removes (kJ/mol/ps); net_force: mean |sum of all forces| (kJ/mol/nm).
     temperature_atoms: how many atoms the temperature series is of, when not traj's (a
     CP2K cell used as its periodic replica: fluctuations scale as 1/sqrt(atoms)).
@@ -186,6 +187,7 @@ class Row:
     hydrogen_mass_amu: float = 1.00794
     temperature_atoms: int | None = None
     thermostat: str | None = None
+    friction_per_ps: float | None = None
 
 
 @dataclass
@@ -352,8 +354,9 @@ class _Profile:
     else contiguous blocks of the one run)."""
 
     def __init__(self, runs: list, n_blocks, r_max, n_bins, vacf_lag_ps=None, diffusion_window=None,
-                 heat_per_ps=None, net_force=None, hydrogen_mass_amu=None, temperature_atoms=None, thermostat=None):
-        self.runs, self.n_blocks, self.thermostat = runs, n_blocks, thermostat
+                 heat_per_ps=None, net_force=None, hydrogen_mass_amu=None, temperature_atoms=None, thermostat=None,
+                 friction_per_ps=None):
+        self.runs, self.n_blocks, self.thermostat, self.friction_per_ps = runs, n_blocks, thermostat, friction_per_ps
         self.temperature_atoms = temperature_atoms or runs[0].traj.n_atoms
         self.heat_per_ps, self.net_force, self.hydrogen_mass_amu = heat_per_ps, net_force, hydrogen_mass_amu
         self.seeds = len(runs)
@@ -584,6 +587,11 @@ def _dynamics_differ(row, ref) -> str:
         which = "reference" if _langevin(ref) else "row"
         return (f"the {which} ran Langevin dynamics (friction on every atom slows diffusion), the other did not: "
                 "their diffusion does not compare")
+    a, b = row.friction_per_ps, ref.friction_per_ps
+    if _langevin(ref) and (a is None or b is None or abs(a - b) > 0.01 * b):
+        def text(x):
+            return "unknown" if x is None else f"{x:g}/ps"
+        return f"Langevin frictions differ (row {text(a)}, reference {text(b)}): their diffusion does not compare"
     return ""
 
 
@@ -899,7 +907,7 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
             blocks = max(n_blocks, min(int(cfg.get("max_blocks", n_blocks)),
                                        int(covered / float(cfg.get("min_block_ps", math.inf)) + 1e-9)))
         return _Profile(runs, blocks, r_max, n_bins, lag, window, first.heat_per_ps, first.net_force,
-                        first.hydrogen_mass_amu, first.temperature_atoms, first.thermostat)
+                        first.hydrogen_mass_amu, first.temperature_atoms, first.thermostat, first.friction_per_ps)
 
     ref = profile([ref_run], ref_row)
     # Noise floor: the first half of the reference against its second half.

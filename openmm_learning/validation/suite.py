@@ -304,7 +304,8 @@ def _integrator(summary: dict, species, temperature_k, timestep_ps):
     return LearningIntegrator(temperature_k, timestep_ps, summary.get("collision_time_ps"),
                               summary.get("chain_length"), agent_species=species if agent else None,
                               n_atoms=len(species), seed=summary.get("seed", 0),
-                              thermostat=summary.get("thermostat", "nose-hoover"))
+                              thermostat=summary.get("thermostat", "nose-hoover"),
+                              friction_per_ps=summary.get("friction_per_ps"))
 
 
 def start_frames(run: Cp2kRun, equilibration_ps: float, seeds: int) -> list:
@@ -320,7 +321,9 @@ def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Pat
     """OpenMM dynamics of a model (or the SPC/Fw baseline when model_path is None) from a
     frame of the reference at its state, with velocities drawn at its temperature (seed)
     and `equilibration_ps` of Langevin equilibration first (a CP2K frame of a global
-    thermostat's run is out of equipartition); resumes from the folder's checkpoint."""
+    thermostat's run is out of equipartition); resumes from the folder's checkpoint. Under
+    the reference's protocol: its masses, timestep and, for a Langevin reference, its
+    friction instead of the model's thermostat."""
     from ..openmm.simulate import simulate
     from ..openmm.spcfw import spcfw_system
 
@@ -328,7 +331,8 @@ def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Pat
     stamp = {"model_sha256": sha256_of(model_path) if model_path else "SPC/Fw", "project": run.project,
              "start_step": int(run.steps[frame]), "temperature_K": run.settings.temperature_k,
              "timestep_ps": run.settings.timestep_ps, "report_interval": report_interval, "seed": seed,
-             "equilibration_ps": equilibration_ps, "masses_amu": run.settings.masses_amu}
+             "equilibration_ps": equilibration_ps, "masses_amu": run.settings.masses_amu,
+             "friction_per_ps": reference_friction(run)}
     if (out / STAMP).exists() and not _stage_done(out, stamp):
         _say(progress, f"{name}: {out} was made from other inputs; starting it again")
         shutil.rmtree(out)
@@ -340,7 +344,15 @@ def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Pat
                     temperature_k=run.settings.temperature_k, timestep_ps=dt, steps=int(round(ps / dt)),
                     out_dir=out, platform=platform, report_interval=report_interval, progress=progress,
                     seed=seed, equilibration_ps=equilibration_ps, replica=run.replica,
-                    collision_time_ps=run.settings.csvr_time_ps, masses_amu=run.settings.masses_amu, **extra)
+                    collision_time_ps=run.settings.csvr_time_ps, masses_amu=run.settings.masses_amu,
+                    friction_per_ps=reference_friction(run), **extra)
+
+
+def reference_friction(run: Cp2kRun) -> float | None:
+    """A Langevin run's friction (1/ps), which its rows then run with (diffusion compares only
+    under the same friction); None for any other thermostat."""
+    s = run.settings
+    return s.langevin_gamma_per_ps if s is not None and s.thermostat == "LANGEVIN" else None
 
 
 def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSystem, *, ps=2.0, interval=5,
@@ -401,7 +413,7 @@ def row_of(sim_dir):
     s = json.loads((sim_dir / "summary.json").read_text()) if (sim_dir / "summary.json").exists() else {}
     row = Row(traj, temperature=log["temperature_K"], temperature_times_ps=log["time_ps"],
               seconds_per_step=s.get("seconds_per_step"), hydrogen_mass_amu=s.get("hydrogen_mass_amu", MASSES_AMU["H"]),
-              thermostat=s.get("thermostat"))
+              thermostat=s.get("thermostat"), friction_per_ps=s.get("friction_per_ps"))
     if all(f"T_{k}_K" in log for k in KINETIC_KINDS):
         row.kinetic, row.kinetic_times_ps = {k: log[f"T_{k}_K"] for k in KINETIC_KINDS}, log["time_ps"]
     row.heat_per_ps, row.net_force = s.get("heat_per_ps"), s.get("mean_net_force")
@@ -418,7 +430,7 @@ def reference_row(run: Cp2kRun, equilibration_ps: float):
 
     masses = run.masses_amu()
     row = Row(trajectory_of(run), hydrogen_mass_amu=float(masses[np.array(run.elements) == "H"][0]),
-              thermostat=run.settings.thermostat if run.settings else None,
+              thermostat=run.settings.thermostat if run.settings else None, friction_per_ps=reference_friction(run),
               temperature_atoms=run.n_atoms // run.replica**3)  # CP2K's temperature is of its own cell
     t0 = run.times_ps[0] + equilibration_ps - 1e-9
     if run.energies is not None:
@@ -566,8 +578,10 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
 
 def _thermostat_text(summary: dict) -> str:
     """The thermostat of a run as its summary.json records it (older runs: Nose-Hoover)."""
-    tau = f"{1000 * summary['collision_time_ps']:g} fs"
     kind = summary.get("thermostat", "nose-hoover")
+    if kind == "langevin":
+        return f"Langevin {summary['friction_per_ps']:g}/ps"
+    tau = f"{1000 * summary['collision_time_ps']:g} fs"
     return f"CSVR {tau}" if kind == "csvr" else f"Nose-Hoover {tau} x {summary['chain_length']}"
 
 
