@@ -133,7 +133,7 @@ def _validate(args):
                          thresholds=args.thresholds, velocity_ps=args.velocity_ps, platform=args.platform,
                          allow_truncated=args.allow_truncated)
     _print_validation(res)
-    from .validation.judge import EXIT_CODES
+    from .validation.decision import EXIT_CODES
 
     return EXIT_CODES[res.overall]
 
@@ -160,7 +160,7 @@ def _print_validation(res):
         print(f"  {m['row']}: {m['metric']} = {m.get('value'):.4g} ({m['note']})")
     if baseline:
         print(f"baseline {baseline}: {len(res.failed(baseline))} metrics fail (reported, not counted)")
-    # the last line: the verdict (PASS needs every headline metric decided; judge.overall_verdict)
+    # the last line: the verdict (PASS needs every headline metric decided; decision.overall_verdict)
     print(f"validation {res.overall}" + (f" ({len(failed)} metrics failed)" if failed else ""))
 
 
@@ -419,7 +419,7 @@ def main(argv=None) -> int:
     from .io.topology import TopologyError
     from .losses.model import ModelFileError
     from .openmm.reporters import SimulationError
-    from .validation.judge import ValidationError
+    from .validation.metrics import ValidationError
 
     args = build_parser().parse_args(argv)
     try:

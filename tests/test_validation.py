@@ -15,9 +15,10 @@ import pytest
 from openmm_learning.io import read_cp2k_run
 from openmm_learning.io.topology import mdtraj_topology
 from openmm_learning.units import MASSES_AMU
-from openmm_learning.validation import analysis
-from openmm_learning.validation import judge as validation
-from openmm_learning.validation.judge import METRICS, Row, ValidationError, load_thresholds, validate
+from openmm_learning.validation import analysis, decision
+from openmm_learning.validation.decision import load_thresholds
+from openmm_learning.validation.judge import Row, validate
+from openmm_learning.validation.metrics import METRICS, SCHEMA_VERSION, ValidationError
 from openmm_learning.validation.suite import reference_friction
 
 DATA = files("openmm_learning") / "data" / "cp2k"
@@ -330,11 +331,11 @@ def test_judge_outcomes():
     """The three outcomes at a threshold of 1 with 10 degrees of freedom (t = 2.23)."""
     cases = {0.2: "pass", 0.9: "inconclusive", 1.4: "inconclusive", 1.6: "fail", -1.9: "fail"}
     for value, outcome in cases.items():
-        rec = validation._judge({"metric": "hbonds.per_molecule", "value": value, "uncertainty": 0.1 / 0.446,
+        rec = decision.decide({"metric": "hbonds.per_molecule", "value": value, "uncertainty": 0.1 / 0.446,
                                  "dof": 10}, {"max": 1.0}, 0.95)
         assert rec["outcome"] == outcome, (value, rec)
         assert rec["passed"] is {"pass": True, "fail": False}.get(outcome)
-    rec = validation._judge({"metric": "bond_length.overlap", "value": 0.95, "uncertainty": 0.01, "dof": 3},
+    rec = decision.decide({"metric": "bond_length.overlap", "value": 0.95, "uncertainty": 0.01, "dof": 3},
                             {"min": 0.8}, 0.95)
     assert rec["outcome"] == "pass" and rec["z"] == pytest.approx(3.182, abs=1e-3)
 
@@ -349,7 +350,7 @@ def test_peak_presence_is_decided_beyond_noise():
     shoulder = (0.04, 0.025, 3)
 
     def judged(row, ref, row_value, ref_value):
-        return validation._judge({"metric": "rdf_OH.first_peak_height", "row_value": row_value,
+        return decision.decide({"metric": "rdf_OH.first_peak_height", "row_value": row_value,
                                   "reference_value": ref_value, "value": np.nan, "uncertainty": np.nan,
                                   "presence": {"row": row, "reference": ref}}, {"max": 0.2}, 0.95, 34)
     lifted = judged((0.13, 0.01, 2), shoulder, 1.0, np.nan)
@@ -376,7 +377,7 @@ def test_fail_decisions_hold_for_the_whole_row():
         return judged(runs.mean() - target, runs.std(ddof=1) / np.sqrt(len(runs)), len(runs) - 1, family)
 
     def judged(value, error, dof, family):
-        return validation._judge({"metric": "kinetic_vs_target.vibration", "value": value, "uncertainty": error,
+        return decision.decide({"metric": "kinetic_vs_target.vibration", "value": value, "uncertainty": error,
                                   "dof": dof}, {"max": 15.0}, 0.95, family)
     cold = (272.263 - 300.0, 2.922, 2)  # that row's recorded mean and standard error
     assert judged(*cold, 1)["outcome"] == "fail"  # the old decision
@@ -399,7 +400,7 @@ def test_rows_must_be_water_trajectories(tmp_path):
         validate(traj[50:], {}, out_dir=tmp_path)
     with pytest.raises(ValueError, match="baseline"):
         validate(traj[50:], {"a": traj[50:]}, out_dir=tmp_path, baseline="b")
-    assert validation.SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 2
 
 
 @pytest.mark.slow
@@ -449,7 +450,8 @@ def test_overall_verdict_needs_every_headline_metric_decided():
     """PASS only when no judged metric fails and every headline metric of every learned row
     passes (diffusion may be n/a where the data cannot measure it); an undecided headline
     metric makes the whole INCONCLUSIVE, whatever else passed; the baseline does not count."""
-    from openmm_learning.validation.judge import EXIT_CODES, HEADLINE_METRICS, overall_verdict
+    from openmm_learning.validation.decision import EXIT_CODES, overall_verdict
+    from openmm_learning.validation.metrics import HEADLINE_METRICS
 
     def row(name, **outcomes):
         recs = [{"row": name, "metric": k, "outcome": "pass"} for k in HEADLINE_METRICS]
@@ -514,6 +516,6 @@ def test_a_value_without_its_uncertainty_decides_nothing():
     """A feature measured in one run or block only has no error bar: inconclusive, never
     a pass or a fail on the value alone (a planted value far past the threshold)."""
     for value in (0.001, 5.0):
-        rec = validation._judge({"metric": "rdf_OH.coordination_number", "value": value, "uncertainty": math.nan,
+        rec = decision.decide({"metric": "rdf_OH.coordination_number", "value": value, "uncertainty": math.nan,
                                  "row_value": 1.0, "reference_value": 1.0}, {"max": 0.2}, 0.95, 30)
         assert rec["outcome"] == "inconclusive" and "undecided" in rec["note"], rec

@@ -144,7 +144,7 @@ CASES = {
 def runs_to_fail(m: dict, runs: int, reference_dof: int, most: int = 1000) -> int | None:
     """How many runs of the same length would make this record FAIL, its effect and each
     run's scatter as measured and the reference as it is (Welch degrees of freedom and the
-    record's family-wise factor, as judge._judge decides); None when no number of runs
+    record's family-wise factor, as decision.decide decides); None when no number of runs
     does (the reference's own error or the threshold forbids it)."""
     from scipy.stats import t as student_t
 

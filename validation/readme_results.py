@@ -84,7 +84,7 @@ def results_block(rec: dict) -> str:
     lines += _table(["held-out force RMSE (kJ/mol/nm)", "O", "H"],
                     [[mode, f"{e['O']['rmse']:.1f} ({100 * e['O']['relative_rmse']:.1f} %)",
                       f"{e['H']['rmse']:.1f} ({100 * e['H']['relative_rmse']:.1f} %)"] for mode, e in fit.items()])
-    from openmm_learning.validation.judge import overall_verdict
+    from openmm_learning.validation.decision import overall_verdict
 
     lines += ["", f"Overall: **{overall_verdict(metrics['metrics'], s.get('baseline'))}** (PASS needs every "
               "headline metric of the learned rows decided and passed)", ""]

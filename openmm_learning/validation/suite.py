@@ -38,7 +38,7 @@ from ..losses.model import CHANNEL_KEYS, CSVR_TIME_PS, LossModel
 from ..openmm.reporters import SimulationError
 from ..units import MASSES_AMU
 from . import analysis
-from .judge import light_water
+from .comparisons import light_water
 
 BASELINE_NAME = "SPC/Fw"
 SPCFW_CITATION = "SPC/Fw: Wu, Tepper & Voth, J. Chem. Phys. 124, 024503 (2006); OpenMM PME, 0.6 nm cutoff"
@@ -462,7 +462,8 @@ def reference_row(run: Cp2kRun, equilibration_ps: float):
 
 def _check_run_length(ps, cut_ps, report_ps, seeds, thresholds):
     """Each run needs 2 frames after its cut; a single run needs 2 per uncertainty block."""
-    from .judge import ValidationError, load_thresholds
+    from .decision import load_thresholds
+    from .metrics import ValidationError
 
     n_blocks = load_thresholds(thresholds)["n_blocks"]
     frames = int(round((ps - cut_ps) / report_ps))
