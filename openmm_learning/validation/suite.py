@@ -19,6 +19,7 @@ only decides what to run and feeds it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -260,7 +261,7 @@ def agents_stage(models: dict, run: Cp2kRun, system: WaterSystem, out: Path, n_f
     idx = np.unique(np.round(np.linspace(0, run.n_frames - 1, min(n_frames, run.n_frames))).astype(int))
     result = {}
     for name, path in tqdm(models.items(), desc="agent sensitivity", unit="model", disable=not progress):
-        model = LossModel.load(path)
+        model = loaded_model(path)[0]
         result[name] = {"mode": model.mode, "file": Path(path).name,
                         "fit_held_out": (model.fit_metrics or {}).get("held_out"),
                         "n_train_frames": (model.fit_metrics or {}).get("n_train_frames"),
@@ -316,6 +317,17 @@ def start_frames(run: Cp2kRun, equilibration_ps: float, seeds: int) -> list:
     return [int(i) for i in np.round(np.linspace(run.n_frames - 1, first, seeds)).astype(int)]
 
 
+@functools.lru_cache(maxsize=16)
+def _load_model(path: str, mtime_ns: int) -> tuple[LossModel, str]:
+    return LossModel.load(path), sha256_of(path)
+
+
+def loaded_model(path) -> tuple[LossModel, str]:
+    """A model file's LossModel and sha256, read once per version of the file (the suite
+    needs them for every run of a row)."""
+    return _load_model(str(path), Path(path).stat().st_mtime_ns)
+
+
 def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Path, *, ps, platform="CPU",
                    report_interval=100, progress=True, frame=-1, seed=1, equilibration_ps=2.0):
     """OpenMM dynamics of a model (or the SPC/Fw baseline when model_path is None) from a
@@ -328,7 +340,8 @@ def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Pat
     from ..openmm.spcfw import spcfw_system
 
     frame = frame % run.n_frames
-    stamp = {"model_sha256": sha256_of(model_path) if model_path else "SPC/Fw", "project": run.project,
+    model, sha = loaded_model(model_path) if model_path else (None, "SPC/Fw")
+    stamp = {"model_sha256": sha, "project": run.project,
              "start_step": int(run.steps[frame]), "temperature_K": run.settings.temperature_k,
              "timestep_ps": run.settings.timestep_ps, "report_interval": report_interval, "seed": seed,
              "equilibration_ps": equilibration_ps, "masses_amu": run.settings.masses_amu,
@@ -338,7 +351,6 @@ def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Pat
         shutil.rmtree(out)
     _write_stamp(out, stamp)
     dt = run.settings.timestep_ps
-    model = LossModel.load(model_path) if model_path else None
     extra = {} if model else {"system": spcfw_system(len(system.molecules), run.box_nm[frame]), "name": name}
     return simulate(model, run.positions[frame], None, run.box_nm[frame], system.species, system.molecules,
                     temperature_k=run.settings.temperature_k, timestep_ps=dt, steps=int(round(ps / dt)),
@@ -379,7 +391,7 @@ def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSyst
         return npy
     summary = json.loads((sim_dir / "summary.json").read_text())
     if model_path:
-        system_mm = create_system(LossModel.load(model_path), system.species, system.molecules, run.box_nm[0])
+        system_mm = create_system(loaded_model(model_path)[0], system.species, system.molecules, run.box_nm[0])
     else:
         system_mm = spcfw_system(len(system.molecules), run.box_nm[0])
     set_masses(system_mm, system.species, run.settings.masses_amu)
@@ -503,7 +515,7 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     if isinstance(models, (str, Path)):
         models = [models]
     paths = list(models.values()) if isinstance(models, dict) else list(models or [])
-    r_cut = max([(fit_settings or FitSettings()).r_cut] + [LossModel.load(p).r_cut for p in paths])
+    r_cut = max([(fit_settings or FitSettings()).r_cut] + [loaded_model(p)[0].r_cut for p in paths])
     run, system = load_water_run(reference, allow_truncated, r_cut=r_cut)
     if run.settings is None:
         raise FileNotFoundError(f"{reference}: no CP2K input file, so the temperature, timestep and cell "
@@ -610,7 +622,7 @@ def _named_models(models) -> dict:
         return {n: Path(p) for n, p in models.items()}
     named = {}
     for p in map(Path, models):
-        name = f"learned {LossModel.load(p).mode}"
+        name = f"learned {loaded_model(p)[0].mode}"
         if name in named:
             name = f"{name} ({p.stem})"
         named[name] = p
