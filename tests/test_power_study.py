@@ -54,3 +54,14 @@ def test_data_plants_move_what_they_plant(fist):
     np.testing.assert_allclose(slow.traj.time * study.DIFFUSION_FACTOR, exact.traj.time)
     np.testing.assert_array_equal(slow.traj.xyz, exact.traj.xyz)
     assert slow.kinetic_times_ps[-1] == pytest.approx(exact.kinetic_times_ps[-1] / study.DIFFUSION_FACTOR)
+
+
+def test_runs_to_fail_reads_a_ratios_relative_errors():
+    """diffusion.log_ratio's row and reference uncertainties are in nm^2/ps, its value a
+    log ratio: the calculation takes the record's relative error components (planted: read
+    in absolute units the same record would need only 2 runs)."""
+    m = {"threshold": 0.223, "value": -0.45, "row_uncertainty": 3e-5, "reference_uncertainty": 5e-5,
+         "error_components": (0.061, 0.058), "z_fail": 3.47, "z": 2.145}
+    assert study.runs_to_fail(m, 8, 15) == 23
+    absolute = {k: v for k, v in m.items() if k != "error_components"}
+    assert study.runs_to_fail(absolute, 8, 15) == 2

@@ -149,8 +149,10 @@ def runs_to_fail(m: dict, runs: int, reference_dof: int, most: int = 1000) -> in
     from scipy.stats import t as student_t
 
     thr, v = m["threshold"], abs(m["value"])
-    per_run = m["row_uncertainty"] * np.sqrt(runs) if m.get("row_uncertainty") is not None else 0.0
-    ref = m.get("reference_uncertainty") or 0.0
+    # a ratio's errors are relative (its error_components), not the rows' own units
+    row_e, ref = m.get("error_components") or (m.get("row_uncertainty"), m.get("reference_uncertainty"))
+    per_run = row_e * np.sqrt(runs) if row_e is not None else 0.0
+    ref = ref or 0.0
     ref = ref if np.isfinite(ref) else 0.0
     factor = m["z_fail"] / m["z"]
     for n in range(2, most + 1):
