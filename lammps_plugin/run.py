@@ -133,3 +133,27 @@ def read_force_dump(path) -> np.ndarray:
     lines = Path(path).read_text().splitlines()
     n = int(lines[3])
     return np.array([[float(v) for v in l.split()[1:4]] for l in lines[9:9 + n]])
+
+
+def read_trajectory_dump(path) -> dict:
+    """The deck's trajectory dump (`id mol type xu yu zu vx vy vz`, sorted by id) as arrays
+    in the deck's units: "step" (n_frames,), "box" (n_frames, 3) edge lengths, "positions"
+    (unwrapped) and "velocities" (n_frames, n_atoms, 3). A frame cut short by an interrupt
+    at the end is left out."""
+    lines = Path(path).read_text().splitlines()
+    steps, boxes, frames = [], [], []
+    i = 0
+    while i + 9 <= len(lines) and lines[i].startswith("ITEM: TIMESTEP"):
+        n = int(lines[i + 3])
+        if i + 9 + n > len(lines):
+            break
+        lo_hi = np.array([[float(v) for v in lines[i + 5 + k].split()[:2]] for k in range(3)])
+        body = np.array([l.split() for l in lines[i + 9:i + 9 + n]], float)
+        steps.append(int(lines[i + 1]))
+        boxes.append(lo_hi[:, 1] - lo_hi[:, 0])
+        frames.append(body[np.argsort(body[:, 0])][:, 3:9])
+        i += 9 + n
+    if not frames:
+        raise ValueError(f"{path}: no complete frame of a LAMMPS custom dump")
+    data = np.array(frames)
+    return {"step": np.array(steps), "box": np.array(boxes), "positions": data[:, :, :3], "velocities": data[:, :, 3:]}

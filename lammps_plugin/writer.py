@@ -64,14 +64,23 @@ def _f(v) -> str:
     return repr(float(v))
 
 
-def write_data(path, positions, velocities, box_nm, species, molecules, units="real", title="", charge_h=None):
+def _langevin(fix_id, temperature_k, friction_per_ps, u, seed) -> str:
+    """fix langevin with friction_per_ps on every atom (damp = 1/friction), no net random force."""
+    damp = u.time / float(friction_per_ps)
+    return f"fix {fix_id} all langevin {_f(temperature_k)} {_f(temperature_k)} {_f(damp)} {int(seed)} zero yes"
+
+
+def write_data(path, positions, velocities, box_nm, species, molecules, units="real", title="", charge_h=None,
+               masses_amu=None):
     """LAMMPS data file (atom_style full): atoms O=1/H=2, bonds O-H=1/H-H=2, angle H-O-H=1;
-    charges q_H = charge_h and q_O = -2 charge_h (e), or zero.
+    charges q_H = charge_h and q_O = -2 charge_h (e), or zero; masses_amu: element -> amu
+    (a CP2K run's, e.g. heavy hydrogen), standard masses by default.
 
     positions (n, 3) nm and velocities nm/ps (or None) in O H H order per molecule.
     Atoms are wrapped into the box with image flags, so molecules stay whole.
     """
     u = lammps_units(units)
+    mass = {**MASSES_AMU, **(masses_amu or {})}
     box = np.asarray(box_nm, float) * u.length
     x = np.asarray(positions, float) * u.length
     image = np.floor(x / box).astype(int)
@@ -81,7 +90,7 @@ def write_data(path, positions, velocities, box_nm, species, molecules, units="r
              f"{n} atoms", f"{3 * n_mol} bonds", f"{n_mol} angles", "",
              "2 atom types", "2 bond types", "1 angle types", "",
              f"0.0 {_f(box[0])} xlo xhi", f"0.0 {_f(box[1])} ylo yhi", f"0.0 {_f(box[2])} zlo zhi", "",
-             "Masses", "", f"1 {MASSES_AMU['O']}  # O", f"2 {MASSES_AMU['H']}  # H", "",
+             "Masses", "", f"1 {mass['O']}  # O", f"2 {mass['H']}  # H", "",
              "Atoms  # full", ""]
     mol_of = np.empty(n, int)
     for m, atoms in enumerate(molecules):
@@ -211,7 +220,8 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
                temperature_k, timestep_ps, steps=1000, pair="table", units="real",
                replicate=(1, 1, 1), thermo_every=10, dump_every=100, seed=1,
                collision_time_ps=None, source="", dump_forces=False, thermostat="nose-hoover",
-               kspace_accuracy=1e-5) -> DeckFiles:
+               kspace_accuracy=1e-5, friction_per_ps=None, masses_amu=None, equilibration_steps=0,
+               equilibration_friction_per_ps=5.0) -> DeckFiles:
     """Everything LAMMPS needs to run the model's learning dynamics from one frame.
 
     pair: "table" (pair_style table) or "python" (pair_style python, the exact route).
@@ -223,6 +233,11 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
     `fix momentum` for the centre of mass; run those decks with `lammps_plugin.agent`.
     Models with charges get `coul/long` and `kspace_style pppm` (relative force accuracy
     kspace_accuracy, as OpenMM's Ewald error tolerance).
+    thermostat "langevin": fix nve + fix langevin with friction_per_ps (1/ps) on every atom,
+    a CP2K Langevin run's protocol. masses_amu: element -> amu (a CP2K run's). velocities
+    None: drawn at temperature_k (seed). equilibration_steps: first that many steps of
+    Langevin dynamics (equilibration_friction_per_ps), neither dumped nor counted in
+    `steps`; the step counter starts at 0 after them.
     """
     if pair not in ("table", "python"):
         raise ValueError(f"pair must be 'table' or 'python', not {pair}")
@@ -232,7 +247,7 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
     model = LossModel.load(model_path)
     shutil.copyfile(model_path, out / "model.json")
     data = write_data(out / "water.data", positions, velocities, box_nm, species, molecules, units, source,
-                      model.charge_h)
+                      model.charge_h, masses_amu)
     write_bond_tables(out / "bonds.table", model, units)
     write_angle_table(out / "angles.table", model, units)
     agent = model.mode == "agent"
@@ -266,6 +281,8 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
               f"angle_style table linear {ANGLE_POINTS}", "angle_coeff 1 ${dir}/angles.table HOH", "",
               "neighbor 2.0 bin", "neigh_modify every 1 delay 0 check yes", "",
               f"timestep {_f(timestep_ps * u.time)}"]
+    if velocities is None:
+        lines.append(f"velocity all create {_f(temperature_k)} {int(seed)} dist gaussian mom yes rot no")
     # the same thermostat as the OpenMM integrator (openmm_learning.losses.model.NOSE_HOOVER)
     chain, default_time = NOSE_HOOVER[model.mode]
     damp = (collision_time_ps or (CSVR_TIME_PS if thermostat == "csvr" else default_time)) * u.time
@@ -274,17 +291,24 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
                       f"{_f(damp)} {int(seed)}")
     elif thermostat == "nose-hoover":
         thermostat = f"fix thermostat all nvt temp {_f(temperature_k)} {_f(temperature_k)} {_f(damp)} tchain {chain}"
+    elif thermostat == "langevin":
+        if not friction_per_ps:
+            raise ValueError("thermostat 'langevin' needs friction_per_ps")
+        thermostat = ("fix integrate all nve\n" + _langevin("thermostat", temperature_k, friction_per_ps, u, seed))
     else:
-        raise ValueError(f"thermostat {thermostat!r}: use 'nose-hoover' or 'csvr'")
+        raise ValueError(f"thermostat {thermostat!r}: use 'nose-hoover', 'csvr' or 'langevin'")
     if agent:
-        lines += [thermostat,
-                  "fix com all momentum 1 linear 1 1 1",
+        lines += ["fix com all momentum 1 linear 1 1 1",
                   "fix agent all external pf/callback 1 1   # non-reciprocal remainder, set by lammps_plugin.agent"]
-    else:
-        lines += [thermostat]
+    if equilibration_steps:
+        lines += ["fix integrate all nve",
+                  _langevin("equilibrate", temperature_k, equilibration_friction_per_ps, u, seed + 7919),
+                  f"run {int(equilibration_steps)}   # Langevin equilibration: every kind of motion at the target",
+                  "unfix equilibrate", "unfix integrate", "reset_timestep 0"]
+    lines += [thermostat]
     lines += ["", "thermo_style custom step time temp pe ke etotal press",
               "thermo_modify format float %22.15g norm no", f"thermo {thermo_every}",
-              f"dump trajectory all custom {dump_every} ${{dir}}/trajectory.lammpstrj id mol type x y z vx vy vz",
+              f"dump trajectory all custom {dump_every} ${{dir}}/trajectory.lammpstrj id mol type xu yu zu vx vy vz",
               "dump_modify trajectory sort id"]
     if dump_forces:
         lines += ["dump forces all custom 1 ${dir}/forces.dump id fx fy fz", "dump_modify forces sort id format float %22.15g"]

@@ -54,9 +54,11 @@ def test_errors_are_one_clear_line(tmp_path, args, message):
     assert "Traceback" not in r.stderr
 
 
-def test_small_box_runs_as_its_replica_end_to_end(tmp_path):
-    """A 27-water CP2K run (box under twice the cutoff) goes through fit, simulate and
-    validate as its 2x2x2 periodic replica, said once on the way and in the outputs."""
+def test_small_box_runs_end_to_end(tmp_path):
+    """A 27-water CP2K run (box under twice the cutoff) is fitted and simulated in OpenMM
+    as its 2x2x2 periodic replica, said once on the way and in the outputs; validate runs
+    its rows in LAMMPS in the 27-water cell itself (the reference's system, under its
+    Langevin friction), analysed as the replica like the reference, and says so."""
     run = example_run_dir("water27-xtb-300K")
     r = cli("fit", run, "--out", tmp_path / "fit", "--modes", "reciprocal")  # one mode: half the cost
     assert r.returncode == 0, r.stderr
@@ -79,7 +81,14 @@ def test_small_box_runs_as_its_replica_end_to_end(tmp_path):
     assert "Traceback" not in r.stderr
     report = (tmp_path / "val" / "report.md").read_text()
     assert "2x2x2 periodic replica of the CP2K cell" in report
+    assert "the CP2K cell itself, 0.9322 x 0.9322 x 0.9322 nm, 27 molecules, in LAMMPS" in report
+    summary = json.loads((tmp_path / "val" / "sim-reciprocal" / "seed-0" / "summary.json").read_text())
+    assert summary["engine"] == "LAMMPS" and summary["temperature_atoms"] == 81
+    assert summary["thermostat"] == "langevin" and summary["friction_per_ps"] == pytest.approx(10.0)
     metrics = json.loads((tmp_path / "val" / "metrics.json").read_text())
+    # the same 81 atoms in row and reference: their temperature fluctuations compare
     std = [m for m in metrics["metrics"] if m["metric"] == "temperature.std"]
-    assert std and all(m["outcome"] == "n/a" and "1/sqrt(atoms)" in m["note"] for m in std)
+    assert std and all("1/sqrt(atoms)" not in m.get("note", "") for m in std)
+    kinetic = [m for m in metrics["metrics"] if m["metric"].startswith("kinetic_vs_target.")]
+    assert len(kinetic) == 5 and all(m["outcome"] != "n/a" for m in kinetic)
     assert [m["value"] for m in metrics["metrics"] if m["metric"] == "stability.blow_ups"] == [0]

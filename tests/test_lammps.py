@@ -6,7 +6,7 @@ import openmm as mm
 import pytest
 
 from lammps_plugin.agent import run_deck
-from lammps_plugin.run import lammps_available, read_force_dump, read_thermo, run_lammps
+from lammps_plugin.run import lammps_available, read_force_dump, read_thermo, read_trajectory_dump, run_lammps
 from lammps_plugin.writer import write_deck
 from openmm_learning.losses.model import LossModel
 from openmm_learning.openmm.forces import create_system
@@ -255,3 +255,29 @@ def test_pair_class_checks_units_and_species(saved_models, monkeypatch, tmp_path
     r, h = 3.1, 1e-6
     de = (pair.compute_energy((r + h) ** 2, 1, 1) - pair.compute_energy((r - h) ** 2, 1, 1)) / (2 * h)
     assert pair.compute_force(r * r, 1, 1) == pytest.approx(-de / r, rel=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["reciprocal", "agent"])
+def test_a_small_cell_row_runs_in_the_cell_itself(saved_models, tmp_path, mode):
+    """The validation's LAMMPS stage runs a 27-water CP2K cell (under twice the cutoff) as
+    itself under its Langevin friction and writes a run as the OpenMM stage does: the
+    trajectory of the cell's 2x2x2 replica (copy 0 = LAMMPS's atoms in nm, the others
+    shifted by the cell), state.csv with the 81 atoms' temperatures (at the target under
+    friction; a velocity unit off by 10 would read 100 times off) and summary.json."""
+    from openmm_learning.io.water_run import example_run_dir, load_water_run
+    from openmm_learning.validation.suite import lammps_stage, row_of
+
+    run, system = load_water_run(example_run_dir("water27-xtb-300K"), r_cut=0.6)
+    assert run.replica == 2
+    lammps_stage(mode, saved_models[mode], run, system, tmp_path, ps=0.5, report_interval=20, progress=False,
+                 seed=2, equilibration_ps=0.1)
+    row = row_of(tmp_path)
+    assert row.traj.n_atoms == 648 and row.temperature_atoms == 81
+    np.testing.assert_allclose(np.diff(row.traj.time), 0.01, atol=1e-6)
+    dump = read_trajectory_dump(tmp_path / "lammps" / "trajectory.lammpstrj")
+    np.testing.assert_allclose(row.traj.xyz[:, :81], dump["positions"] / 10.0, atol=1e-5)
+    cell = run.box_nm[0] / 2
+    shift = row.traj.xyz[:, 81:162] - row.traj.xyz[:, :81]  # copy 1: shifted by the cell's z edge
+    np.testing.assert_allclose(shift, np.broadcast_to([0, 0, cell[2]], shift.shape), atol=1e-4)
+    assert 255 < row.temperature.mean() < 345
+    assert all(200 < row.kinetic[k].mean() < 400 for k in row.kinetic)

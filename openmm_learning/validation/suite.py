@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -360,6 +361,76 @@ def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Pat
                     friction_per_ps=reference_friction(run), **extra)
 
 
+def lammps_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Path, *, ps, report_interval=100,
+                 progress=True, frame=-1, seed=1, equilibration_ps=2.0):
+    """Dynamics of a model in LAMMPS in the CP2K cell itself: a box under twice the cutoff
+    (`run.replica` > 1), which OpenMM could only run as a larger replica, a different
+    system; LAMMPS's ghost atoms hold every image within the cutoff. Under the reference's
+    protocol (masses, step, its Langevin friction or CSVR), after `equilibration_ps` of
+    Langevin dynamics. Written as simulate_stage writes a run, so that row_of reads it:
+    trajectory.dcd and topology.pdb of the cell's periodic replica (analysed as the
+    reference is), state.csv with the temperatures of the cell's own atoms, summary.json.
+    Agent-mode models run in lammps_plugin.agent (the lammps Python module)."""
+    import mdtraj
+    from lammps_plugin.run import read_trajectory_dump, run_lammps
+    from lammps_plugin.writer import lammps_units, write_deck
+
+    from ..io.topology import kinetic_temperatures, mdtraj_topology
+
+    frame = frame % run.n_frames
+    n = run.n_atoms // run.replica**3
+    cell = run.box_nm[frame] / run.replica
+    dt = run.settings.timestep_ps
+    stamp = {"model_sha256": loaded_model(model_path)[1], "project": run.project, "engine": "LAMMPS",
+             "start_step": int(run.steps[frame]), "temperature_K": run.settings.temperature_k, "timestep_ps": dt,
+             "report_interval": report_interval, "seed": seed, "equilibration_ps": equilibration_ps,
+             "masses_amu": run.settings.masses_amu, "friction_per_ps": reference_friction(run), "ps": ps}
+    if _stage_done(out, stamp, "summary.json"):
+        return
+    if out.exists():
+        shutil.rmtree(out)  # LAMMPS runs do not resume: an unfinished one starts again
+    _write_stamp(out, stamp)
+    friction = reference_friction(run)
+    files = write_deck(out / "lammps", model_path, run.positions[frame][:n], None, cell, system.species[:n],
+                       system.molecules[: n // 3], temperature_k=run.settings.temperature_k, timestep_ps=dt,
+                       steps=int(round(ps / dt)), thermo_every=report_interval, dump_every=report_interval, seed=seed,
+                       thermostat="langevin" if friction else "csvr", friction_per_ps=friction,
+                       collision_time_ps=run.settings.csvr_time_ps, masses_amu=run.settings.masses_amu,
+                       equilibration_steps=int(round(equilibration_ps / dt)),
+                       source=f"CP2K {run.project} step {int(run.steps[frame])}")
+    _say(progress, f"{name}: LAMMPS in the {' x '.join(f'{b:.4f}' for b in cell)} nm CP2K cell, {out}")
+    t0 = time.perf_counter()
+    run_lammps(files.deck)
+    seconds = (time.perf_counter() - t0) / int(round((ps + equilibration_ps) / dt))
+    u = lammps_units("real")
+    dump = read_trajectory_dump(files.folder / "trajectory.lammpstrj")
+    x, v = dump["positions"] / u.length, dump["velocities"] / u.velocity  # nm, nm/ps
+    masses = np.array([run.settings.masses_amu[e] for e in np.array(run.elements[:n])])
+    kinds = kinetic_temperatures(x, v, masses, cell)
+    times = dump["step"] * dt
+    log = {"step": dump["step"], "time_ps": times, "temperature_K": kinds["total"],
+           "kinetic_kJmol": 0.5 * np.einsum("i,fik->f", masses, v**2), "potential_kJmol": np.nan,
+           "thermostat_heat_kJmol": np.nan, "net_force_kJmol_nm": np.nan, "out_of_range_terms": 0,
+           **{f"T_{k}_K": kinds[k] for k in KINETIC_KINDS}}
+    columns = np.column_stack([np.broadcast_to(np.asarray(c, float), times.shape) for c in log.values()])
+    np.savetxt(out / "state.csv", columns, delimiter=",", header=",".join(log), comments="", fmt="%.10g")
+    # the replica, shifted image after image as Cp2kRun.replicated does, for the analysis
+    shifts = np.array([(i, j, k) for i in range(run.replica) for j in range(run.replica) for k in range(run.replica)])
+    xyz = np.concatenate([x + (s * cell)[None, None, :] for s in shifts], axis=1)
+    traj = mdtraj.Trajectory(xyz, mdtraj_topology(xyz.shape[1] // 3), time=times,
+                             unitcell_lengths=np.tile(cell * run.replica, (len(times), 1)),
+                             unitcell_angles=np.full((len(times), 3), 90.0))
+    traj[0].save_pdb(str(out / "topology.pdb"))
+    traj.save_dcd(str(out / "trajectory.dcd"))
+    write_json_atomic(out / "summary.json", {
+        "engine": "LAMMPS", "name": name, "mode": loaded_model(model_path)[0].mode, "steps": int(round(ps / dt)),
+        "timestep_ps": dt, "temperature_target_K": run.settings.temperature_k, "seconds_per_step": seconds,
+        "thermostat": "langevin" if friction else "csvr", "friction_per_ps": friction,
+        "collision_time_ps": None if friction else run.settings.csvr_time_ps, "seed": seed,
+        "equilibration_ps": equilibration_ps, "replica": run.replica, "cell_nm": [float(b) for b in cell],
+        "temperature_atoms": n, "hydrogen_mass_amu": run.settings.masses_amu["H"]})
+
+
 def reference_friction(run: Cp2kRun) -> float | None:
     """A Langevin run's friction (1/ps), which its rows then run with (diffusion compares only
     under the same friction); None for any other thermostat."""
@@ -425,7 +496,8 @@ def row_of(sim_dir):
     s = json.loads((sim_dir / "summary.json").read_text()) if (sim_dir / "summary.json").exists() else {}
     row = Row(traj, temperature=log["temperature_K"], temperature_times_ps=log["time_ps"],
               seconds_per_step=s.get("seconds_per_step"), hydrogen_mass_amu=s.get("hydrogen_mass_amu", MASSES_AMU["H"]),
-              thermostat=s.get("thermostat"), friction_per_ps=s.get("friction_per_ps"))
+              thermostat=s.get("thermostat"), friction_per_ps=s.get("friction_per_ps"),
+              temperature_atoms=s.get("temperature_atoms"))  # a LAMMPS run in a small cell: its own atoms
     if all(f"T_{k}_K" in log for k in KINETIC_KINDS):
         row.kinetic, row.kinetic_times_ps = {k: log[f"T_{k}_K"] for k in KINETIC_KINDS}, log["time_ps"]
     row.heat_per_ps, row.net_force = s.get("heat_per_ps"), s.get("mean_net_force")
@@ -539,7 +611,11 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     sims = {}  # row name -> (folder, model path or None)
     for name, path in models.items():
         sims[name] = (out / f"sim-{_folder_name(name)}", path)
-    if baseline:
+    own_cell = run.replica > 1  # a box under twice the cutoff: rows run in LAMMPS in the cell itself
+    if baseline and own_cell:
+        _say(progress, f"{BASELINE_NAME}: no baseline for a box under twice the cutoff (OpenMM would run its "
+                       "replica, a different system)")
+    elif baseline:
         sims[BASELINE_NAME] = (out / "sim-spcfw", None)
     frames = start_frames(run, eq, seeds)
     for name, (folder, path) in sims.items():
@@ -549,6 +625,10 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
             if (seed_dir / BLOW_UP).exists():
                 continue  # decided: a rerun would only repeat it
             try:
+                if own_cell:
+                    lammps_stage(name, path, run, system, seed_dir, ps=ps, report_interval=report_interval,
+                                 progress=progress, frame=frame, seed=first_seed + k, equilibration_ps=langevin_ps)
+                    continue  # no velocity recording: the spectra are n/a for these rows
                 simulate_stage(name, path, run, system, seed_dir, ps=ps, platform=platform,
                                report_interval=report_interval, progress=progress, frame=frame,
                                seed=first_seed + k, equilibration_ps=langevin_ps)
@@ -652,21 +732,27 @@ def _provenance(run, eq, row_eq, train_steps, fitted, models, folders, baseline,
     for n, p in models.items():
         lines.append(f"{n}: model {Path(p).name} sha256 {sha256_of(p)[:16]}")
     if folders:
-        lines.append(f"OpenMM {openmm.__version__} on the {platform} platform, {os.cpu_count()} CPU cores; "
+        own_cell = run.replica > 1
+        friction = reference_friction(run)
+        thermostat = (f"Langevin, the reference's friction {friction:g}/ps" if friction else
+                      f"CSVR, time constant {1000 * (s.csvr_time_ps or CSVR_TIME_PS):g} fs")
+        engine = ("LAMMPS (table route; agent mode through lammps_plugin.agent)" if own_cell else
+                  f"OpenMM {openmm.__version__} on the {platform} platform")
+        lines.append(f"{engine}, {os.cpu_count()} CPU cores; "
                      f"each row {len(frames)} runs (seeds {first_seed}-{first_seed + len(frames) - 1}) from CP2K steps "
                      f"{', '.join(str(int(run.steps[f])) for f in frames)}: velocities drawn at "
                      f"{run.settings.temperature_k:g} K, {langevin_ps:g} ps of Langevin (5/ps) equilibration, "
-                     f"then {ps:g} ps of learning dynamics (CSVR, time constant "
-                     f"{1000 * (s.csvr_time_ps or CSVR_TIME_PS):g} fs)")
-        cell = (f"the {run.replica}x{run.replica}x{run.replica} replica of the CP2K cell" if run.replica > 1
-                else "the CP2K cell itself")
-        lines.append(f"every row runs under the reference's protocol: its box ({cell}, "
-                     f"{' x '.join(f'{b:.4f}' for b in run.box_nm[-1])} nm), timestep {s.timestep_ps * 1000:g} fs and "
-                     f"masses (H {s.masses_amu['H']:g}, O {s.masses_amu['O']:g} amu)")
-    if velocity_ps and run.velocities is not None and light_water(run.settings.masses_amu["H"]):
+                     f"then {ps:g} ps of dynamics ({thermostat})")
+        cell_nm = " x ".join(f"{b:.4f}" for b in run.box_nm[-1] / run.replica)
+        box = (f"the CP2K cell itself, {cell_nm} nm, {len(run.elements) // 3 // run.replica**3} molecules, in "
+               f"LAMMPS; analysed as its {run.replica}x{run.replica}x{run.replica} replica, as the reference is"
+               if own_cell else f"the CP2K cell itself, {cell_nm} nm")
+        lines.append(f"every row runs under the reference's protocol: its box ({box}), timestep "
+                     f"{s.timestep_ps * 1000:g} fs and masses (H {s.masses_amu['H']:g}, O {s.masses_amu['O']:g} amu)")
+    if velocity_ps and run.velocities is not None and light_water(run.settings.masses_amu["H"]) and run.replica == 1:
         lines.append(f"spectra: CP2K velocities from the vel file; OpenMM velocities recorded for {velocity_ps:g} ps "
                      f"after each run, every {velocity_interval} steps")
-    if baseline:
+    if baseline and run.replica == 1:
         lines.append(SPCFW_CITATION + "; same box, start frame, temperature, timestep and thermostat as the "
                      "learned reciprocal row")
     lines.append("cost: CP2K seconds per step = median UsedTime of the .ener file (the machine that ran "
