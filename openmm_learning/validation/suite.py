@@ -428,7 +428,9 @@ def lammps_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Path,
         "thermostat": "langevin" if friction else "csvr", "friction_per_ps": friction,
         "collision_time_ps": None if friction else run.settings.csvr_time_ps, "seed": seed,
         "equilibration_ps": equilibration_ps, "replica": run.replica, "cell_nm": [float(b) for b in cell],
-        "temperature_atoms": n, "hydrogen_mass_amu": run.settings.masses_amu["H"]})
+        "temperature_atoms": n, "hydrogen_mass_amu": run.settings.masses_amu["H"],
+        "mean_temperature": float(np.mean(kinds["total"][len(times) // 2:])), "heat_per_ps": None,
+        "mean_net_force": None, "out_of_range_fraction": None})  # not measured in LAMMPS
 
 
 def reference_friction(run: Cp2kRun) -> float | None:
@@ -669,6 +671,10 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     return result
 
 
+def _or_dash(value, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
 def _thermostat_text(summary: dict) -> str:
     """The thermostat of a run as its summary.json records it (older runs: Nose-Hoover)."""
     kind = summary.get("thermostat", "nose-hoover")
@@ -824,13 +830,15 @@ def _sections(out, agents, lc, folders, fitted) -> list:
             sim_rows.append([name, os.path.relpath(run_dir, Path(folder).parent), s["steps"],
                              f"{s['steps'] * s['timestep_ps']:g}", s.get("seed", "?"),
                              f"{s.get('equilibration_ps', 0):g}", f"{s['mean_temperature']:.1f}",
-                             _thermostat_text(s),
-                             f"{s['heat_per_ps']:.0f}", f"{s['mean_net_force']:.3g}",
-                             f"{1000 * s['seconds_per_step']:.2f}", f"{100 * s['out_of_range_fraction']:.0f} %"])
+                             _thermostat_text(s) + (" (LAMMPS)" if s.get("engine") == "LAMMPS" else ""),
+                             _or_dash(s["heat_per_ps"], "{:.0f}"), _or_dash(s["mean_net_force"], "{:.3g}"),
+                             f"{1000 * s['seconds_per_step']:.2f}",
+                             _or_dash(s["out_of_range_fraction"] and 100 * s["out_of_range_fraction"], "{:.0f} %")])
     if sim_rows:
         sections.append({"title": "Simulations", "text": [
             "Each run: Langevin equilibration (not recorded), then velocity Verlet with the thermostat named in "
-            "the table (LearningIntegrator) at the reference's temperature and timestep; the mean temperature is over "
+            "the table (OpenMM's LearningIntegrator, or LAMMPS in a box under twice the cutoff, which does not "
+            "measure the columns shown as -) at the reference's temperature and timestep; the mean temperature is over "
             "the second half; 'out of range': reports with an invariant outside the model's training range."],
             "table": {"header": ["row", "folder", "steps", "ps", "seed", "Langevin ps", "mean T (K)", "thermostat",
                                  "heat (kJ/mol/ps)",
