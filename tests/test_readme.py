@@ -173,3 +173,11 @@ def test_power_table_is_the_committed_record():
     text = (ROOT / "validation" / "README.md").read_text()
     assert f"{study.BEGIN}\n{study.table(rec)}\n{study.END}" in text
     assert rec["settings"]["seeds"] == study.EXAMPLE_SEEDS and rec["settings"]["ps"] == study.EXAMPLE_PS
+
+
+def test_slow_structure_table_is_the_committed_record():
+    """validation/README.md's slow-structure table is slow_structure_study.table of its record."""
+    study = _script("slow_structure_study")
+    rec = json.loads((ROOT / "validation" / "results" / "slow_structure.json").read_text())
+    text = (ROOT / "validation" / "README.md").read_text()
+    assert f"{study.BEGIN}\n{study.table(rec)}\n{study.END}" in text

@@ -14,7 +14,7 @@ For each: the first-peak height per block or run, their mean, spread and standar
 and the time autocorrelation of the first-shell count (O-O pairs at 0.265-0.29 nm) per
 frame. If the standard error from blocks keeps growing with the block length, blocks of
 that length understate the error (a slow collective fluctuation of the small box).
-Writes validation/results/slow_structure.json (no README number is taken from it yet).
+Writes validation/results/slow_structure.json and its table in validation/README.md.
 
     python validation/slow_structure_study.py [--out output/slow-structure] [--record ...]
 """
@@ -22,7 +22,6 @@ Writes validation/results/slow_structure.json (no README number is taken from it
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import mdtraj
@@ -86,6 +85,27 @@ def openmm_run(out, run_, water, frame, ps, dt, seed, report_ps):
     return traj[traj.time >= traj.time[0] + EXAMPLE_ROW_CUT_PS]
 
 
+BEGIN, END = "<!-- slow structure: begin -->", "<!-- slow structure: end -->"
+
+
+def table(record: dict) -> str:
+    """validation/README.md's table of the record: g_OO first-peak height, its spread per
+    block or run and its standard error, for each source."""
+    lines = [f"Recorded at commit {record['commit']} (64 waters, {record['reference']} after its "
+             f"{record['cut_ps']:g} ps cut):", "",
+             "| source | pieces | g_OO peak height (mean) | spread of one piece (sd) | standard error |",
+             "|---|---|---|---|---|"]
+    for name, label in (("cp2k", "CP2K reference"), ("openmm_long_run", "one OpenMM run as long")):
+        for k in (4, 16, 32):
+            b = record[name][f"{k} blocks"]
+            lines.append(f"| {label} | {k} blocks | {b['mean']:.3f} | {b['sd']:.3f} | {b['sem']:.3f} |")
+    for key in [k for k in record if k.startswith("openmm_short_runs_")]:
+        b = record[key]
+        lines.append(f"| short runs at {key.rsplit('_', 1)[1]} | {b['runs']} runs of 8 ps | {b['mean']:.3f} | "
+                     f"{b['sd']:.3f} | {b['sem']:.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("output/slow-structure"))
@@ -107,11 +127,12 @@ def main(argv=None):
         record[f"openmm_short_runs_{step * 1000:g}fs"] = {
             "runs": len(runs), **spread([peak_height(t) for t in runs]),
             "shell_autocorrelation": autocorrelation(shell_counts(runs[0]))}
-    from readme_results import head_commit  # beside this script
+    from readme_results import head_commit, replace_block  # beside this script
 
     record["commit"] = head_commit()
     write_json_atomic(args.record, record)
-    print(json.dumps(record, indent=1))
+    replace_block(Path(__file__).with_name("README.md"), BEGIN, END, table(record))
+    print(table(record))
 
 
 if __name__ == "__main__":
