@@ -101,7 +101,7 @@ def table(record: dict) -> str:
             lines.append(f"| {label} | {k} blocks | {b['mean']:.3f} | {b['sd']:.3f} | {b['sem']:.3f} |")
     for key in [k for k in record if k.startswith("openmm_short_runs_")]:
         b = record[key]
-        lines.append(f"| short runs at {key.rsplit('_', 1)[1]} | {b['runs']} runs of 8 ps | {b['mean']:.3f} | "
+        lines.append(f"| short runs at {key.rsplit('_', 1)[1].replace('fs', ' fs')} | {b['runs']} runs of 8 ps | {b['mean']:.3f} | "
                      f"{b['sd']:.3f} | {b['sem']:.3f} |")
     return "\n".join(lines)
 
