@@ -100,9 +100,9 @@ def table(record: dict) -> str:
             b = record[name][f"{k} blocks"]
             lines.append(f"| {label} | {k} blocks | {b['mean']:.3f} | {b['sd']:.3f} | {b['sem']:.3f} |")
     for key in [k for k in record if k.startswith("openmm_short_runs_")]:
-        b = record[key]
-        lines.append(f"| short runs at {key.rsplit('_', 1)[1].replace('fs', ' fs')} | {b['runs']} runs of 8 ps | {b['mean']:.3f} | "
-                     f"{b['sd']:.3f} | {b['sem']:.3f} |")
+        b, step = record[key], key.rsplit("_", 1)[1].replace("fs", " fs")
+        lines.append(f"| short runs at {step} | {b['runs']} runs of 8 ps | {b['mean']:.3f} | {b['sd']:.3f} | "
+                     f"{b['sem']:.3f} |")
     return "\n".join(lines)
 
 
