@@ -281,3 +281,20 @@ def test_a_small_cell_row_runs_in_the_cell_itself(saved_models, tmp_path, mode):
     np.testing.assert_allclose(shift, np.broadcast_to([0, 0, cell[2]], shift.shape), atol=1e-4)
     assert 255 < row.temperature.mean() < 345
     assert all(200 < row.kinetic[k].mean() < 400 for k in row.kinetic)
+
+
+def test_a_small_cell_row_that_blows_up_is_a_result(saved_models, tmp_path):
+    """A LAMMPS row whose atoms fly apart (planted: a 10 fs step, longer than an O-H
+    vibration) raises SimulationError, which the suite counts in stability.blow_ups, rather
+    than stopping the validation."""
+    import dataclasses
+
+    from openmm_learning.io.water_run import example_run_dir, load_water_run
+    from openmm_learning.openmm.reporters import SimulationError
+    from openmm_learning.validation.suite import lammps_stage
+
+    run, system = load_water_run(example_run_dir("water27-xtb-300K"), r_cut=0.6)
+    run = dataclasses.replace(run, settings=dataclasses.replace(run.settings, timestep_ps=0.01))
+    with pytest.raises(SimulationError, match="blew up"):
+        lammps_stage("reciprocal", saved_models["reciprocal"], run, system, tmp_path, ps=5.0, report_interval=20,
+                     progress=False, equilibration_ps=0.0)

@@ -361,6 +361,11 @@ def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Pat
                     friction_per_ps=reference_friction(run), **extra)
 
 
+#: LAMMPS errors that mean the dynamics blew up, not that the deck or the installation is wrong
+LAMMPS_BLOW_UPS = ("Lost atoms", "Out of range atoms", "Bond atoms missing", "Angle atoms missing",
+                   "Non-numeric atom coords", "Pair distance < table inner cutoff", "Bond length < table inner cutoff")
+
+
 def lammps_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Path, *, ps, report_interval=100,
                  progress=True, frame=-1, seed=1, equilibration_ps=2.0):
     """Dynamics of a model in LAMMPS in the CP2K cell itself: a box under twice the cutoff
@@ -400,7 +405,12 @@ def lammps_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Path,
                        source=f"CP2K {run.project} step {int(run.steps[frame])}")
     _say(progress, f"{name}: LAMMPS in the {' x '.join(f'{b:.4f}' for b in cell)} nm CP2K cell, {out}")
     t0 = time.perf_counter()
-    run_lammps(files.deck)
+    try:
+        run_lammps(files.deck)
+    except RuntimeError as e:  # atoms flying apart is a result about the model (stability.blow_ups)
+        if any(w in str(e) for w in LAMMPS_BLOW_UPS):
+            raise SimulationError(f"{name}: LAMMPS run in {files.folder} blew up: {str(e).splitlines()[-1]}") from e
+        raise
     seconds = (time.perf_counter() - t0) / int(round((ps + equilibration_ps) / dt))
     u = lammps_units("real")
     dump = read_trajectory_dump(files.folder / "trajectory.lammpstrj")
