@@ -519,3 +519,33 @@ def test_a_value_without_its_uncertainty_decides_nothing():
         rec = decision.decide({"metric": "rdf_OH.coordination_number", "value": value, "uncertainty": math.nan,
                                  "row_value": 1.0, "reference_value": 1.0}, {"max": 0.2}, 0.95, 30)
         assert rec["outcome"] == "inconclusive" and "undecided" in rec["note"], rec
+
+
+def test_coordination_counts_within_the_references_minimum():
+    """rdf_XX.coordination_number counts partners within the reference's first minimum on
+    both sides: a row whose shallow minimum moved out (its own-minimum count several
+    partners higher) but whose g is the reference's inside it reads 0; planted, a first
+    shell 10 % denser reads about 10 % of the count."""
+    from openmm_learning.validation.comparisons import _coordination_record
+
+    r = np.linspace(0.0025, 0.5975, 120)
+    g_ref = 1 + 1.5 * np.exp(-((r - 0.28) / 0.02) ** 2) - 0.3 * np.exp(-((r - 0.34) / 0.02) ** 2)
+    g_ref[r < 0.24] = 0.0
+    rho = 33.0
+
+    def side(g):
+        feats = analysis.rdf_features(r, g, rho, "OO")
+        return {"r": r, "g": g, "density": rho, "g_parts": [g * 0.99, g * 1.01], "features": feats,
+                "features_sem": {k: 0.0 for k in feats}}
+
+    ref = side(g_ref)
+    r_min = ref["features"]["first_min_position"]
+    dip_out = 1 + 1.5 * np.exp(-((r - 0.28) / 0.02) ** 2) - 0.3 * np.exp(-((r - 0.39) / 0.02) ** 2)
+    row = side(np.where(r < r_min, g_ref, dip_out))
+    assert row["features"]["first_min_position"] > r_min + 0.03  # its own minimum moved out
+    assert row["features"]["coordination_number"] > ref["features"]["coordination_number"] + 1.0
+    rec = _coordination_record("OO", row, ref)
+    assert abs(rec["value"]) < 0.05 and "reference's first minimum" in rec["context"]  # the bin at r_min only
+    denser = side(np.where(r < r_min, 1.1 * g_ref, g_ref))
+    rec = _coordination_record("OO", denser, ref)
+    assert rec["value"] == pytest.approx(0.1 * ref["features"]["coordination_number"], rel=0.05)

@@ -138,13 +138,19 @@ def rdf_features(r, g, density_nm3: float, pair: str = "OO") -> dict:
         return {**nan, "peak_prominence": prominence}
     peak_pos, peak_height = _vertex(r, g, i_peak, win["fit_bins"])
     min_pos, _ = _vertex(r, gs, i_min, 5)
-    # Coordination: trapezoid of 4 pi r^2 rho g on the bin centres up to the minimum.
-    x = np.concatenate([[0.0], r[r < min_pos], [min_pos]])
-    y = 4 * np.pi * density_nm3 * x**2 * np.interp(x, r, g, left=0.0)
-    coordination = float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
+    coordination = coordination_within(r, g, density_nm3, min_pos)
     return {"first_peak_position": float(peak_pos), "first_peak_height": float(peak_height),
             "first_min_position": float(min_pos), "coordination_number": coordination,
             "peak_prominence": prominence}
+
+
+def coordination_within(r, g, density_nm3: float, r_max: float) -> float:
+    """Partners within r_max (nm) per central atom: the trapezoid of 4 pi r^2 rho g on the
+    bin centres from 0 to r_max."""
+    r, g = np.asarray(r, float), np.asarray(g, float)
+    x = np.concatenate([[0.0], r[r < r_max], [r_max]])
+    y = 4 * np.pi * density_nm3 * x**2 * np.interp(x, r, g, left=0.0)
+    return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
 
 
 def rdf_difference(r, g1, g2, r_max: float = 0.6) -> float:

@@ -37,6 +37,23 @@ def _integrated_rdf_record(p, a, b):
             "uncertainty": float(np.sqrt(np.sum(sd**2))), "noise_bias": float(np.sqrt(2 / np.pi) * np.sum(sd))}
 
 
+def _coordination_record(p, a, b) -> dict:
+    """Partners within the reference's first minimum, for row and reference alike: a shallow
+    minimum (H-H) moves with small changes of shape, and its position is a metric of its own,
+    so each side counted to its own minimum would count that shift twice."""
+    key, r_min = f"rdf_{p}.coordination_number", b["features"]["first_min_position"]
+    if not np.isfinite(r_min):  # no minimum in the reference: the presence rule decides (n/a)
+        return _diff_record(key, a["features"]["coordination_number"], a["features_sem"]["coordination_number"],
+                            b["features"]["coordination_number"], b["features_sem"]["coordination_number"])
+
+    def count(side):
+        parts = [analysis.coordination_within(side["r"], g, side["density"], r_min) for g in side["g_parts"]]
+        return analysis.coordination_within(side["r"], side["g"], side["density"], r_min), sem(parts)
+
+    return {**_diff_record(key, *count(a), *count(b)),
+            "context": f"partners within the reference's first minimum, {r_min:.4f} nm, on both sides"}
+
+
 def compare(row: Profile, ref: Profile, seconds=None, cp2k_seconds=None, target_k=None,
              reference_equipartition_ok=True) -> list:
     """Raw metric records (no thresholds) of row against ref."""
@@ -59,9 +76,10 @@ def _compare_records(row, ref, seconds, cp2k_seconds, target_k, reference_equipa
         presence = {side: (prof.rdf[p]["features"]["peak_prominence"],
                            prof.rdf[p]["features_sem"]["peak_prominence"], prof.dof)
                     for side, prof in (("row", row), ("reference", ref))}
-        for feat in ("first_peak_position", "first_peak_height", "first_min_position", "coordination_number"):
+        for feat in ("first_peak_position", "first_peak_height", "first_min_position"):
             out.append({**_diff_record(f"rdf_{p}.{feat}", a["features"][feat], a["features_sem"][feat],
                                        b["features"][feat], b["features_sem"][feat]), "presence": presence})
+        out.append({**_coordination_record(p, a, b), "presence": presence})
         out.append(_integrated_rdf_record(p, a, b))
     for name in ("bond", "angle"):
         key = {"bond": "bond_length", "angle": "hoh_angle"}[name]

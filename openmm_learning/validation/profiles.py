@@ -124,7 +124,8 @@ class Profile:
             g_parts = [analysis.rdf(part.traj, p, r_max, n_bins)[1] for part in self.parts]
             # frame-weighted mean of the parts = the RDF of all frames together
             g = np.average(g_parts, axis=0, weights=[part.traj.n_frames for part in self.parts])
-            self.rdf[p] = {"r": r, "g": g, "g_sem": np.std(g_parts, axis=0, ddof=1) / math.sqrt(len(g_parts)),
+            self.rdf[p] = {"r": r, "g": g, "g_parts": g_parts, "density": rho,
+                           "g_sem": np.std(g_parts, axis=0, ddof=1) / math.sqrt(len(g_parts)),
                            "features": analysis.rdf_features(r, g, rho, p),
                            "features_sem": sem([analysis.rdf_features(r, gp, rho, p) for gp in g_parts])}
         self.bond = [analysis.bond_lengths(part.traj) for part in self.parts]
