@@ -207,9 +207,7 @@ def _lammps(args):
     dt, frame = run.settings.timestep_ps, run.frame(args.frame)
     friction = None
     if args.thermostat == "langevin":
-        from .validation.suite import reference_friction
-
-        friction = reference_friction(run)
+        friction = run.settings.langevin_friction_per_ps
         if friction is None:
             raise ValueError(f"{args.cp2k}: --thermostat langevin takes the friction of a CP2K Langevin run, and "
                              f"this run used {run.settings.thermostat or 'no thermostat'}; choose csvr or nose-hoover")

@@ -407,12 +407,11 @@ def test_power_study_reference_runs_the_examples_protocol():
     hydrogen, 1.5 fs, 300 K; 145 ps after its 5 ps cut, its temperature there within 2 K of
     300 K (CP2K's own column)."""
     from openmm_learning.io.water_run import load_water_run
-    from openmm_learning.validation.suite import reference_friction
-
+    
     run, _ = load_water_run(DATA / "water64-spcfw-langevin-300K")
     example, _ = load_water_run(DATA / "water64-xtb-langevin-300K")
     for r in (run, example):
-        assert r.settings.thermostat == "LANGEVIN" and reference_friction(r) == pytest.approx(10.0)
+        assert r.settings.thermostat == "LANGEVIN" and r.settings.langevin_friction_per_ps == pytest.approx(10.0)
         assert r.settings.masses_amu["H"] == 4.0 and r.settings.timestep_ps == pytest.approx(0.0015)
         assert r.settings.temperature_k == 300.0
     assert run.times_ps[-1] - run.times_ps[0] == pytest.approx(150.0) and run.n_frames == 2501

@@ -19,7 +19,6 @@ from openmm_learning.validation import analysis, decision
 from openmm_learning.validation.decision import load_thresholds
 from openmm_learning.validation.judge import Row, validate
 from openmm_learning.validation.metrics import METRICS, SCHEMA_VERSION, ValidationError
-from openmm_learning.validation.suite import reference_friction
 
 DATA = files("openmm_learning") / "data" / "cp2k"
 PLOTS = ["rdf_OO.png", "rdf_OH.png", "rdf_HH.png", "bond_length.png", "hoh_angle.png", "temperature.png"]
@@ -490,7 +489,7 @@ def test_a_langevin_heavy_hydrogen_reference_compares_what_it_shares(tmp_path):
     traj = traj[traj.time >= 1.0 - 1e-9][::2]  # every 6 fs: enough for structure, half the time
     h = traj.n_frames // 2
     heavy = dict(hydrogen_mass_amu=4.0, velocities=run.velocities[-2 * h::2], velocity_dt_ps=0.006)
-    friction = reference_friction(run)
+    friction = run.settings.langevin_friction_per_ps
     assert friction == pytest.approx(10.0)  # GAMMA 0.01/fs of every frame after the cut
     res = validate(Row(traj, thermostat="LANGEVIN", friction_per_ps=friction, **heavy),
                    {"csvr": Row(traj[h:], thermostat="csvr", **heavy),

@@ -47,7 +47,7 @@ from openmm_learning.openmm.reporters import SimulationError
 from openmm_learning.openmm.simulate import simulate
 from openmm_learning.openmm.spcfw import spcfw_system
 from openmm_learning.validation.judge import validate
-from openmm_learning.validation.suite import reference_friction, reference_row, row_of, start_frames
+from openmm_learning.validation.suite import reference_row, row_of, start_frames
 from openmm_learning.workflow import EXAMPLE_LANGEVIN_PS, EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS
 
 REFERENCE = "water64-spcfw-langevin-300K"
@@ -109,7 +109,8 @@ def run_rows(name, make_system, mode, run, water, out: Path, seeds, ps, first_se
                      out_dir=folder, report_interval=int(round(REPORT_PS / dt)), seed=first_seed + k,
                      equilibration_ps=EXAMPLE_LANGEVIN_PS, collision_time_ps=run.settings.csvr_time_ps,
                      system=make_system(len(water.molecules), run.box_nm[frame]), system_mode=mode, name=name,
-                     progress=False, masses_amu=run.settings.masses_amu, friction_per_ps=reference_friction(run))
+                     progress=False, masses_amu=run.settings.masses_amu,
+                     friction_per_ps=run.settings.langevin_friction_per_ps)
             folders.append(folder)
         except SimulationError as e:
             print(f"{name}: run {k} blew up: {e}")

@@ -32,7 +32,7 @@ from openmm_learning.io.water_run import example_run_dir, load_water_run, trajec
 from openmm_learning.openmm.simulate import simulate
 from openmm_learning.openmm.spcfw import spcfw_system
 from openmm_learning.validation import analysis
-from openmm_learning.validation.suite import reference_friction, row_of, start_frames
+from openmm_learning.validation.suite import row_of, start_frames
 from openmm_learning.workflow import EXAMPLE_LANGEVIN_PS, EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS
 
 REFERENCE, CUT_PS = "water64-spcfw-langevin-300K", 5.0
@@ -80,7 +80,7 @@ def openmm_run(out, run_, water, frame, ps, dt, seed, report_ps):
              temperature_k=run_.settings.temperature_k, timestep_ps=dt, steps=int(round(ps / dt)), out_dir=folder,
              report_interval=int(round(report_ps / dt)), seed=seed, equilibration_ps=EXAMPLE_LANGEVIN_PS,
              system=spcfw_system(len(water.molecules), run_.box_nm[frame]), name="SPC/Fw", progress=False,
-             masses_amu=run_.settings.masses_amu, friction_per_ps=reference_friction(run_))
+             masses_amu=run_.settings.masses_amu, friction_per_ps=run_.settings.langevin_friction_per_ps)
     traj = row_of(folder).traj
     return traj[traj.time >= traj.time[0] + EXAMPLE_ROW_CUT_PS]
 

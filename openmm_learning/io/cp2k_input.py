@@ -44,6 +44,11 @@ class Cp2kSettings:
         """The run's CSVR time constant (ps), None when it used another thermostat."""
         return self.thermostat_time_ps if self.thermostat == "CSVR" else None
 
+    @property
+    def langevin_friction_per_ps(self) -> float | None:
+        """The run's Langevin friction (1/ps), None when it used another thermostat."""
+        return self.langevin_gamma_per_ps if self.thermostat == "LANGEVIN" else None
+
 
 @functools.lru_cache(maxsize=1)
 def _spec_tree() -> ET.ElementTree:

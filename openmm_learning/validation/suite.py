@@ -346,7 +346,7 @@ def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Pat
              "start_step": int(run.steps[frame]), "temperature_K": run.settings.temperature_k,
              "timestep_ps": run.settings.timestep_ps, "report_interval": report_interval, "seed": seed,
              "equilibration_ps": equilibration_ps, "masses_amu": run.settings.masses_amu,
-             "friction_per_ps": reference_friction(run)}
+             "friction_per_ps": run.settings.langevin_friction_per_ps}
     if (out / STAMP).exists() and not _stage_done(out, stamp):
         _say(progress, f"{name}: {out} was made from other inputs; starting it again")
         shutil.rmtree(out)
@@ -358,7 +358,7 @@ def simulate_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Pat
                     out_dir=out, platform=platform, report_interval=report_interval, progress=progress,
                     seed=seed, equilibration_ps=equilibration_ps, replica=run.replica,
                     collision_time_ps=run.settings.csvr_time_ps, masses_amu=run.settings.masses_amu,
-                    friction_per_ps=reference_friction(run), **extra)
+                    friction_per_ps=run.settings.langevin_friction_per_ps, **extra)
 
 
 #: LAMMPS errors that mean the dynamics blew up, not that the deck or the installation is wrong
@@ -376,26 +376,26 @@ def lammps_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Path,
     trajectory.dcd and topology.pdb of the cell's periodic replica (analysed as the
     reference is), state.csv with the temperatures of the cell's own atoms, summary.json.
     Agent-mode models run in lammps_plugin.agent (the lammps Python module)."""
-    import mdtraj
     from lammps_plugin.run import read_trajectory_dump, run_lammps
     from lammps_plugin.writer import lammps_units, write_deck
 
-    from ..io.topology import kinetic_temperatures, mdtraj_topology
+    from ..io.topology import kinetic_temperatures
+    from ..openmm.reporters import StateLogReporter
 
     frame = frame % run.n_frames
     n = run.n_atoms // run.replica**3
     cell = run.box_nm[frame] / run.replica
     dt = run.settings.timestep_ps
+    friction = run.settings.langevin_friction_per_ps
     stamp = {"model_sha256": loaded_model(model_path)[1], "project": run.project, "engine": "LAMMPS",
              "start_step": int(run.steps[frame]), "temperature_K": run.settings.temperature_k, "timestep_ps": dt,
              "report_interval": report_interval, "seed": seed, "equilibration_ps": equilibration_ps,
-             "masses_amu": run.settings.masses_amu, "friction_per_ps": reference_friction(run), "ps": ps}
+             "masses_amu": run.settings.masses_amu, "friction_per_ps": friction, "ps": ps}
     if _stage_done(out, stamp, "summary.json"):
         return
     if out.exists():
         shutil.rmtree(out)  # LAMMPS runs do not resume: an unfinished one starts again
     _write_stamp(out, stamp)
-    friction = reference_friction(run)
     files = write_deck(out / "lammps", model_path, run.positions[frame][:n], None, cell, system.species[:n],
                        system.molecules[: n // 3], temperature_k=run.settings.temperature_k, timestep_ps=dt,
                        steps=int(round(ps / dt)), thermo_every=report_interval, dump_every=report_interval, seed=seed,
@@ -422,14 +422,16 @@ def lammps_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Path,
            "kinetic_kJmol": 0.5 * np.einsum("i,fik->f", masses, v**2), "potential_kJmol": np.nan,
            "thermostat_heat_kJmol": np.nan, "net_force_kJmol_nm": np.nan, "out_of_range_terms": 0,
            **{f"T_{k}_K": kinds[k] for k in KINETIC_KINDS}}
-    columns = np.column_stack([np.broadcast_to(np.asarray(c, float), times.shape) for c in log.values()])
-    np.savetxt(out / "state.csv", columns, delimiter=",", header=",".join(log), comments="", fmt="%.10g")
-    # the replica, shifted image after image as Cp2kRun.replicated does, for the analysis
-    shifts = np.array([(i, j, k) for i in range(run.replica) for j in range(run.replica) for k in range(run.replica)])
-    xyz = np.concatenate([x + (s * cell)[None, None, :] for s in shifts], axis=1)
-    traj = mdtraj.Trajectory(xyz, mdtraj_topology(xyz.shape[1] // 3), time=times,
-                             unitcell_lengths=np.tile(cell * run.replica, (len(times), 1)),
-                             unitcell_angles=np.full((len(times), 3), 90.0))
+    # the OpenMM state log's columns, in its order (row_of reads either)
+    columns = np.column_stack([np.broadcast_to(np.asarray(log[h], float), times.shape)
+                               for h in StateLogReporter.header])
+    np.savetxt(out / "state.csv", columns, delimiter=",", header=",".join(StateLogReporter.header), comments="",
+               fmt="%.10g")
+    # the cell's frames as a run of their own, analysed as its replica like the reference
+    cell_run = replace(run, elements=list(run.elements[:n]), steps=dump["step"], times_ps=times,
+                      positions=x, forces=None, velocities=None, energies=None,
+                      box_nm=np.tile(cell, (len(times), 1)), replica=1)
+    traj = trajectory_of(cell_run.replicated(run.replica))
     traj[0].save_pdb(str(out / "topology.pdb"))
     traj.save_dcd(str(out / "trajectory.dcd"))
     write_json_atomic(out / "summary.json", {
@@ -441,13 +443,6 @@ def lammps_stage(name, model_path, run: Cp2kRun, system: WaterSystem, out: Path,
         "temperature_atoms": n, "hydrogen_mass_amu": run.settings.masses_amu["H"],
         "mean_temperature": float(np.mean(kinds["total"][len(times) // 2:])), "heat_per_ps": None,
         "mean_net_force": None, "out_of_range_fraction": None})  # not measured in LAMMPS
-
-
-def reference_friction(run: Cp2kRun) -> float | None:
-    """A Langevin run's friction (1/ps), which its rows then run with (diffusion compares only
-    under the same friction); None for any other thermostat."""
-    s = run.settings
-    return s.langevin_gamma_per_ps if s is not None and s.thermostat == "LANGEVIN" else None
 
 
 def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, system: WaterSystem, *, ps=2.0, interval=5,
@@ -526,7 +521,8 @@ def reference_row(run: Cp2kRun, equilibration_ps: float):
 
     masses = run.masses_amu()
     row = Row(trajectory_of(run), hydrogen_mass_amu=float(masses[np.array(run.elements) == "H"][0]),
-              thermostat=run.settings.thermostat if run.settings else None, friction_per_ps=reference_friction(run),
+              thermostat=run.settings.thermostat if run.settings else None,
+              friction_per_ps=run.settings.langevin_friction_per_ps if run.settings else None,
               temperature_atoms=run.n_atoms // run.replica**3)  # CP2K's temperature is of its own cell
     t0 = run.times_ps[0] + equilibration_ps - 1e-9
     if run.energies is not None:
@@ -749,7 +745,7 @@ def _provenance(run, eq, row_eq, train_steps, fitted, models, folders, baseline,
         lines.append(f"{n}: model {Path(p).name} sha256 {sha256_of(p)[:16]}")
     if folders:
         own_cell = run.replica > 1
-        friction = reference_friction(run)
+        friction = run.settings.langevin_friction_per_ps
         thermostat = (f"Langevin, the reference's friction {friction:g}/ps" if friction else
                       f"CSVR, time constant {1000 * (s.csvr_time_ps or CSVR_TIME_PS):g} fs")
         engine = ("LAMMPS (table route; agent mode through lammps_plugin.agent)" if own_cell else
