@@ -46,6 +46,7 @@ from openmm_learning.openmm.forces import ANTISYMMETRIC_GROUP, SHARED_GROUP
 from openmm_learning.openmm.reporters import SimulationError
 from openmm_learning.openmm.simulate import simulate
 from openmm_learning.openmm.spcfw import spcfw_system
+from openmm_learning.validation.decision import welch_dof
 from openmm_learning.validation.judge import validate
 from openmm_learning.validation.suite import reference_row, row_of, start_frames
 from openmm_learning.workflow import EXAMPLE_LANGEVIN_PS, EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS
@@ -157,10 +158,10 @@ def runs_to_fail(m: dict, runs: int, reference_dof: int, most: int = 1000) -> in
     ref = ref if np.isfinite(ref) else 0.0
     factor = m["z_fail"] / m["z"]
     for n in range(2, most + 1):
-        a, b = per_run**2 / n, ref**2
-        dof = (a + b) ** 2 / (a**2 / (n - 1) + (b**2 / reference_dof if b else 0.0))
+        row = per_run / np.sqrt(n)
+        dof = welch_dof({"error_components": (row, ref)}, n - 1, reference_dof)
         z_fail = float(student_t.ppf(0.975, dof)) * factor
-        if v - z_fail * np.sqrt(a + b) > thr:
+        if v - z_fail * np.hypot(row, ref) > thr:
             return n
     return None
 
