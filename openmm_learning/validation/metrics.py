@@ -8,21 +8,15 @@ from . import analysis
 
 PAIRS = ("OO", "OH", "HH")
 
-
 SCHEMA_VERSION = 2
 
-
 KINDS = analysis.KINETIC_KINDS
-
 
 KIND_LABELS = {"O": "O atoms", "H": "H atoms", "translation": "molecular translation",
                "rotation": "molecular rotation", "vibration": "internal vibration"}
 
-
 #: Metric key -> (label, unit). Difference metrics are row - reference.
 METRICS = {}
-
-
 for _p in PAIRS:
     METRICS.update({
         f"rdf_{_p}.first_peak_position": (f"g_{_p} first peak position", "nm"),
@@ -31,8 +25,6 @@ for _p in PAIRS:
         f"rdf_{_p}.coordination_number": (f"g_{_p} coordination number", ""),
         f"rdf_{_p}.integrated_abs_diff": (f"g_{_p} integral of |dg| over 0-6 A", "A"),
     })
-
-
 METRICS.update({
     "bond_length.mean": ("O-H length mean", "nm"),
     "bond_length.width": ("O-H length width (std)", "nm"),
@@ -45,16 +37,10 @@ METRICS.update({
     "temperature.mean": ("temperature mean", "K"),
     "temperature.std": ("temperature fluctuation (std)", "K"),
 })
-
-
 for _k in KINDS:
     METRICS[f"kinetic_vs_target.{_k}"] = (f"kinetic temperature of {KIND_LABELS[_k]} - target", "K")
     METRICS[f"kinetic_vs_reference.{_k}"] = (f"kinetic temperature of {KIND_LABELS[_k]}", "K")
-
-
 METRICS["kinetic_split.O_minus_H"] = ("kinetic temperature of O atoms - that of H atoms (0 in equilibrium)", "K")
-
-
 METRICS.update({
     "vacf.libration_band": ("H spectrum: libration band position", "cm^-1"),
     "vacf.bend_band": ("H spectrum: H-O-H bend band position", "cm^-1"),
@@ -65,9 +51,7 @@ METRICS.update({
     "stability.blow_ups": ("runs that blew up (the guard stopped them; the row is judged on the rest)", ""),
 })
 
-
 OUTCOMES = ("pass", "fail", "inconclusive", "n/a", "reported")
-
 
 #: the metrics that say whether learned water is the reference's: the overall verdict is
 #: PASS only when none of them is inconclusive or n/a in a judged row (diffusion excepted
@@ -79,7 +63,6 @@ HEADLINE_METRICS = (
     "kinetic_vs_target.O", "kinetic_vs_target.H", "kinetic_vs_target.translation",
     "kinetic_vs_target.rotation", "kinetic_vs_target.vibration", "kinetic_split.O_minus_H",
     "diffusion.log_ratio")
-
 
 #: headline metrics whose n/a (the data cannot measure them) leaves the verdict alone
 HEADLINE_WHERE_DECIDABLE = ("diffusion.log_ratio",)
