@@ -119,6 +119,10 @@ def _simulate(args):
           f"thermostat heat {r.heat_per_ps:.1f} kJ/mol/ps -> {r.out_dir}")
 
 
+WORKERS_HELP = ("runs at once, one OpenMM CPU thread each (default: one per core on the CPU platform, "
+                "else 1)")
+
+
 def _validate(args):
     from .validation.suite import run_validation
 
@@ -131,7 +135,7 @@ def _validate(args):
                          langevin_ps=args.langevin_ps, equilibration_ps=args.equilibration_ps,
                          row_equilibration_ps=args.row_equilibration_ps, baseline=args.baseline,
                          thresholds=args.thresholds, velocity_ps=args.velocity_ps, platform=args.platform,
-                         allow_truncated=args.allow_truncated)
+                         allow_truncated=args.allow_truncated, workers=args.workers)
     _print_validation(res)
     from .validation.decision import EXIT_CODES
 
@@ -167,7 +171,8 @@ def _print_validation(res):
 def _example(args):
     from .workflow import run_example
 
-    res = run_example(args.out, ps=args.ps, seeds=args.seeds, first_seed=args.seed, platform=args.platform)
+    res = run_example(args.out, ps=args.ps, seeds=args.seeds, first_seed=args.seed, platform=args.platform,
+                      workers=args.workers)
     _print_validation(res)
     return 0  # the example reports failures; `validate` is the command that gates
 
@@ -241,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"independent runs per row (default {EXAMPLE_SEEDS})")
     e.add_argument("--seed", type=int, default=1, help="random seed of the first run (default 1)")
     e.add_argument("--platform", default="CPU", help="OpenMM platform (CPU, CUDA, OpenCL, Reference)")
+    e.add_argument("--workers", type=_count, default=None, help=WORKERS_HELP)
     e.set_defaults(func=_example)
 
     f = sub.add_parser("fit", help="infer the O and H agent losses from a CP2K run")
@@ -340,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seeds", type=_count, default=3,
                    help="independent runs per row: own start frame and velocities (default 3)")
     v.add_argument("--seed", type=int, default=1, help="random seed of the first run (default 1)")
+    v.add_argument("--workers", type=_count, default=None, help=WORKERS_HELP)
     v.add_argument("--langevin-ps", type=_non_negative, default=2.0,
                    help="Langevin equilibration before each run (default 2 ps): a global thermostat "
                         "cannot repair a start out of equipartition")

@@ -111,7 +111,7 @@ EXAMPLE_SEEDS, EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_LANGEVIN_PS = 8, 10.0, 2.
 
 
 def run_example(out_dir="output", *, ps=EXAMPLE_PS, seeds=EXAMPLE_SEEDS, first_seed=1, platform="CPU", run_dir=None,
-                progress=True, equilibration_ps=None):
+                progress=True, equilibration_ps=None, workers=None):
     """The main job on a CP2K run (default: the bundled equilibrium xTB water, its first
     ps cut): the validation suite.
 
@@ -132,4 +132,4 @@ def run_example(out_dir="output", *, ps=EXAMPLE_PS, seeds=EXAMPLE_SEEDS, first_s
                           progress=progress, equilibration_ps=equilibration_ps, langevin_ps=EXAMPLE_LANGEVIN_PS,
                           row_equilibration_ps=EXAMPLE_ROW_CUT_PS, report_interval=20, learning_curve_sizes=3,
                           fit_settings=FitSettings(basis="chebyshev", frame_stride=2),
-                          report_dir=Path(out_dir) / "validation")
+                          report_dir=Path(out_dir) / "validation", workers=workers)

@@ -3,6 +3,7 @@ on another, short real OpenMM runs of both learned modes and of SPC/Fw, every me
 both sides, the HTML report, caching, and a planted bad model that must fail the gate."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from openmm_learning.losses.fit import FitSettings, learning_curve
 from openmm_learning.losses.model import Channel, LossModel
 from openmm_learning.openmm.spcfw import spcfw_system
 from openmm_learning.validation.metrics import METRICS
-from openmm_learning.validation.suite import channel_sensitivity, parse_steps, run_validation
+from openmm_learning.validation.suite import channel_sensitivity, parse_steps, run_dynamics, run_validation
 
 ROWS = ("learned agent", "learned reciprocal", "SPC/Fw")
 REPORTED_ONLY = {"thermostat.heat_per_ps", "forces.net_force"}
@@ -236,3 +237,21 @@ def test_known_truth_passes_against_the_long_fist_run(spcfw, tmp_path):
     assert res.metric("learned reciprocal", "cost.speedup")["reference_value"] < 0.01  # FIST: s per step
     assert res.equipartition["CP2K reference"]["vibration"]["outcome"] == "fail"
     assert res.metric("learned reciprocal", "kinetic_vs_reference.vibration")["outcome"] == "n/a"
+
+
+def test_runs_go_side_by_side_in_fresh_processes(tmp_path):
+    """Two workers: each run in an interpreter of its own with its share of the cores as
+    OpenMM threads, its files as a run here writes them; a worker that fails stops the
+    suite with its error (planted: a model file that does not exist)."""
+    reference = dict(path=example_run_dir("water64-spcfw-langevin-300K"))
+    dynamics = dict(own_cell=False, ps=0.15, platform="CPU", report_interval=20, first_seed=1, langevin_ps=0.03,
+                    velocity_ps=0, velocity_interval=5)
+    jobs = [("SPC/Fw", None, tmp_path / f"seed-{k}", k, frame) for k, frame in enumerate((-1, -300))]
+    assert run_dynamics(jobs, reference, dynamics, workers=2, progress=False) == 2
+    for k in range(2):
+        summary = json.loads((tmp_path / f"seed-{k}" / "summary.json").read_text())
+        assert summary["threads"] == max(1, os.cpu_count() // 2) and summary["steps"] == 100, summary
+        assert summary["seed"] == 1 + k and (tmp_path / f"seed-{k}" / "trajectory.dcd").stat().st_size > 0
+    missing = [("broken", tmp_path / "no-such-model.json", tmp_path / f"bad-{k}", k, -1) for k in range(2)]
+    with pytest.raises(RuntimeError, match="no-such-model"):
+        run_dynamics(missing, reference, dynamics, workers=2, progress=False)

@@ -163,9 +163,17 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
                    chain_length=integrator.chain_length, thermostat=integrator.thermostat,
                    friction_per_ps=friction_per_ps, seed=seed, equilibration_ps=equilibration_ps,
                    equilibration_friction_per_ps=equilibration_friction_per_ps, replica=replica,
-                   hydrogen_mass_amu=_hydrogen_mass(system, species))
+                   hydrogen_mass_amu=_hydrogen_mass(system, species), threads=_threads(sim.context))
     write_json_atomic(out / "summary.json", summary)
     return result
+
+
+def _threads(context) -> int | None:
+    """The CPU platform's threads (seconds_per_step is per run at that many); None elsewhere."""
+    platform = context.getPlatform()
+    if "Threads" not in platform.getPropertyNames():
+        return None
+    return int(platform.getPropertyValue(context, "Threads"))
 
 
 def _hydrogen_mass(system, species) -> float:

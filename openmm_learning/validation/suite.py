@@ -87,7 +87,7 @@ def _write_stamp(folder: Path, stamp: dict):
 
 
 def _say(progress, text):
-    if progress:
+    if progress and text:
         tqdm.write(f"[validate] {text}")
 
 
@@ -550,6 +550,107 @@ def reference_row(run: Cp2kRun, equilibration_ps: float):
     return row
 
 
+def one_run(name, path, run: Cp2kRun, system: WaterSystem, seed_dir: Path, k: int, frame: int, *, own_cell,
+            ps, platform, report_interval, first_seed, langevin_ps, velocity_ps, velocity_interval, progress):
+    """Run k of a row: OpenMM dynamics and its velocity recording, or LAMMPS in the cell
+    itself (own_cell). A blow-up is a result about the model: written to BLOW_UP, judged as
+    stability.blow_ups, and returned as a line to say (None when the run held)."""
+    try:
+        if own_cell:  # no velocity recording: the spectra are n/a for these rows
+            lammps_stage(name, path, run, system, seed_dir, ps=ps, report_interval=report_interval,
+                         progress=progress, frame=frame, seed=first_seed + k, equilibration_ps=langevin_ps)
+            return None
+        simulate_stage(name, path, run, system, seed_dir, ps=ps, platform=platform,
+                       report_interval=report_interval, progress=progress, frame=frame,
+                       seed=first_seed + k, equilibration_ps=langevin_ps)
+        # spectra compare with the reference's only at its masses
+        if run.velocities is not None and velocity_ps and light_water(run.settings.masses_amu["H"]):
+            record_velocities(seed_dir, path, run, system, ps=velocity_ps, interval=velocity_interval,
+                              platform=platform, progress=progress)
+    except SimulationError as e:
+        write_json_atomic(seed_dir / BLOW_UP, {"seed": first_seed + k, "frame": frame, "error": str(e)})
+        return f"{name}: run {k} blew up: {e}"
+    return None
+
+
+def run_dynamics(jobs, reference: dict, dynamics: dict, workers=None, progress=True, loaded=None) -> int:
+    """Every run of every row: jobs are (row name, model path or None, folder, k, start
+    frame), `reference` load_water_run's arguments, `dynamics` one_run's settings. A
+    64-water box keeps one core busy but not two (OpenMM's CPU platform: 1.95 ms per step
+    of the learned reciprocal model with one thread, 1.59 with two), so runs go side by
+    side in `workers` processes of one thread each (default: one per core on the CPU
+    platform; 1 runs them here, one after the other, on `loaded` = (run, system) when
+    given). The processes are fresh interpreters (`python -m openmm_learning.validation.suite`),
+    so a user's script needs no main guard. Each run resumes from its own checkpoint: an
+    interrupted pool loses at most a checkpoint interval per run. Returns how many runs
+    went at once."""
+    cores = os.cpu_count() or 1
+    if workers is None:
+        workers = cores if str(dynamics["platform"]).upper() == "CPU" else 1
+    workers = max(1, min(int(workers), len(jobs)))
+    if workers == 1:
+        run, system = loaded or load_water_run(**reference)
+        for job in jobs:
+            _say(progress, one_run(*job[:2], run, system, *job[2:], **dynamics, progress=progress))
+        return 1
+    import queue
+    import subprocess
+    import sys
+    import tempfile
+    import threading
+
+    threads = str(max(1, cores // workers))  # read by OpenMM's CPU platform and numba at import
+    env = {**os.environ, "OPENMM_CPU_THREADS": threads, "NUMBA_NUM_THREADS": threads}
+    done: queue.Queue = queue.Queue()
+
+    def read(proc):
+        for line in proc.stdout:
+            done.put(("run", line.rstrip("\n")))
+        done.put(("exit", proc))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = []
+        try:
+            for i in range(workers):  # round robin: the rows' runs are alike in cost
+                spec = Path(tmp) / f"jobs-{i}.json"
+                spec.write_text(json.dumps({"reference": {k: str(v) if isinstance(v, Path) else v
+                                                          for k, v in reference.items()},
+                                            "dynamics": dynamics,
+                                            "jobs": [[n, None if p is None else str(p), str(f), k, fr]
+                                                     for n, p, f, k, fr in jobs[i::workers]]}))
+                proc = subprocess.Popen([sys.executable, "-m", "openmm_learning.validation.suite", str(spec)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                threading.Thread(target=read, args=(proc,), daemon=True).start()
+                procs.append(proc)
+            bar = tqdm(total=len(jobs), desc=f"dynamics ({workers} runs at once)", unit="run", disable=not progress)
+            running = workers
+            while running:
+                kind, item = done.get()
+                if kind == "run":
+                    bar.update(1)
+                    _say(progress, item)
+                    continue
+                running -= 1
+                if item.wait() != 0:
+                    raise RuntimeError(f"a dynamics worker failed (exit {item.returncode}):\n"
+                                       f"{item.stderr.read()[-3000:]}")
+            bar.close()
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+    return workers
+
+
+def _dynamics_worker(spec_path):
+    """One worker process of run_dynamics: its jobs, one line on stdout per finished run."""
+    spec = json.loads(Path(spec_path).read_text())
+    run, system = load_water_run(**spec["reference"])
+    for name, path, folder, k, frame in spec["jobs"]:
+        said = one_run(name, path, run, system, Path(folder), k, frame, **spec["dynamics"], progress=False)
+        print(said or "", flush=True)
+
+
 # --------------------------------------------------------------------------- the suite
 
 def _check_run_length(ps, cut_ps, report_ps, seeds, thresholds):
@@ -570,7 +671,7 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
                    baseline=None,
                    thresholds=None, velocity_ps=2.0, velocity_interval=5, report_interval=100, platform="CPU",
                    learning_curve_sizes=5, sensitivity_frames=20, fit_settings: FitSettings | None = None,
-                   allow_truncated=False, progress=True, extra_info=None, report_dir=None):
+                   allow_truncated=False, progress=True, extra_info=None, report_dir=None, workers=None):
     """Validate learned water against a CP2K run folder; returns validation.ValidationResult.
 
     Rows: models (MODEL.json paths, or {name: path}) are simulated; without models and
@@ -586,6 +687,7 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     The reference drops equilibration_ps (default: half the run, at most 5 ps).
     thresholds: a file or dict (validation.load_thresholds).
     The report, metrics.json and plots go to report_dir (default out_dir).
+    workers: runs at once (run_dynamics; default one per core on the CPU platform).
     """
     from .judge import validate
 
@@ -626,26 +728,17 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     elif baseline:
         sims[BASELINE_NAME] = (out / "sim-spcfw", None)
     frames = start_frames(run, eq, seeds)
+    jobs = []
     for name, (folder, path) in sims.items():
         _say(progress, f"{name}: {seeds} x ({langevin_ps:g} ps Langevin + {ps:g} ps) of dynamics in {folder}")
-        for k, frame in enumerate(frames):
-            seed_dir = folder / f"seed-{k}"
-            if (seed_dir / BLOW_UP).exists():
-                continue  # decided: a rerun would only repeat it
-            try:
-                if own_cell:
-                    lammps_stage(name, path, run, system, seed_dir, ps=ps, report_interval=report_interval,
-                                 progress=progress, frame=frame, seed=first_seed + k, equilibration_ps=langevin_ps)
-                    continue  # no velocity recording: the spectra are n/a for these rows
-                simulate_stage(name, path, run, system, seed_dir, ps=ps, platform=platform,
-                               report_interval=report_interval, progress=progress, frame=frame,
-                               seed=first_seed + k, equilibration_ps=langevin_ps)
-                if run.velocities is not None and velocity_ps and light_water(run.settings.masses_amu["H"]):  # spectra compare with the reference's
-                    record_velocities(seed_dir, path, run, system, ps=velocity_ps, interval=velocity_interval,
-                                      platform=platform, progress=progress)
-            except SimulationError as e:  # a result about the model, judged as stability.blow_ups
-                _say(progress, f"{name}: run {k} blew up: {e}")
-                write_json_atomic(seed_dir / BLOW_UP, {"seed": first_seed + k, "frame": frame, "error": str(e)})
+        # a run that blew up is decided: a rerun would only repeat it
+        jobs += [(name, path, folder / f"seed-{k}", k, frame) for k, frame in enumerate(frames)
+                 if not (folder / f"seed-{k}" / BLOW_UP).exists()]
+    dynamics = dict(own_cell=own_cell, ps=ps, platform=platform, report_interval=report_interval,
+                    first_seed=first_seed, langevin_ps=langevin_ps, velocity_ps=velocity_ps,
+                    velocity_interval=velocity_interval)
+    workers = run_dynamics(jobs, dict(path=reference, allow_truncated=allow_truncated, r_cut=r_cut), dynamics,
+                           workers, progress, loaded=(run, system))
     agents = agents_stage(models, run, system, out / "agents", sensitivity_frames, progress) if models else {}
 
     folders = {n: f for n, (f, _) in sims.items()}
@@ -660,7 +753,8 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
         if len(blown) < len(runs):
             rows[n] = [row_of(x) for x in runs if x not in blown]
     info = _provenance(run, eq, row_equilibration_ps, train_steps, fitted, models, folders, baseline, ps,
-                       velocity_ps, velocity_interval, platform, frames, langevin_ps, first_seed) + list(extra_info or [])
+                       velocity_ps, velocity_interval, platform, frames, langevin_ps, first_seed,
+                       workers) + list(extra_info or [])
     sections = _sections(out, agents, lc, folders, fitted)
     report_dir = out if report_dir is None else Path(report_dir)
     result = validate(reference_row(run, eq), rows, out_dir=report_dir, thresholds=thresholds,
@@ -722,7 +816,7 @@ def _named_models(models) -> dict:
 
 
 def _provenance(run, eq, row_eq, train_steps, fitted, models, folders, baseline, ps, velocity_ps,
-                velocity_interval, platform, frames, langevin_ps, first_seed) -> list:
+                velocity_interval, platform, frames, langevin_ps, first_seed, workers=1) -> list:
     import openmm
 
     s = run.settings
@@ -750,7 +844,7 @@ def _provenance(run, eq, row_eq, train_steps, fitted, models, folders, baseline,
                       f"CSVR, time constant {1000 * (s.csvr_time_ps or CSVR_TIME_PS):g} fs")
         engine = ("LAMMPS (table route; agent mode through lammps_plugin.agent)" if own_cell else
                   f"OpenMM {openmm.__version__} on the {platform} platform")
-        lines.append(f"{engine}, {os.cpu_count()} CPU cores; "
+        lines.append(f"{engine}, {os.cpu_count()} CPU cores, {workers} run(s) at once; "
                      f"each row {len(frames)} runs (seeds {first_seed}-{first_seed + len(frames) - 1}) from CP2K steps "
                      f"{', '.join(str(int(run.steps[f])) for f in frames)}: velocities drawn at "
                      f"{run.settings.temperature_k:g} K, {langevin_ps:g} ps of Langevin (5/ps) equilibration, "
@@ -850,3 +944,9 @@ def _sections(out, agents, lc, folders, fitted) -> list:
                                  "heat (kJ/mol/ps)",
                                  "|F_net| (kJ/mol/nm)", "ms/step", "out of range"], "rows": sim_rows}})
     return sections
+
+
+if __name__ == "__main__":  # a worker of run_dynamics
+    import sys
+
+    _dynamics_worker(sys.argv[1])
