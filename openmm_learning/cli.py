@@ -343,8 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CP2K steps A <= step < B to fit on (default: every frame; the fit holds out its last 20 %%)")
     v.add_argument("--out", type=_out_dir, required=True, help="folder for the stages and report.md / report.html")
     v.add_argument("--ps", type=_positive, default=10.0, help="picoseconds of OpenMM dynamics per run")
-    v.add_argument("--seeds", type=_count, default=3,
-                   help="independent runs per row: own start frame and velocities (default 3)")
+    v.add_argument("--seeds", type=_count, default=EXAMPLE_SEEDS,
+                   help=f"independent runs per row: own start frame and velocities (default {EXAMPLE_SEEDS}, the "
+                        "example's: validation/README.md's power table)")
     v.add_argument("--seed", type=int, default=1, help="random seed of the first run (default 1)")
     v.add_argument("--workers", type=_count, default=None, help=WORKERS_HELP)
     v.add_argument("--langevin-ps", type=_non_negative, default=2.0,

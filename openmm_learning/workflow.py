@@ -13,6 +13,7 @@ from .io.atomic import write_json_atomic
 from .io.water_run import example_run_dir, load_water_run
 from .losses.fit import FitSettings, file_hashes, fit_modes
 from .losses.model import LossModel
+from .validation.suite import RUNS_PER_ROW
 
 
 def say_replica(run, progress=True):
@@ -107,7 +108,7 @@ EXAMPLE_EQUILIBRATION_PS = 1.0
 #: give the rows' errors degrees of freedom (Student's t of 2 runs is 12.7, of 8 runs
 #: 2.4); a run relaxes from its reference frame to the model's own structure over the
 #: first ps (validation/README.md)
-EXAMPLE_SEEDS, EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_LANGEVIN_PS = 8, 10.0, 2.0, 1.0
+EXAMPLE_SEEDS, EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_LANGEVIN_PS = RUNS_PER_ROW, 10.0, 2.0, 1.0
 
 
 def run_example(out_dir="output", *, ps=EXAMPLE_PS, seeds=EXAMPLE_SEEDS, first_seed=1, platform="CPU", run_dir=None,

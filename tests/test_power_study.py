@@ -5,6 +5,9 @@ plants move exactly what they plant (the slower clock reads every displacement o
 times the time: D times 0.7, nothing else). Its temperature ratio is tested on a faster
 carrier in test_agent_known_truth.py."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import openmm as mm
 import pytest
@@ -65,3 +68,26 @@ def test_runs_to_fail_reads_a_ratios_relative_errors():
     assert study.runs_to_fail(m, 8, 15) == 23
     absolute = {k: v for k, v in m.items() if k != "error_components"}
     assert study.runs_to_fail(absolute, 8, 15) == 2
+
+
+def test_the_record_is_of_the_examples_settings():
+    """The committed power record was made at what `make example` runs (runs per row, their
+    length, cut, Langevin start, and start frames as close together as the example's):
+    changing those without rerunning the study fails here. At those settings no planted
+    failure passes its planted metric, those that fail need no more runs than the example
+    has, and the exact model passes at least 90 % of its judged metrics."""
+    from openmm_learning.workflow import EXAMPLE_LANGEVIN_PS, EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS
+
+    rec = json.loads((Path(study.__file__).parent / "results" / "power.json").read_text())
+    s = rec["settings"]
+    assert (s["seeds"], s["ps"], s["row_cut_ps"], s["langevin_ps"]) == (
+        EXAMPLE_SEEDS, EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_LANGEVIN_PS)
+    assert s["start_window_ps"] == pytest.approx(study.example_start_window_ps())
+    assert set(rec["cases"]) == set(study.CASES)
+    for name, case in rec["cases"].items():
+        if name == "exact (SPC/Fw)":
+            assert case["passed_fraction"] >= 0.9, case
+            continue
+        assert case["outcome"] in ("fail", "inconclusive"), (name, case)
+        if case["outcome"] == "fail":
+            assert case["runs_to_fail"] <= EXAMPLE_SEEDS, (name, case)

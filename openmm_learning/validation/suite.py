@@ -47,6 +47,9 @@ SPCFW_CITATION = "SPC/Fw: Wu, Tepper & Voth, J. Chem. Phys. 124, 024503 (2006); 
 STAMP = "stage.json"
 #: written into a run's folder when the run blew up (its error): the row is judged without it
 BLOW_UP = "blew_up.json"
+#: independent runs per row by default: what the power study needs for every planted
+#: subtle failure to fail at the example's settings (validation/README.md, power table)
+RUNS_PER_ROW = 16
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -667,7 +670,7 @@ def _check_run_length(ps, cut_ps, report_ps, seeds, thresholds):
 
 
 def run_validation(reference, out_dir, *, models=None, simulations=None, train_steps=None, ps=10.0,
-                   seeds=3, first_seed=1, langevin_ps=2.0, equilibration_ps=None, row_equilibration_ps=0.0,
+                   seeds=RUNS_PER_ROW, first_seed=1, langevin_ps=2.0, equilibration_ps=None, row_equilibration_ps=0.0,
                    baseline=None,
                    thresholds=None, velocity_ps=2.0, velocity_interval=5, report_interval=100, platform="CPU",
                    learning_curve_sizes=5, sensitivity_frames=20, fit_settings: FitSettings | None = None,
