@@ -9,9 +9,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .io.atomic import write_json_atomic
-from .io.water_run import example_run_dir, load_water_run
-from .losses.fit import FitSettings, file_hashes, fit_modes
+from .io.water_run import equipartition_line, example_run_dir, load_water_run
+from .losses.fit import FitSettings, fit_modes, training_provenance
 from .losses.model import LossModel
 from .validation.suite import RUNS_PER_ROW
 
@@ -37,11 +39,10 @@ def fit_run(run_dir, out_dir, modes=("agent", "reciprocal"), settings: FitSettin
     say_replica(run, progress)
     if run.forces is None:
         raise FileNotFoundError(f"{run_dir}: the run has no forces file (*-frc-*.xyz); force matching needs one")
-    provenance = {"cp2k_project": run.project, "cp2k_files": file_hashes(run.files),
-                  "cp2k_method": run.settings.method if run.settings else None,
-                  "steps": [int(run.steps[0]), int(run.steps[-1])], "n_frames": run.n_frames,
-                  "temperature_K": run.settings.temperature_k if run.settings else None,
-                  "replica": run.replica}
+    provenance = training_provenance(run, np.arange(run.n_frames))
+    line = equipartition_line(run, provenance["training_kinetic_K"])
+    if line and progress:
+        print(line, file=sys.stderr)
     results = fit_modes(run.positions, run.forces, run.box_nm, system, modes, settings,
                         provenance, progress, committee)
     for mode, res in results.items():

@@ -121,6 +121,13 @@ def test_rdf_features_of_a_known_curve():
     weak = 1.0 + 0.05 * np.exp(-0.5 * ((r - 0.281) / 0.012) ** 2) - 0.02 * np.exp(-0.5 * ((r - 0.35) / 0.02) ** 2)
     w = analysis.rdf_features(r, weak, 33.4, "OO")
     assert np.isnan(w["first_peak_height"]) and 0.0 < w["peak_prominence"] < analysis.MIN_PEAK_PROMINENCE
+    # the same peak with its minimum moved past the window (0.30-0.44 nm): g still falls at
+    # the window's end, so there is no minimum (not one clipped to a parabola's edge), the peak stays
+    late = 1.0 + 2.0 * np.exp(-0.5 * ((r - 0.281) / 0.012) ** 2) - 0.4 * np.exp(-0.5 * ((r - 0.47) / 0.03) ** 2)
+    late[r < 0.24] = 0.0
+    f = analysis.rdf_features(r, late, 33.4, "OO")
+    assert np.isnan(f["first_min_position"]) and np.isnan(f["coordination_number"])
+    assert f["first_peak_position"] == pytest.approx(0.281, abs=0.002)
 
 
 def test_rdf_difference_in_angstrom():
@@ -417,3 +424,21 @@ def test_power_study_reference_runs_the_examples_protocol():
     assert run.times_ps[-1] - run.times_ps[0] == pytest.approx(453.0) and run.n_frames == 7551
     keep = run.energies["time_ps"] >= 5.0
     assert abs(run.energies["temperature"][keep].mean() - 300.0) < 2.0
+
+
+def test_equipartition_line_names_the_motions_out_of_it():
+    """The CSVR xTB run is out of equipartition (vibration cold, translation hot); the
+    Langevin run is in it after its first ps; the same frames with hydrogen velocities
+    times sqrt(1.1) (H 30 K hot, so rotation and vibration too) are out again."""
+    from openmm_learning.io.water_run import equipartition_line, kinetic_means, load_water_run
+
+    csvr, _ = load_water_run(DATA / "water64-xtb-300K")
+    line = equipartition_line(csvr, kinetic_means(csvr))
+    assert line.startswith("water64-xtb-300K is out of equipartition:") and "vibration" in line, line
+    langevin, _ = load_water_run(DATA / "water64-xtb-langevin-300K")
+    frames = np.flatnonzero(langevin.times_ps >= langevin.times_ps[0] + 1.0)
+    assert equipartition_line(langevin, kinetic_means(langevin, frames)) is None, kinetic_means(langevin, frames)
+    hot = langevin.select(frames)
+    hot.velocities[:, np.array(hot.elements) == "H"] *= np.sqrt(1.1)
+    line = equipartition_line(hot, kinetic_means(hot))
+    assert line is not None and "H 3" in line, line

@@ -22,8 +22,11 @@ def test_fit_simulate_validate(tmp_path):
     assert "agent" in r.stdout and "reciprocal" in r.stdout
     for name in ("agent.json", "reciprocal.json", "parity.png", "channels.png", "fit.json"):
         assert (tmp_path / "fit" / name).stat().st_size > 0
+    # the CSVR run's frames are out of equipartition (internal vibration cold): fit says so
+    assert "out of equipartition" in r.stderr and "vibration" in r.stderr, r.stderr
     model = LossModel.load(tmp_path / "fit" / "agent.json")
     assert model.provenance["cp2k_project"] == "water64-xtb-300K"
+    assert model.provenance["training_kinetic_K"]["vibration"] < 250
     assert len(model.provenance["cp2k_files"]["pos"]["sha256"]) == 64
     assert json.loads((tmp_path / "fit" / "fit.json").read_text())["agent"]["O"]["rmse"] > 0
 

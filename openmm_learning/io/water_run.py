@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from .cp2k_reader import Cp2kRun, read_cp2k_run
-from .topology import TopologyError, WaterSystem, find_water_molecules, mdtraj_topology, species_codes
+from .topology import (KINETIC_KINDS, TopologyError, WaterSystem, find_water_molecules, kinetic_temperatures,
+                       mdtraj_topology, species_codes)
 
 
 def example_run_dir(name: str = "water64-xtb-300K") -> Path:
@@ -76,3 +77,33 @@ def trajectory_of(run: Cp2kRun, start_step: int = 0):
 def default_equilibration_ps(run: Cp2kRun) -> float:
     """Reference equilibration cut: half the run, at most 5 ps (xTB 1.55 ps -> 0.78 ps)."""
     return float(min(5.0, 0.5 * (run.times_ps[-1] - run.times_ps[0])))
+
+
+#: how far (K) a kind of motion's mean kinetic temperature may sit from the run's target
+#: before the run is called out of equipartition (the validation's kinetic threshold)
+EQUIPARTITION_TOLERANCE_K = 10.0
+
+
+def kinetic_means(run: Cp2kRun, frames=None) -> dict | None:
+    """Mean kinetic temperature (K) of O, H and molecular translation, rotation and
+    vibration over `frames` (indices; default all); None when the run printed no velocities."""
+    if run.velocities is None:
+        return None
+    idx = np.arange(run.n_frames) if frames is None else np.asarray(frames)
+    kt = kinetic_temperatures(run.positions[idx], run.velocities[idx], run.masses_amu(), run.box_nm[idx])
+    return {k: float(np.mean(kt[k])) for k in KINETIC_KINDS}
+
+
+def equipartition_line(run: Cp2kRun, kinetic: dict | None) -> str | None:
+    """One line when a run's frames are out of equipartition (kinetic_means further than
+    EQUIPARTITION_TOLERANCE_K from its target): which motions, how far. None when in it,
+    or when it cannot be told (no velocities, no target)."""
+    target = run.settings.temperature_k if run.settings else None
+    if not kinetic or target is None:
+        return None
+    off = {k: t for k, t in kinetic.items() if abs(t - target) > EQUIPARTITION_TOLERANCE_K}
+    if not off:
+        return None
+    return (f"{run.project} is out of equipartition: " + ", ".join(f"{k} {t:.0f} K" for k, t in off.items())
+            + f" against {target:g} K (its frames sample another ensemble than the target's; an equilibrium "
+            "run, e.g. under Langevin friction, has every kind of motion at the target)")

@@ -417,6 +417,22 @@ def sha256_of(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def training_provenance(run, frames) -> dict:
+    """What a model was fitted on, for its file: the CP2K run (project, files with their
+    SHA-256, method, target temperature, replica), the steps and number of frames, and
+    the mean kinetic temperature of every kind of motion over those frames (None without
+    velocities): a training run out of equipartition shows there."""
+    from ..io.water_run import kinetic_means
+
+    frames = np.asarray(frames)
+    kinetic = kinetic_means(run, frames)
+    return {"cp2k_project": run.project, "cp2k_files": file_hashes(run.files),
+            "cp2k_method": run.settings.method if run.settings else None,
+            "steps": [int(run.steps[frames[0]]), int(run.steps[frames[-1]])], "n_frames": int(len(frames)),
+            "temperature_K": run.settings.temperature_k if run.settings else None, "replica": run.replica,
+            "training_kinetic_K": kinetic}
+
+
 def file_hashes(files: dict) -> dict:
     """{role: {file name, SHA-256}} of a run's files, for a model's provenance."""
     return {role: {"file": Path(path).name, "sha256": sha256_of(path)} for role, path in files.items()}

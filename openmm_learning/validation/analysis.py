@@ -114,7 +114,9 @@ def rdf_features(r, g, density_nm3: float, pair: str = "OO") -> dict:
     and refined by a parabola fitted to the raw g (peak) or the smoothed g (minimum).
     A peak at the edge of its window, or less than MIN_PEAK_PROMINENCE above the
     minimum after it, is absent: all four numbers are then NaN rather than a wrong
-    number (the O...H peak of xTB water is a mere shoulder). The coordination number
+    number (the O...H peak of xTB water is a mere shoulder). A curve still falling at
+    the end of the minimum's window has no minimum there: the minimum and the
+    coordination number are NaN, the peak stays. The coordination number
     integrates 4 pi r^2 rho g up to the first minimum; density_nm3 is the partner
     density (see partner_density). "peak_prominence" (smoothed peak minus minimum, 0
     when the window holds no peak) is always returned: whether a noisy peak is present
@@ -137,6 +139,11 @@ def rdf_features(r, g, density_nm3: float, pair: str = "OO") -> dict:
     if prominence < MIN_PEAK_PROMINENCE:
         return {**nan, "peak_prominence": prominence}
     peak_pos, peak_height = _vertex(r, g, i_peak, win["fit_bins"])
+    if i_min == min_idx[-1]:
+        # the curve still falls at the window's end: no minimum inside it (xTB's broad H-H
+        # dip), and a parabola through a slope puts its vertex anywhere it is clipped to
+        return {**nan, "first_peak_position": float(peak_pos), "first_peak_height": float(peak_height),
+                "peak_prominence": prominence}
     min_pos, _ = _vertex(r, gs, i_min, 5)
     coordination = coordination_within(r, g, density_nm3, min_pos)
     return {"first_peak_position": float(peak_pos), "first_peak_height": float(peak_height),

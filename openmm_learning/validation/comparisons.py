@@ -42,7 +42,9 @@ def _coordination_record(p, a, b) -> dict:
     minimum (H-H) moves with small changes of shape, and its position is a metric of its own,
     so each side counted to its own minimum would count that shift twice."""
     key, r_min = f"rdf_{p}.coordination_number", b["features"]["first_min_position"]
-    if not np.isfinite(r_min):  # no minimum in the reference: the presence rule decides (n/a)
+    if np.isfinite(b["features"]["first_peak_position"]) and not np.isfinite(r_min):
+        return _na(key, "the reference's g has no first minimum in its window to count to")
+    if not np.isfinite(r_min):  # no peak in the reference: the presence rule decides
         return _diff_record(key, a["features"]["coordination_number"], a["features_sem"]["coordination_number"],
                             b["features"]["coordination_number"], b["features_sem"]["coordination_number"])
 
@@ -79,6 +81,13 @@ def _compare_records(row, ref, seconds, cp2k_seconds, target_k, reference_equipa
         for feat in ("first_peak_position", "first_peak_height", "first_min_position"):
             out.append({**_diff_record(f"rdf_{p}.{feat}", a["features"][feat], a["features_sem"][feat],
                                        b["features"][feat], b["features_sem"][feat]), "presence": presence})
+        lost = [side for side, prof in (("row", a), ("reference", b))
+                if np.isnan(prof["features"]["first_min_position"])
+                and np.isfinite(prof["features"]["first_peak_position"])]
+        if lost:  # a peak without a minimum in its window: position and count are undefined, not absent
+            lo, hi = analysis.RDF_WINDOWS[p]["min"]
+            why = f"no first minimum within {lo:g}-{hi:g} nm in the {' and the '.join(lost)} (g still falls there)"
+            out[-1] = _na(f"rdf_{p}.first_min_position", why)
         out.append({**_coordination_record(p, a, b), "presence": presence})
         out.append(_integrated_rdf_record(p, a, b))
     for name in ("bond", "angle"):

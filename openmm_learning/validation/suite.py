@@ -34,8 +34,9 @@ from tqdm.auto import tqdm
 from ..io import Cp2kRun
 from ..io.atomic import write_json_atomic
 from ..io.topology import KINETIC_KINDS, SPECIES, WaterSystem
-from ..io.water_run import default_equilibration_ps, load_water_run, trajectory_of
-from ..losses.fit import FitSettings, file_hashes, fit_modes, force_errors, learning_curve, sha256_of
+from ..io.water_run import default_equilibration_ps, equipartition_line, load_water_run, trajectory_of
+from ..losses.fit import (FitSettings, file_hashes, fit_modes, force_errors, learning_curve, sha256_of,
+                          training_provenance)
 from ..losses.model import CHANNEL_KEYS, CSVR_TIME_PS, LossModel
 from ..openmm.reporters import SimulationError
 from ..units import MASSES_AMU
@@ -113,10 +114,8 @@ def fit_stage(run: Cp2kRun, system: WaterSystem, out: Path, train_steps=None,
         raise ValueError(f"CP2K run {run.project}: no forces file; fitting needs one (or give --model)")
     idx = np.flatnonzero(mask)
     _say(progress, f"fit: {len(idx)} frames, steps {run.steps[idx[0]]}-{run.steps[idx[-1]]}")
-    provenance = {"cp2k_project": run.project, "cp2k_files": file_hashes(run.files),
-                  "cp2k_method": run.settings.method if run.settings else None,
-                  "steps": [int(run.steps[idx[0]]), int(run.steps[idx[-1]])], "n_frames": int(len(idx)),
-                  "temperature_K": run.settings.temperature_k if run.settings else None}
+    provenance = training_provenance(run, idx)
+    _say(progress, equipartition_line(run, provenance["training_kinetic_K"]))
     results = fit_modes(run.positions[idx], run.forces[idx], run.box_nm[idx], system, ("agent", "reciprocal"),
                         settings, provenance, progress)
     out.mkdir(parents=True, exist_ok=True)
