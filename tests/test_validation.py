@@ -236,10 +236,13 @@ def test_too_short_reference_is_inconclusive(tmp_path):
     after = np.flatnonzero(traj.time >= 0.75 - 1e-9)
     ref_frames, row_frames = after[:80], after[80:]
     name = "water64-xtb-300K"
-    # this xTB run is out of equipartition (its own test above): leave that out here
+    # this xTB run is out of equipartition (its own test above; its O runs 70 K hotter than
+    # its H in these frames, which the split decides once fewer metrics widen z_fail): leave
+    # the checks against equipartition out here
     res = validate(row(name, ref_frames), {"later": row(name, row_frames)}, out_dir=tmp_path,
                    target_temperature_k=300.0,
-                   thresholds={"metrics": {f"kinetic_vs_target.{k}": None for k in KINDS}})
+                   thresholds={"metrics": {**{f"kinetic_vs_target.{k}": None for k in KINDS},
+                                           "kinetic_split.O_minus_H": None}})
     t = res.metric("later", "temperature.mean")
     assert t["outcome"] == "inconclusive" and t["interval"][0] <= t["threshold"] < t["interval"][1]
     assert t["reference_needed_ps"] > 0.2
