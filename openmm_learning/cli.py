@@ -340,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--simulation", nargs="+", default=None, metavar="[NAME=]FOLDER",
                    help="already simulated folders (written by `simulate`) to compare as well")
     v.add_argument("--train-steps", default=None, metavar="A:B",
-                   help="CP2K steps A <= step < B to fit on (default: every frame; the fit holds out its last 20 %%)")
+                   help="CP2K steps A <= step < B to fit on (default: the reference after --equilibration-ps; "
+                        "the fit holds out its last 20 %%)")
     v.add_argument("--out", type=_out_dir, required=True, help="folder for the stages and report.md / report.html")
     v.add_argument("--ps", type=_positive, default=10.0, help="picoseconds of OpenMM dynamics per run")
     v.add_argument("--seeds", type=_count, default=EXAMPLE_SEEDS,

@@ -117,7 +117,7 @@ def run_example(out_dir="output", *, ps=EXAMPLE_PS, seeds=EXAMPLE_SEEDS, first_s
     """The main job on a CP2K run (default: the bundled equilibrium xTB water, its first
     ps cut): the validation suite.
 
-    Fit both modes on every 2nd frame (compiled to Chebyshev series: the same held-out error,
+    Fit both modes on every 2nd frame after the reference's cut (compiled to Chebyshev series: the same held-out error,
     2-4x faster dynamics than splines; benchmarks/README.md), learning curve, agent sensitivity, `seeds` runs of ps of
     OpenMM dynamics per learned mode and for the SPC/Fw baseline (each after 1 ps of
     Langevin equilibration, its first 2 ps cut) at the reference's timestep and masses,

@@ -678,8 +678,9 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
 
     Rows: models (MODEL.json paths, or {name: path}) are simulated; without models and
     simulations, both modes are fitted on train_steps ((A, B) or "A:B" CP2K steps,
-    default every frame: the fit then holds out its own last 20 % after a gap) and
-    simulated; simulations ({name: folder}) are already-run folders (a folder of seed-*
+    default the reference after its equilibration cut, the part that is compared; the
+    fit holds out its own last 20 % after a gap, and the frames outside the training
+    steps are scored as a second segment) and simulated; simulations ({name: folder}) are already-run folders (a folder of seed-*
     folders is one row of several runs). baseline: run SPC/Fw too (default: when this call
     simulates models). Each simulated row is `seeds` independent runs: run k starts from
     its own frame of the reference after the equilibration cut (start_frames) with
@@ -708,6 +709,11 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     fitted = not models and not simulations
     if models or fitted:  # fail before the expensive stages when the runs could not be judged
         _check_run_length(ps, row_equilibration_ps, report_interval * run.settings.timestep_ps, seeds, thresholds)
+    eq = default_equilibration_ps(run) if equilibration_ps is None else float(equilibration_ps)
+    if fitted and train_steps is None and eq > 0:
+        # fit on what is compared, the reference after its cut: its start is another ensemble
+        train_steps = (int(run.steps[min(np.searchsorted(run.times_ps, run.times_ps[0] + eq - 1e-9),
+                                          run.n_frames - 1)]), None)
     lc, fit_dir = None, out / "fit"
     if fitted:
         paths = fit_stage(run, system, fit_dir, train_steps, fit_settings, progress)
@@ -718,7 +724,6 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     models = _named_models(models)
     if baseline is None:
         baseline = bool(models)
-    eq = default_equilibration_ps(run) if equilibration_ps is None else float(equilibration_ps)
 
     sims = {}  # row name -> (folder, model path or None)
     for name, path in models.items():
