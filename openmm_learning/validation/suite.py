@@ -620,8 +620,11 @@ def run_dynamics(jobs, reference: dict, dynamics: dict, workers=None, progress=T
                                             "dynamics": dynamics,
                                             "jobs": [[n, None if p is None else str(p), str(f), k, fr]
                                                      for n, p, f, k, fr in jobs[i::workers]]}))
-                proc = subprocess.Popen([sys.executable, "-m", "openmm_learning.validation.suite", str(spec)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                # stderr to a file: a pipe nobody reads would stall a worker with many warnings
+                with open(Path(tmp) / f"worker-{i}.err", "w") as err:
+                    proc = subprocess.Popen([sys.executable, "-m", "openmm_learning.validation.suite", str(spec)],
+                                            stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+                proc.err_path = err.name
                 threading.Thread(target=read, args=(proc,), daemon=True).start()
                 procs.append(proc)
             bar = tqdm(total=len(jobs), desc=f"dynamics ({workers} runs at once)", unit="run", disable=not progress)
@@ -635,7 +638,7 @@ def run_dynamics(jobs, reference: dict, dynamics: dict, workers=None, progress=T
                 running -= 1
                 if item.wait() != 0:
                     raise RuntimeError(f"a dynamics worker failed (exit {item.returncode}):\n"
-                                       f"{item.stderr.read()[-3000:]}")
+                                       f"{Path(item.err_path).read_text()[-3000:]}")
             bar.close()
         finally:
             for proc in procs:
@@ -669,8 +672,8 @@ def _check_run_length(ps, cut_ps, report_ps, seeds, thresholds):
 
 
 def run_validation(reference, out_dir, *, models=None, simulations=None, train_steps=None, ps=10.0,
-                   seeds=RUNS_PER_ROW, first_seed=1, langevin_ps=2.0, equilibration_ps=None, row_equilibration_ps=0.0,
-                   baseline=None,
+                   seeds=RUNS_PER_ROW, first_seed=1, langevin_ps=2.0, equilibration_ps=None,
+                   row_equilibration_ps=0.0, baseline=None,
                    thresholds=None, velocity_ps=2.0, velocity_interval=5, report_interval=100, platform="CPU",
                    learning_curve_sizes=5, sensitivity_frames=20, fit_settings: FitSettings | None = None,
                    allow_truncated=False, progress=True, extra_info=None, report_dir=None, workers=None):
@@ -680,9 +683,9 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     simulations, both modes are fitted on train_steps ((A, B) or "A:B" CP2K steps,
     default the reference after its equilibration cut, the part that is compared; the
     fit holds out its own last 20 % after a gap, and the frames outside the training
-    steps are scored as a second segment) and simulated; simulations ({name: folder}) are already-run folders (a folder of seed-*
-    folders is one row of several runs). baseline: run SPC/Fw too (default: when this call
-    simulates models). Each simulated row is `seeds` independent runs: run k starts from
+    steps are scored as a second segment) and simulated; simulations ({name: folder})
+    are already-run folders (a folder of seed-* folders is one row of several runs).
+    baseline: run SPC/Fw too (default: when this call simulates models). Each simulated row is `seeds` independent runs: run k starts from
     its own frame of the reference after the equilibration cut (start_frames) with
     velocities drawn at the reference's temperature (seed first_seed + k), equilibrates for langevin_ps
     under Langevin friction, then runs ps of learning dynamics at the reference's
