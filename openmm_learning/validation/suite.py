@@ -48,8 +48,8 @@ SPCFW_CITATION = "SPC/Fw: Wu, Tepper & Voth, J. Chem. Phys. 124, 024503 (2006); 
 STAMP = "stage.json"
 #: written into a run's folder when the run blew up (its error): the row is judged without it
 BLOW_UP = "blew_up.json"
-#: independent runs per row by default: what the power study needs for every planted
-#: subtle failure to fail at the example's settings (validation/README.md, power table)
+#: independent runs per row by default: above what the power study needs for each planted
+#: subtle failure these settings can decide (validation/README.md, power table)
 RUNS_PER_ROW = 16
 
 
