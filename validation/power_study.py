@@ -47,7 +47,6 @@ from openmm_learning.openmm.forces import ANTISYMMETRIC_GROUP, SHARED_GROUP
 from openmm_learning.openmm.reporters import SimulationError
 from openmm_learning.openmm.simulate import simulate
 from openmm_learning.openmm.spcfw import spcfw_system
-from openmm_learning.validation import analysis
 from openmm_learning.validation.decision import welch_dof
 from openmm_learning.validation.judge import validate
 from openmm_learning.validation.suite import reference_row, row_of, start_frames
@@ -222,14 +221,11 @@ def judge_cases(rows: dict, run, out: Path) -> dict:
 def reference_peak_blocks(run, n_blocks=64) -> list:
     """The reference's g_OO first-peak height in `n_blocks` contiguous blocks after its cut:
     how slowly the structure of a 64-water box wanders."""
+    from slow_structure_study import peak_height  # beside this script
+
     traj = reference_row(run, REFERENCE_CUT_PS).traj
     traj = traj[traj.time >= traj.time[0] + REFERENCE_CUT_PS - 1e-9]
-    heights = []
-    for block in np.array_split(np.arange(traj.n_frames), n_blocks):
-        r, g = analysis.rdf(traj[block], "OO")
-        heights.append(analysis.rdf_features(r, g, analysis.partner_density(traj[block], "OO"), "OO")[
-            "first_peak_height"])
-    return heights
+    return [peak_height(traj[block]) for block in np.array_split(np.arange(traj.n_frames), n_blocks)]
 
 
 def runs_for_peak_deficit(record: dict, fraction: float, reference_error_scale: float = 1.0) -> int | None:
