@@ -2,6 +2,7 @@
 the tests write only under their temporary folders."""
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,7 @@ def validation_script(name):
 
     spec = importlib.util.spec_from_file_location(name, ROOT / "validation" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # numba's cached kernels find their module by name
     spec.loader.exec_module(module)
     return module
 

@@ -1,0 +1,103 @@
+"""Does learned water transfer across temperature? The example's models, fitted at 300 K,
+judged at 350 K without refitting (a study).
+
+Both modes are fitted exactly as `make example` fits them (the bundled 300 K equilibrium
+xTB run after its cut, workflow.run_example's settings), then validated against the
+bundled 350 K run (`water64-xtb-langevin-350K`: the same method, box and protocol, made
+for this) with the example's rows: runs from its frames after its equilibration, its
+masses, step, Langevin friction and temperature. The verdicts and the first-peak and
+kinetic metrics go to validation/results/transfer.json; validation/README.md's table is
+`table` of it.
+
+    python validation/transfer_study.py [--out output/transfer] [--seeds 16] [--workers N]
+        [--model NAME=MODEL.json ...]
+
+--model adds rows of other models fitted at 300 K (the deficit study's, for example).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from openmm_learning.io.atomic import write_json_atomic
+from openmm_learning.io.water_run import example_run_dir, load_water_run
+from openmm_learning.losses.fit import FitSettings
+from openmm_learning.validation.suite import fit_stage, parse_steps, run_validation
+from openmm_learning.workflow import (EXAMPLE_EQUILIBRATION_PS, EXAMPLE_LANGEVIN_PS, EXAMPLE_PS, EXAMPLE_REFERENCE,
+                                      EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS)
+
+TARGET = "water64-xtb-langevin-350K"
+#: the 350 K run's temperature settles by its step 1100 (its README): cut what comes before
+TARGET_EQUILIBRATION_PS = 1.65
+EXAMPLE_FIT = FitSettings(basis="chebyshev", frame_stride=2)  # workflow.run_example's
+METRICS = ("rdf_OO.first_peak_height", "rdf_OO.first_peak_position", "kinetic_vs_target.O",
+           "kinetic_vs_target.H", "kinetic_vs_target.translation", "kinetic_vs_target.rotation",
+           "kinetic_vs_target.vibration")
+BEGIN, END = "<!-- transfer: begin -->", "<!-- transfer: end -->"
+
+
+def example_models(out: Path) -> dict:
+    """Both modes fitted as the example fits them (cached by fit_stage)."""
+    run, system = load_water_run(example_run_dir(EXAMPLE_REFERENCE), r_cut=EXAMPLE_FIT.r_cut)
+    first = run.times_ps[0] + EXAMPLE_EQUILIBRATION_PS
+    step = int(run.steps[(run.times_ps >= first - 1e-9).argmax()])
+    paths = fit_stage(run, system, out / "fit", parse_steps(f"{step}:"), EXAMPLE_FIT)
+    return {f"learned {mode}": path for mode, path in paths.items()}
+
+
+def table(record: dict) -> str:
+    """validation/README.md's transfer table (between BEGIN and END)."""
+    lines = [f"Recorded at commit {record['commit']}: the example's models (fitted at 300 K) against "
+             f"`{record['reference']}` after its first {record['equilibration_ps']:g} ps ({record['reference_ps']:.2f} "
+             f"ps left), {record['seeds']} runs of {record['ps']:g} ps per row as the example runs them.", "",
+             "| row | verdict | " + " | ".join(f"`{m}`" for m in METRICS) + " |",
+             "|---|---|" + "---|" * len(METRICS)]
+    for name, row in record["rows"].items():
+        cells = []
+        for m in METRICS:
+            r = row["metrics"][m]
+            cells.append("n/a" if r["row_value"] is None else
+                         f"{r['row_value']:.3g} ({r['reference_value']:.3g}): {r['outcome']}")
+        lines.append(f"| {name} | {row['verdict']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("output/transfer"))
+    ap.add_argument("--record", type=Path, default=Path(__file__).parent / "results" / "transfer.json")
+    ap.add_argument("--seeds", type=int, default=EXAMPLE_SEEDS)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--model", nargs="+", default=[], metavar="NAME=MODEL.json", help="more rows")
+    args = ap.parse_args(argv)
+    models = example_models(args.out)
+    for item in args.model:
+        name, _, path = item.partition("=")
+        models[name] = Path(path)
+    target = example_run_dir(TARGET)
+    result = run_validation(target, args.out / "rows", models=models, baseline=False, ps=EXAMPLE_PS,
+                            seeds=args.seeds, equilibration_ps=TARGET_EQUILIBRATION_PS,
+                            langevin_ps=EXAMPLE_LANGEVIN_PS, row_equilibration_ps=EXAMPLE_ROW_CUT_PS,
+                            report_interval=20, workers=args.workers)
+    run, _ = load_water_run(target)
+    keys = ("row_value", "row_uncertainty", "reference_value", "reference_uncertainty", "value", "uncertainty",
+            "threshold", "outcome")
+    rows = {name: {"verdict": result.verdicts[name], "outcomes": result.outcomes(name),
+                   "metrics": {m: {k: result.metric(name, m).get(k) for k in keys} for m in METRICS}}
+            for name in models}
+    from readme_results import head_commit, replace_block  # beside this script
+
+    record = {"reference": TARGET, "trained_on": EXAMPLE_REFERENCE, "seeds": args.seeds, "ps": EXAMPLE_PS,
+              "equilibration_ps": TARGET_EQUILIBRATION_PS,
+              "reference_ps": float(run.times_ps[-1] - run.times_ps[0] - TARGET_EQUILIBRATION_PS),
+              "rows": rows, "commit": head_commit()}
+    write_json_atomic(args.record, record)
+    replace_block(Path(__file__).with_name("README.md"), BEGIN, END, table(record))
+    print(table(record))
+    print(json.dumps({"wrote": str(args.record)}))
+
+
+if __name__ == "__main__":
+    main()
