@@ -181,3 +181,37 @@ def test_slow_structure_table_is_the_committed_record():
     rec = json.loads((ROOT / "validation" / "results" / "slow_structure.json").read_text())
     text = (ROOT / "validation" / "README.md").read_text()
     assert f"{study.BEGIN}\n{study.table(rec)}\n{study.END}" in text
+
+
+def test_deficit_table_is_the_committed_record():
+    """validation/README.md's deficit table is deficit_study.table of its record, made at the
+    example's settings, and its coupling sentence says which way the record points."""
+    study = _script("deficit_study")
+    rec = json.loads((ROOT / "validation" / "results" / "deficit.json").read_text())
+    power = json.loads((ROOT / "validation" / "results" / "power.json").read_text())
+    text = (ROOT / "validation" / "README.md").read_text()
+    assert f"{study.BEGIN}\n{study.table(rec, power)}\n{study.END}" in text
+    assert rec["seeds"] == study.EXAMPLE_SEEDS and rec["ps"] == study.EXAMPLE_PS
+    assert set(rec["variants"]) == set(study.VARIANTS) | {study.COUPLING, *study.INVERSIONS}
+
+
+def test_transfer_table_is_the_committed_record():
+    """validation/README.md's transfer table is transfer_study.table of its record."""
+    study = _script("transfer_study")
+    rec = json.loads((ROOT / "validation" / "results" / "transfer.json").read_text())
+    text = (ROOT / "validation" / "README.md").read_text()
+    assert f"{study.BEGIN}\n{study.table(rec)}\n{study.END}" in text
+    assert rec["seeds"] == study.EXAMPLE_SEEDS and rec["ps"] == study.EXAMPLE_PS
+
+
+def test_deficit_sentences_hold_in_the_record():
+    """The sentences under the deficit table: every force-matched variant fails the first
+    peak; two Boltzmann inversions reach the reference within the rows' errors (2 sigma)
+    for under 2 % more O force error than the splines they start from."""
+    study = _script("deficit_study")
+    rec = json.loads((ROOT / "validation" / "results" / "deficit.json").read_text())["variants"]
+    for name in [*study.VARIANTS, study.COUPLING]:
+        assert rec[name]["peak"]["outcome"] == "fail", name
+    inverted, splines = rec[study.INVERSIONS[-1]], rec["splines"]
+    assert abs(inverted["peak"]["value"]) < 2 * inverted["peak"]["uncertainty"]
+    assert inverted["held_out"]["O"]["rmse"] < 1.02 * splines["held_out"]["O"]["rmse"]
