@@ -36,6 +36,22 @@ METRICS = ("rdf_OO.first_peak_height", "rdf_OO.first_peak_position", "kinetic_vs
            "kinetic_vs_target.H", "kinetic_vs_target.translation", "kinetic_vs_target.rotation",
            "kinetic_vs_target.vibration")
 BEGIN, END = "<!-- transfer: begin -->", "<!-- transfer: end -->"
+BLOCK_PS = 0.75  # of the references' own first-peak series
+
+
+def peak_series(project: str) -> list:
+    """A reference's g_OO first-peak height in consecutive BLOCK_PS blocks of its whole
+    run: whether its structure has settled within its length."""
+    from slow_structure_study import peak_height  # beside this script
+
+    from openmm_learning.validation.suite import reference_row
+
+    run, _ = load_water_run(example_run_dir(project))
+    traj = reference_row(run, 0.0).traj
+    n = int((traj.time[-1] - traj.time[0] + 1e-6) // BLOCK_PS)
+    blocks = [(traj.time >= traj.time[0] + k * BLOCK_PS - 1e-9) & (traj.time < traj.time[0] + (k + 1) * BLOCK_PS - 1e-9)
+              for k in range(n)]
+    return [round(float(peak_height(traj[b.nonzero()[0]])), 3) for b in blocks if b.sum() > 10]
 
 
 def example_models(out: Path) -> dict:
@@ -61,6 +77,10 @@ def table(record: dict) -> str:
             cells.append("n/a" if r["row_value"] is None else
                          f"{r['row_value']:.3g} ({r['reference_value']:.3g}): {r['outcome']}")
         lines.append(f"| {name} | {row['verdict']} | " + " | ".join(cells) + " |")
+    lines += ["", f"The references' own g_OO first-peak height in consecutive {BLOCK_PS:g} ps blocks of their whole "
+              "runs (equilibration included):", ""]
+    for project, series in record["reference_peak_series"].items():
+        lines.append(f"- `{project}`: " + ", ".join(f"{v:.2f}" for v in series))
     return "\n".join(lines)
 
 
@@ -92,7 +112,8 @@ def main(argv=None):
     record = {"reference": TARGET, "trained_on": EXAMPLE_REFERENCE, "seeds": args.seeds, "ps": EXAMPLE_PS,
               "equilibration_ps": TARGET_EQUILIBRATION_PS,
               "reference_ps": float(run.times_ps[-1] - run.times_ps[0] - TARGET_EQUILIBRATION_PS),
-              "rows": rows, "commit": head_commit()}
+              "rows": rows, "commit": head_commit(),
+              "reference_peak_series": {p: peak_series(p) for p in (EXAMPLE_REFERENCE, TARGET)}}
     write_json_atomic(args.record, record)
     replace_block(Path(__file__).with_name("README.md"), BEGIN, END, table(record))
     print(table(record))
