@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from openmm_learning.io.atomic import write_json_atomic
@@ -81,7 +82,18 @@ def table(record: dict) -> str:
               "runs (equilibration included):", ""]
     for project, series in record["reference_peak_series"].items():
         lines.append(f"- `{project}`: " + ", ".join(f"{v:.2f}" for v in series))
+    cut, early, late = settling(record)
+    lines += ["", f"After its {cut} ps cut the 300 K reference's blocks run from {early:.2f} (mean of its first three) "
+              f"to {late:.2f} (mean of its last three)."]
     return "\n".join(lines)
+
+
+def settling(record: dict) -> tuple[float, float, float]:
+    """The example's cut, and the mean first peak of the 300 K reference's first and last
+    three blocks after it."""
+    series = record["reference_peak_series"][record["trained_on"]]
+    after = series[math.ceil(EXAMPLE_EQUILIBRATION_PS / BLOCK_PS - 1e-9):]  # blocks wholly after the cut
+    return EXAMPLE_EQUILIBRATION_PS, float(sum(after[:3]) / 3), float(sum(after[-3:]) / 3)
 
 
 def main(argv=None):
