@@ -433,7 +433,9 @@ def main(argv=None):
     p.add_argument("--record", type=Path, default=None)
     args = p.parse_args(argv)
 
-    fitted = [v for v in args.variants if v in VARIANTS]
+    steps = max([INVERSIONS.index(v) + 1 for v in args.variants if v in INVERSIONS], default=0)
+    # the inversions start from the splines' row
+    fitted = [v for v in VARIANTS if v in args.variants or (steps and v == "splines")]
     models, errors, rows = {}, {}, {}
     for name in fitted:
         models[name], errors[name] = fitted_variant(name, args.out)
@@ -446,7 +448,6 @@ def main(argv=None):
         suite = json.loads((args.out / "rows" / "suite.json").read_text())
         rows.update({name: _summary(result, name, errors[name], _runs(args.out / "rows" / suite["rows"][name]))
                      for name in fitted})
-    steps = max([INVERSIONS.index(v) + 1 for v in args.variants if v in INVERSIONS], default=0)
     if steps:  # each step inverts its predecessor's row: the splines' first
         suite = json.loads((args.out / "rows" / "suite.json").read_text())
         base, base_rows = fitted_variant("splines", args.out)[0], args.out / "rows" / suite["rows"]["splines"]
