@@ -61,10 +61,9 @@ from openmm_learning.openmm.reporters import SimulationError
 from openmm_learning.openmm.simulate import simulate
 from openmm_learning.validation.judge import validate
 from openmm_learning.validation.suite import reference_row, row_of, run_validation, start_frames
-from openmm_learning.workflow import (EXAMPLE_EQUILIBRATION_PS, EXAMPLE_LANGEVIN_PS, EXAMPLE_PS, EXAMPLE_REFERENCE,
-                                      EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS)
+from openmm_learning.workflow import (EXAMPLE_EQUILIBRATION_PS, EXAMPLE_FIT, EXAMPLE_LANGEVIN_PS, EXAMPLE_PS,
+                                      EXAMPLE_REFERENCE, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS)
 
-EXAMPLE_FIT = FitSettings(basis="chebyshev", frame_stride=2)
 CSVR_RUN = "water64-xtb-300K"
 #: variant -> (training run, fit settings, charge scale applied after the fit)
 VARIANTS = {

@@ -24,15 +24,13 @@ from pathlib import Path
 
 from openmm_learning.io.atomic import write_json_atomic
 from openmm_learning.io.water_run import example_run_dir, load_water_run
-from openmm_learning.losses.fit import FitSettings
 from openmm_learning.validation.suite import fit_stage, parse_steps, run_validation
-from openmm_learning.workflow import (EXAMPLE_EQUILIBRATION_PS, EXAMPLE_LANGEVIN_PS, EXAMPLE_PS, EXAMPLE_REFERENCE,
-                                      EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS)
+from openmm_learning.workflow import (EXAMPLE_EQUILIBRATION_PS, EXAMPLE_FIT, EXAMPLE_LANGEVIN_PS, EXAMPLE_PS,
+                                      EXAMPLE_REFERENCE, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS)
 
 TARGET = "water64-xtb-langevin-350K"
 #: the 350 K run's temperature settles by its step 1100 (its README): cut what comes before
 TARGET_EQUILIBRATION_PS = 1.65
-EXAMPLE_FIT = FitSettings(basis="chebyshev", frame_stride=2)  # workflow.run_example's
 METRICS = ("rdf_OO.first_peak_height", "rdf_OO.first_peak_position", "kinetic_vs_target.O",
            "kinetic_vs_target.H", "kinetic_vs_target.translation", "kinetic_vs_target.rotation",
            "kinetic_vs_target.vibration")
