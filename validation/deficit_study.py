@@ -49,7 +49,6 @@ from pathlib import Path
 import numba
 import numpy as np
 import openmm as mm
-from tqdm.auto import tqdm
 
 from openmm_learning.io.atomic import write_json_atomic
 from openmm_learning.io.water_run import example_run_dir, load_water_run
@@ -57,10 +56,9 @@ from openmm_learning.losses.fit import (FitSettings, _model_of, accumulate, buil
                                         seen_ranges, solve_cv, time_split, training_provenance)
 from openmm_learning.losses.model import LossModel
 from openmm_learning.openmm.forces import create_system
-from openmm_learning.openmm.reporters import SimulationError
-from openmm_learning.openmm.simulate import simulate
 from openmm_learning.validation.judge import validate
-from openmm_learning.validation.suite import reference_row, row_of, run_validation, start_frames
+from openmm_learning.validation.suite import (first_frame_after, reference_row, row_of, run_validation,
+                                              start_frames)
 from openmm_learning.workflow import (EXAMPLE_EQUILIBRATION_PS, EXAMPLE_FIT, EXAMPLE_LANGEVIN_PS, EXAMPLE_PS,
                                       EXAMPLE_REFERENCE, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS)
 
@@ -90,14 +88,13 @@ def training_frames(run, settings: FitSettings) -> np.ndarray:
     """Every `frame_stride`-th frame after the example's equilibration cut; the whole of the
     CSVR run (its frames out of equipartition are the point of that variant)."""
     cut = 0.0 if run.project == CSVR_RUN else EXAMPLE_EQUILIBRATION_PS
-    first = np.searchsorted(run.times_ps, run.times_ps[0] + cut - 1e-9)
-    return np.arange(first, run.n_frames, settings.frame_stride)
+    return np.arange(first_frame_after(run, cut), run.n_frames, settings.frame_stride)
 
 
-def held_out_frames() -> np.ndarray:
-    """The frames every variant is scored on: the last 20 % (after a gap) of the example's
-    training frames, which no variant trains on (the CSVR variant trains on another run)."""
-    run, _ = load_water_run(example_run_dir(EXAMPLE_REFERENCE))
+def held_out_frames(run) -> np.ndarray:
+    """The frames of the example's reference `run` every variant is scored on: the last 20 %
+    (after a gap) of the example's training frames, which no variant trains on (the CSVR
+    variant trains on another run)."""
     idx = training_frames(run, EXAMPLE_FIT)
     return idx[time_split(len(idx), EXAMPLE_FIT)[1]]
 
@@ -126,7 +123,7 @@ def _scored(model_path) -> dict:
     """Force errors of a model file on held_out_frames."""
     model = LossModel.load(model_path)
     reference, system = load_water_run(example_run_dir(EXAMPLE_REFERENCE), r_cut=model.r_cut)
-    test = held_out_frames()
+    test = held_out_frames(reference)
     pred = np.stack([model.forces(reference.positions[f], reference.box_nm[f], system.species, system.molecules)[0]
                      for f in test])
     return dict(force_errors(reference.forces[test], pred, system.species),
@@ -258,27 +255,19 @@ def fitted_coupling(out: Path, progress=True) -> tuple[Path, list, dict]:
 def coupling_rows(out: Path, seeds: int, progress=True) -> list:
     """The coupling model's row: `seeds` runs exactly as the example runs a row (start
     frames, Langevin start, the reference's masses, step and friction)."""
+    from power_study import run_rows  # beside this script
+
     path, coefficients, _ = fitted_coupling(out, progress)
     model = LossModel.load(path)
     run, water = load_water_run(example_run_dir(EXAMPLE_REFERENCE), r_cut=model.r_cut)
-    dt = run.settings.timestep_ps
-    folders = []
-    for k, frame in enumerate(tqdm(start_frames(run, EXAMPLE_EQUILIBRATION_PS, seeds), desc=COUPLING,
-                                   unit="run", disable=not progress)):
-        folder = out / "rows" / f"sim-{COUPLING.replace(' ', '-')}" / f"seed-{k}"
-        system = create_system(model, water.species, water.molecules, run.box_nm[frame])
-        system.addForce(coupling_force(coefficients, water.molecules))
-        try:
-            simulate(None, run.positions[frame], None, run.box_nm[frame], water.species, water.molecules,
-                     temperature_k=run.settings.temperature_k, timestep_ps=dt, steps=int(round(EXAMPLE_PS / dt)),
-                     out_dir=folder, report_interval=20, seed=1 + k, equilibration_ps=EXAMPLE_LANGEVIN_PS,
-                     collision_time_ps=run.settings.csvr_time_ps, system=system, system_mode="reciprocal",
-                     name=COUPLING, progress=False, masses_amu=run.settings.masses_amu,
-                     friction_per_ps=run.settings.langevin_friction_per_ps)
-            folders.append(folder)
-        except SimulationError as e:
-            print(f"{COUPLING}: run {k} blew up: {e}")
-    return [row_of(f) for f in folders]
+
+    def system(n_molecules, box):
+        s = create_system(model, water.species, water.molecules, box)
+        s.addForce(coupling_force(coefficients, water.molecules))
+        return s
+
+    return run_rows(f"sim-{COUPLING.replace(' ', '-')}", system, "reciprocal", run, water, out / "rows",
+                    start_frames(run, EXAMPLE_EQUILIBRATION_PS, seeds), EXAMPLE_PS)
 
 
 def _summary(result, name, errors, runs) -> dict:
@@ -290,6 +279,11 @@ def _summary(result, name, errors, runs) -> dict:
 
 
 # --------------------------------------------------------------- structure, not forces
+
+def after(traj, cut_ps):
+    """The frames of a trajectory at least cut_ps after its first."""
+    return traj[traj.time >= traj.time[0] + cut_ps - 1e-9]
+
 
 def pooled_rdf_oo(trajectories):
     """g_OO of several trajectories together (each weighted by its frames), 0-0.6 nm."""
@@ -313,11 +307,8 @@ def inverted_model(out: Path, step: int, base: Path, rows_folder: Path) -> Path:
     model = LossModel.load(base)
     run, _ = load_water_run(example_run_dir(EXAMPLE_REFERENCE))
     ref = reference_row(run, EXAMPLE_EQUILIBRATION_PS).traj
-    r, g_ref = pooled_rdf_oo([ref[ref.time >= ref.time[0] + EXAMPLE_EQUILIBRATION_PS - 1e-9]])
-    runs = []
-    for folder in sorted(rows_folder.glob("seed-*")):
-        t = row_of(folder).traj
-        runs.append(t[t.time >= t.time[0] + EXAMPLE_ROW_CUT_PS - 1e-9])
+    r, g_ref = pooled_rdf_oo([after(ref, EXAMPLE_EQUILIBRATION_PS)])
+    runs = [after(row_of(folder).traj, EXAMPLE_ROW_CUT_PS) for folder in sorted(rows_folder.glob("seed-*"))]
     _, g_model = pooled_rdf_oo(runs)
     lo, hi = INVERSION_WINDOW_NM
     inside = (r > lo) & (r < hi)
@@ -345,8 +336,7 @@ def memory_of_start(rows_folder: Path, start_frames: list) -> dict:
 
     halves = []
     for k in range(len(start_frames)):
-        t = row_of(rows_folder / f"seed-{k}").traj
-        t = t[t.time >= t.time[0] + EXAMPLE_ROW_CUT_PS - 1e-9]
+        t = after(row_of(rows_folder / f"seed-{k}").traj, EXAMPLE_ROW_CUT_PS)
         halves.append((peak_height(t[: t.n_frames // 2]), peak_height(t[t.n_frames // 2:])))
     halves = np.array(halves)
     rho = spearmanr(start_frames, halves.mean(axis=1))
@@ -501,7 +491,7 @@ def main(argv=None):
         pk, e = row["peak"], row["held_out"]
         print(f"{name:30s} O/H RMSE {e['O']['rmse']:6.1f}/{e['H']['rmse']:6.1f}  "
               f"g_OO peak {pk['row_value']:.3f} vs {pk['reference_value']:.3f} ({pk['outcome']})")
-    from readme_results import head_commit, replace_block  # beside this script
+    from readme_results import head_commit, publish  # beside this script
 
     run, _ = load_water_run(example_run_dir(EXAMPLE_REFERENCE))
     record = {"reference": EXAMPLE_REFERENCE, "seeds": args.seeds, "ps": EXAMPLE_PS, "variants": rows,
@@ -509,9 +499,8 @@ def main(argv=None):
               "commit": head_commit()}
     write_json_atomic(args.out / "deficit.json", record)
     if args.record:
-        write_json_atomic(args.record, record)
         power = json.loads((args.record.parent / "power.json").read_text())
-        replace_block(Path(__file__).with_name("README.md"), BEGIN, END, table(record, power))
+        publish(record, args.record, BEGIN, END, table(record, power))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ from pathlib import Path
 import numpy as np
 import openmm as mm
 
-from openmm_learning.io.atomic import write_json_atomic
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.openmm.forces import ANTISYMMETRIC_GROUP, SHARED_GROUP
 from openmm_learning.openmm.reporters import SimulationError
@@ -117,12 +116,13 @@ def row_start_frames(run, seeds, window_ps) -> list:
     return start_frames(run, max(first - run.times_ps[0], REFERENCE_CUT_PS), seeds)
 
 
-def run_rows(name, make_system, mode, run, water, out: Path, seeds, ps, window_ps, first_seed=1) -> list:
-    """`seeds` runs of one System as the example runs a row, from frames of `run` under its
-    state and protocol (masses, step, friction); the runs that did not blow up."""
+def run_rows(name, make_system, mode, run, water, out: Path, frames, ps, first_seed=1) -> list:
+    """Runs of one System (make_system(n_molecules, box)) as the example runs a row, one
+    from each of `frames` of `run`, under its state and protocol (masses, step, friction);
+    the runs that did not blow up."""
     dt = run.settings.timestep_ps
     folders = []
-    for k, frame in enumerate(row_start_frames(run, seeds, window_ps)):
+    for k, frame in enumerate(frames):
         folder = out / name / f"seed-{k}"
         try:
             simulate(None, run.positions[frame], None, run.box_nm[frame], water.species, water.molecules,
@@ -312,7 +312,8 @@ def main(argv=None):
     rows = {}
     for name in ["exact (SPC/Fw)"] + [c for c in args.cases if c in systems and c != "exact (SPC/Fw)"]:
         make, mode = systems[name]
-        rows[name] = run_rows(folders[name], make, mode, run, water, base, args.seeds, args.ps, window)
+        rows[name] = run_rows(folders[name], make, mode, run, water, base,
+                              row_start_frames(run, args.seeds, window), args.ps)
     if args.runs_only:
         return
     exact = rows["exact (SPC/Fw)"]
@@ -325,12 +326,10 @@ def main(argv=None):
                            "reference": REFERENCE, "reference_cut_ps": REFERENCE_CUT_PS,
                            "start_window_ps": window, "reference_ps": float(run.times_ps[-1] - run.times_ps[0])},
               **judge_cases(rows, run, base)}
-    from readme_results import head_commit, replace_block  # beside this script
+    from readme_results import head_commit, publish  # beside this script
 
     record["commit"] = args.commit or head_commit()
-    write_json_atomic(args.record, record)
-    replace_block(Path(__file__).with_name("README.md"), BEGIN, END, table(record))
-    print(table(record))
+    publish(record, args.record, BEGIN, END, table(record))
     print(json.dumps({"wrote": str(args.record)}))
 
 

@@ -38,6 +38,16 @@ def replace_block(readme: Path, begin: str, end: str, block: str):
     readme.write_text(head + begin + "\n" + block + "\n" + end + rest.split(end, 1)[1])
 
 
+def publish(record: dict, record_path: Path, begin: str, end: str, block: str):
+    """A study's ending: its record written, its block put between the markers of
+    validation/README.md, and printed."""
+    from openmm_learning.io.atomic import write_json_atomic
+
+    write_json_atomic(record_path, record)
+    replace_block(Path(__file__).with_name("README.md"), begin, end, block)
+    print(block)
+
+
 def head_commit() -> str:
     """The working tree's HEAD, marked when it has changes."""
     git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731

@@ -27,7 +27,6 @@ from pathlib import Path
 import mdtraj
 import numpy as np
 
-from openmm_learning.io.atomic import write_json_atomic
 from openmm_learning.io.water_run import example_run_dir, load_water_run, trajectory_of
 from openmm_learning.openmm.simulate import simulate
 from openmm_learning.openmm.spcfw import spcfw_system
@@ -127,12 +126,10 @@ def main(argv=None):
         record[f"openmm_short_runs_{step * 1000:g}fs"] = {
             "runs": len(runs), **spread([peak_height(t) for t in runs]),
             "shell_autocorrelation": autocorrelation(shell_counts(runs[0]))}
-    from readme_results import head_commit, replace_block  # beside this script
+    from readme_results import head_commit, publish  # beside this script
 
     record["commit"] = head_commit()
-    write_json_atomic(args.record, record)
-    replace_block(Path(__file__).with_name("README.md"), BEGIN, END, table(record))
-    print(table(record))
+    publish(record, args.record, BEGIN, END, table(record))
 
 
 if __name__ == "__main__":

@@ -22,9 +22,8 @@ import json
 import math
 from pathlib import Path
 
-from openmm_learning.io.atomic import write_json_atomic
 from openmm_learning.io.water_run import example_run_dir, load_water_run
-from openmm_learning.validation.suite import fit_stage, parse_steps, run_validation
+from openmm_learning.validation.suite import first_frame_after, fit_stage, run_validation
 from openmm_learning.workflow import (EXAMPLE_EQUILIBRATION_PS, EXAMPLE_FIT, EXAMPLE_LANGEVIN_PS, EXAMPLE_PS,
                                       EXAMPLE_REFERENCE, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS)
 
@@ -56,9 +55,8 @@ def peak_series(project: str) -> list:
 def example_models(out: Path) -> dict:
     """Both modes fitted as the example fits them (cached by fit_stage)."""
     run, system = load_water_run(example_run_dir(EXAMPLE_REFERENCE), r_cut=EXAMPLE_FIT.r_cut)
-    first = run.times_ps[0] + EXAMPLE_EQUILIBRATION_PS
-    step = int(run.steps[(run.times_ps >= first - 1e-9).argmax()])
-    paths = fit_stage(run, system, out / "fit", parse_steps(f"{step}:"), EXAMPLE_FIT)
+    step = int(run.steps[first_frame_after(run, EXAMPLE_EQUILIBRATION_PS)])
+    paths = fit_stage(run, system, out / "fit", (step, None), EXAMPLE_FIT)
     return {f"learned {mode}": path for mode, path in paths.items()}
 
 
@@ -117,16 +115,14 @@ def main(argv=None):
     rows = {name: {"verdict": result.verdicts[name], "outcomes": result.outcomes(name),
                    "metrics": {m: {k: result.metric(name, m).get(k) for k in keys} for m in METRICS}}
             for name in models}
-    from readme_results import head_commit, replace_block  # beside this script
+    from readme_results import head_commit, publish  # beside this script
 
     record = {"reference": TARGET, "trained_on": EXAMPLE_REFERENCE, "seeds": args.seeds, "ps": EXAMPLE_PS,
               "equilibration_ps": TARGET_EQUILIBRATION_PS,
               "reference_ps": float(run.times_ps[-1] - run.times_ps[0] - TARGET_EQUILIBRATION_PS),
               "rows": rows, "commit": head_commit(),
               "reference_peak_series": {p: peak_series(p) for p in (EXAMPLE_REFERENCE, TARGET)}}
-    write_json_atomic(args.record, record)
-    replace_block(Path(__file__).with_name("README.md"), BEGIN, END, table(record))
-    print(table(record))
+    publish(record, args.record, BEGIN, END, table(record))
     print(json.dumps({"wrote": str(args.record)}))
 
 

@@ -312,11 +312,15 @@ def _integrator(summary: dict, species, temperature_k, timestep_ps):
                               friction_per_ps=summary.get("friction_per_ps"))
 
 
+def first_frame_after(run: Cp2kRun, cut_ps: float) -> int:
+    """Index of the run's first frame at least cut_ps after its first (its last at most)."""
+    return min(int(np.searchsorted(run.times_ps, run.times_ps[0] + cut_ps - 1e-9)), run.n_frames - 1)
+
+
 def start_frames(run: Cp2kRun, equilibration_ps: float, seeds: int) -> list:
     """Frame indices for independent runs: spread evenly over the reference after its
     equilibration cut, the last frame first."""
-    first = int(np.searchsorted(run.times_ps, run.times_ps[0] + equilibration_ps - 1e-9))
-    first = min(first, run.n_frames - 1)
+    first = first_frame_after(run, equilibration_ps)
     return [int(i) for i in np.round(np.linspace(run.n_frames - 1, first, seeds)).astype(int)]
 
 
@@ -715,8 +719,7 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     eq = default_equilibration_ps(run) if equilibration_ps is None else float(equilibration_ps)
     if fitted and train_steps is None and eq > 0:
         # fit on what is compared, the reference after its cut: its start is another ensemble
-        train_steps = (int(run.steps[min(np.searchsorted(run.times_ps, run.times_ps[0] + eq - 1e-9),
-                                          run.n_frames - 1)]), None)
+        train_steps = (int(run.steps[first_frame_after(run, eq)]), None)
     lc, fit_dir = None, out / "fit"
     if fitted:
         paths = fit_stage(run, system, fit_dir, train_steps, fit_settings, progress)
