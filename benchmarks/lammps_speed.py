@@ -17,7 +17,7 @@ import numpy as np
 from lammps_plugin.run import read_thermo, run_lammps
 from lammps_plugin.writer import write_deck
 from openmm_learning.io.water_run import example_run_dir, load_water_run
-from openmm_learning.losses.fit import fit_modes
+from openmm_learning.losses.fit import FitSettings, chebyshev_model, fit_modes
 from openmm_learning.openmm import spcfw
 
 #: SPC/Fw in LAMMPS `units real` (harmonic styles are K (r - r0)^2: half of SPC/Fw's k)
@@ -62,11 +62,15 @@ def main():
     args = ap.parse_args()
     run, water = load_water_run(example_run_dir())
     idx = np.arange(0, run.n_frames, 4)
-    models = {m: r.model for m, r in fit_modes(run.positions[idx], run.forces[idx], run.box_nm[idx], water,
-                                               progress=False).items()}
+    # the default fit as `fit` writes it (Chebyshev series) for the table decks, and its
+    # splines for pair_style python, which evaluates splines only
+    splines = {m: r.model for m, r in fit_modes(run.positions[idx], run.forces[idx], run.box_nm[idx], water,
+                                                settings=FitSettings(basis="spline"), progress=False).items()}
+    models = {m: chebyshev_model(s, run.positions[idx], run.box_nm[idx], water) for m, s in splines.items()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = {m: model.save(tmp / f"{m}.json") for m, model in models.items()}
+        paths["spline"] = splines["reciprocal"].save(tmp / "spline.json")
         paths["spcfw"] = dataclasses.replace(models["reciprocal"], charge_h=spcfw.CHARGES["H"]).save(tmp / "q.json")
 
         def deck(name, model, pair, replicate=(1, 1, 1)):
@@ -77,7 +81,7 @@ def main():
         print(f"{'deck':44s} {'atoms':>7s} {'ms/step':>10s} {'us/atom-step':>13s} {'/ SPC/Fw':>9s}")
         small = {}
         for pair, package in (("python", "PYTHON"), ("table", None)):
-            d = deck(f"small-{pair}", "reciprocal", pair)
+            d = deck(f"small-{pair}", "spline", pair)
             run_lammps(d, package=package)
             small[pair], atoms = loop_seconds(d.parent / "log.lammps")
             print(f"{f'reciprocal, pair_style {pair}, 64 waters':44s} {atoms:7d} {1e3 * small[pair]:10.3f}")

@@ -253,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("run", help="CP2K run folder (pos, frc, ener and .inp files)")
     f.add_argument("--out", type=_out_dir, required=True, help="folder for MODE.json and the fit plots")
     f.add_argument("--modes", nargs="+", default=["agent", "reciprocal"], choices=["agent", "reciprocal"])
-    f.add_argument("--cutoff", type=_positive, default=0.6, help="pair cutoff (nm)")
-    f.add_argument("--switch", type=_positive, default=0.5, help="switching starts here (nm)")
+    f.add_argument("--cutoff", type=_positive, default=FitSettings.r_cut, help="pair cutoff (nm)")
+    f.add_argument("--switch", type=_positive, default=FitSettings.r_switch, help="switching starts here (nm)")
     f.add_argument("--agent-asymmetry", choices=["penalty", "free", "shared-molecule"],
                    default=FitSettings.agent_asymmetry,
                    help="agent mode: O and H views of each pair drawn together by a penalty (default), "
@@ -270,9 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--charges", action=argparse.BooleanOptionalAction, default=FitSettings.charges,
                    help="fit point charges (q_O = -2 q_H) run with Ewald/PME beside the splines (default on)")
     f.add_argument("--basis", choices=BASES, default=FitSettings.basis,
-                   help="functions of the model file: the fitted splines (default), or compiled to Chebyshev "
-                        "series, which OpenMM evaluates as expressions, 2-5x faster on the CPU (adds under "
-                        "0.1%% of the RMS force to the held-out error; LAMMPS runs them through tables)")
+                   help="functions of the model file: the fitted splines compiled to Chebyshev series "
+                        "(default), which OpenMM evaluates as expressions, 4-5x faster on the CPU than the "
+                        "splines (within 0.1%% of the RMS force in held-out error; LAMMPS runs either through "
+                        "tables), or the splines themselves (spline)")
     f.add_argument("--committee", action="store_true",
                    help="also write the models refitted without each cross-validation block "
                         "(committee/MODE-k.json): `evaluate` reports the spread of their forces")

@@ -110,9 +110,8 @@ EXAMPLE_EQUILIBRATION_PS = 1.0
 #: 2.4); a run relaxes from its reference frame to the model's own structure over the
 #: first ps (validation/README.md)
 EXAMPLE_SEEDS, EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_LANGEVIN_PS = RUNS_PER_ROW, 10.0, 2.0, 1.0
-#: the example's fit: Chebyshev series (the splines' held-out error, 2-4x faster dynamics;
-#: benchmarks/README.md) on every 2nd frame after the cut
-EXAMPLE_FIT = FitSettings(basis="chebyshev", frame_stride=2)
+#: the example's fit: the default (FitSettings) on every 2nd frame after the cut
+EXAMPLE_FIT = FitSettings(frame_stride=2)
 
 
 def run_example(out_dir="output", *, ps=EXAMPLE_PS, seeds=EXAMPLE_SEEDS, first_seed=1, platform="CPU", run_dir=None,

@@ -30,7 +30,8 @@ def xtb_models(xtb):
     run, system = xtb
     idx = np.arange(0, run.n_frames, 4)
     results = fit_modes(run.positions[idx], run.forces[idx], run.box_nm[idx], system,
-                        settings=FitSettings(agent_asymmetry="free", charges=False), progress=False)
+                        settings=FitSettings(agent_asymmetry="free", charges=False, basis="spline"),
+                        progress=False)
     return {mode: r.model for mode, r in results.items()}
 
 
@@ -44,11 +45,12 @@ def xtb_compiled(xtb, xtb_models):
 
 @pytest.fixture(scope="session")
 def spcfw_charged(spcfw):
-    """Both modes with point charges fitted on the SPC/Fw known truth after 5 ps: {mode: FitResult}."""
+    """Both modes with point charges fitted on the SPC/Fw known truth after 5 ps, as splines
+    (every engine route, pair_style python included): {mode: FitResult}."""
     run, system = spcfw
     keep = run.steps >= 10000
     return fit_modes(run.positions[keep], run.forces[keep], run.box_nm[keep], system,
-                     settings=FitSettings(charges=True), progress=False)
+                     settings=FitSettings(charges=True, basis="spline"), progress=False)
 
 
 #: fixtures that fit models (tens of seconds): every test using one is in the slow tier

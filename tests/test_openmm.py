@@ -176,7 +176,7 @@ def test_asymmetry_range_ends_the_remainder(xtb, xtb_models, xtb_compiled, basis
 def test_box_smaller_than_cutoff_is_refused(xtb, xtb_models):
     run, system = xtb
     with pytest.raises(ValueError, match="twice the model cutoff"):
-        create_system(xtb_models["agent"], system.species, system.molecules, [1.0, 1.0, 1.0])
+        create_system(xtb_models["agent"], system.species, system.molecules, [0.9, 0.9, 0.9])
     box = run.box_nm[-1]
     assert create_system(xtb_models["agent"], system.species, system.molecules, np.diag(box)).getNumParticles() == 192
     for bad in (np.ones((3, 3)) + np.diag(box), [box[0], box[1]], [box[0], box[1], np.nan]):

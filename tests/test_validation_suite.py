@@ -2,6 +2,7 @@
 on another, short real OpenMM runs of both learned modes and of SPC/Fw, every metric on
 both sides, the HTML report, caching, and a planted bad model that must fail the gate."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -130,9 +131,12 @@ def test_every_metric_on_both_sides(suite):
     for row in ROWS:
         m = res.metric(row, "vacf.stretch_band")
         assert 3500 < m["reference_value"] < 3700 and 3300 < m["row_value"] < 3800
-    # Agent mode: non-reciprocal forces, the thermostat removes what they pump in.
+    # Agent mode: non-reciprocal forces, the thermostat removes what they pump in. The
+    # reciprocal model's custom forces sum to zero exactly; what is left is PME's momentum
+    # error at OpenMM's default tolerance: 0.4 kJ/mol/nm on these frames at a 0.6 nm
+    # real-space cutoff, 1.4 at the default 0.5 nm (the grid carries more of the sum)
     agent, recip = res.metric("learned agent", "forces.net_force"), res.metric("learned reciprocal", "forces.net_force")
-    assert agent["row_value"] > 100 and recip["row_value"] < 1.0 and agent["reference_value"] < 1.0
+    assert agent["row_value"] > 100 and recip["row_value"] < 3.0 and agent["reference_value"] < 1.0
     assert res.metric("learned agent", "thermostat.heat_per_ps")["row_value"] > 500
     # SPC/Fw is a different water: longer O-H bonds, O-O peak 0.015 nm closer than xTB's.
     assert res.metric("SPC/Fw", "bond_length.mean")["value"] == pytest.approx(0.006, abs=0.001)
@@ -155,7 +159,8 @@ def test_held_out_segment_and_report(suite):
     page = res.html_path.read_text()
     assert page.count("data:image/png;base64,") == 12 and "src='http" not in page
     for text in ("CP2K reference", "SPC/Fw", "Learning curve", "what drives the O and the H forces",
-                 "Wu, Tepper &amp; Voth", "sha256", "reference equilibration cut"):
+                 "Wu, Tepper &amp; Voth", "sha256", "reference equilibration cut",
+                 "r_cut 0.5 nm, functions: Chebyshev series"):  # which form of the model ran
         assert text in page, text
     summary = json.loads((out / "metrics.json").read_text())["summary"]
     assert [r[0] for r in summary["rows"]] == ["CP2K reference", *ROWS]
@@ -180,8 +185,7 @@ def test_planted_bad_model_fails_the_gate(suite, tmp_path):
     falls apart, its g_OO is visibly wrong, and `validate` exits 1."""
     _, out, _ = suite
     good = LossModel.load(out / "fit" / "reciprocal.json")
-    bad = LossModel("reciprocal", [Channel(c.agent, c.neighbour, c.kind, c.x0, c.h,
-                                           0 * c.values if c.kind == "inter" else c.values)
+    bad = LossModel("reciprocal", [dataclasses.replace(c, values=0 * c.values if c.kind == "inter" else c.values)
                                    for c in good.channels], good.r_cut, good.r_switch, good.k_wall)
     bad.save(tmp_path / "bad.json")
     r = subprocess.run([sys.executable, "-m", "openmm_learning", "validate", "--reference", example_run_dir(),

@@ -192,8 +192,8 @@ class LossModel:
 
     mode: str
     channels: list[Channel]
-    r_cut: float = 0.6
-    r_switch: float = 0.5
+    r_cut: float = 0.5
+    r_switch: float = 0.4
     k_wall: float = 1.0e5
     fit_metrics: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)

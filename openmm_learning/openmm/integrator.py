@@ -47,8 +47,9 @@ class LearningIntegrator(mm.CustomIntegrator):
     thermostat="csvr" (default): the stochastic velocity rescaling of Bussi, Donadio and
     Parrinello (CP2K's CSVR) with time constant collision_time_ps (default
     losses.model.CSVR_TIME_PS, CP2K's 50 fs): canonical, global like CP2K's, seeded by seed;
-    applied once per step after the velocity Verlet step (two half steps of it are the same
-    law and cost a second sum over all atoms).
+    applied once per step, at its start, its factor folded into the first half kick (two
+    half steps of it are the same law and cost a second sum over all atoms; scaling the
+    velocities by themselves costs a pass over the atoms the kick already makes).
     thermostat="none": plain velocity Verlet (NVE; in agent mode the energy is not conserved,
     only, for a constant asymmetry, a pseudo-Hamiltonian: tests/test_agent_known_truth.py).
     thermostat="nose-hoover": a Nose-Hoover chain whose chain_length and collision_time_ps
@@ -127,13 +128,16 @@ class LearningIntegrator(mm.CustomIntegrator):
             self.addGlobalVariable("fric", float(friction_per_ps))
             self.addGlobalVariable("ke2old", 0.0)
             self.setRandomNumberSeed(int(seed))
-        if self.thermostat != "csvr":
-            thermostat(M)
-        self.addComputePerDof("v", f"v + 0.5*dt*{force}/m")
+        # CSVR draws its factor at the start of the step and the first half kick applies it:
+        # one pass over the atoms fewer than scaling the velocities by themselves
+        thermostat(M)
+        scaled = "v*scale" if self.thermostat == "csvr" else "v"
+        self.addComputePerDof("v", f"{scaled} + 0.5*dt*{force}/m")
         self.addComputePerDof("x", "x + dt*v")
         self._compute_force()
         self.addComputePerDof("v", f"v + 0.5*dt*{force}/m")
-        thermostat(M)
+        if self.thermostat != "csvr":
+            thermostat(M)
         units = np.zeros((n, 3))
         for k, c in enumerate("xyz"):
             u = units.copy()
@@ -202,8 +206,7 @@ class LearningIntegrator(mm.CustomIntegrator):
         self.addComputeGlobal("alpha2", f"{c} + (1-{c})*(kT/ke2)*(r1^2 + chisq) + 2*r1*sqrt({c}*(1-{c})*kT/ke2)")
         self.addComputeGlobal("scale", f"sqrt(alpha2)*(2*step(r1 + sqrt({c}*ke2/((1-{c})*kT))) - 1)")
         self.addComputeGlobal("heat", "heat + 0.5*ke2*(1 - scale^2)")
-        self.addComputePerDof("v", "v*scale")
-        self.addComputeGlobal("ke2", "ke2*scale^2")
+        self.addComputeGlobal("ke2", "ke2*scale^2")  # the first half kick scales the velocities
 
     def _langevin_half(self, _M):
         """Half a step of Langevin friction and noise on every degree of freedom (OBABO).

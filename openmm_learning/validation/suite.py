@@ -849,7 +849,9 @@ def _provenance(run, eq, row_eq, train_steps, fitted, models, folders, baseline,
         lines.append(f"fit: both modes on CP2K steps {a if a is not None else run.steps[0]}-"
                      f"{b if b is not None else 'end'} (the fit holds out its last 20 % after a gap)")
     for n, p in models.items():
-        lines.append(f"{n}: model {Path(p).name} sha256 {sha256_of(p)[:16]}")
+        model, sha = loaded_model(p)
+        lines.append(f"{n}: model {Path(p).name} sha256 {sha[:16]}, r_cut {model.r_cut:g} nm, functions: "
+                     f"{model.basis_text()}")
     if folders:
         own_cell = run.replica > 1
         friction = run.settings.langevin_friction_per_ps
