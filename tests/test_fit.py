@@ -8,8 +8,8 @@ import pytest
 from tolerances import (COMPILED_ADDED_PERCENT, SPCFW_CHARGE_PERCENT, SPCFW_CHARGED_HELD_OUT_PERCENT,
                         SPCFW_HELD_OUT_PERCENT)
 
-from openmm_learning.losses.fit import (FitSettings, accumulate, build_channels, chebyshev_model, compiled_added_percent,
-                                        fit_modes, force_errors, solve_cv, solve_mode)
+from openmm_learning.losses.fit import (FitSettings, accumulate, build_channels, chebyshev_model,
+                                        compiled_added_percent, fit_modes, force_errors, solve_cv, solve_mode)
 from openmm_learning.losses.model import ASYMMETRY_RANGE_NM, RECIPROCAL_TIES, Channel, LossModel, ModelFileError
 
 

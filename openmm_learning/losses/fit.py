@@ -482,7 +482,8 @@ def fit_modes(positions, forces, boxes, system: WaterSystem, modes=("agent", "re
                 model = chebyshev_model(splines, positions[train], boxes[train], system, degree, settings.own_degree)
                 pred = _predictions(model, positions, boxes, system, test)
                 metrics = force_errors(forces[test], pred, system.species)
-                if compiled_added_percent(metrics, spline_metrics) <= COMPILE_ADDED_PERCENT or degree >= MAX_PAIR_DEGREE:
+                added = compiled_added_percent(metrics, spline_metrics)
+                if added <= COMPILE_ADDED_PERCENT or degree >= MAX_PAIR_DEGREE:
                     break
                 degree = min(degree + 2, MAX_PAIR_DEGREE)
         compile_ = lambda m: chebyshev_model(m, positions[train], boxes[train], system,  # noqa: E731
