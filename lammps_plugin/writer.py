@@ -125,6 +125,11 @@ PAIR_POINTS = 20000
 BOND_POINTS = 20000
 ANGLE_POINTS = 18001
 PAIR_INNER_NM = 0.05
+#: real-space cutoff of the point charges' Ewald split (coul/long + pppm), at least the
+#: model's: any cutoff gives the same forces to pppm's accuracy, and 0.7 nm balances the
+#: pair and kspace work (4096 waters, one rank: 101 ms per step at 0.5 nm, 78 at 0.6, 57 at
+#: 0.7; benchmarks/README.md)
+COUL_LONG_CUTOFF_NM = 0.7
 
 
 def _symmetric_terms(model: LossModel) -> dict:
@@ -266,7 +271,8 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
     # with charges the learned pair style is overlaid with coul/long (styles named in pair_coeff)
     style = {"python": f"python {_f(r_cut)}", "table": f"table linear {PAIR_POINTS}"}[pair]
     sub = f"{pair} " if charges else ""  # the sub-style's name in a hybrid pair_coeff
-    lines.append(f"pair_style hybrid/overlay {style} coul/long {_f(r_cut)}" if charges else f"pair_style {style}")
+    coul_cut = max(model.r_cut, COUL_LONG_CUTOFF_NM) * u.length
+    lines.append(f"pair_style hybrid/overlay {style} coul/long {_f(coul_cut)}" if charges else f"pair_style {style}")
     if pair == "python":
         shutil.copyfile(PAIR_MODULE, out / "learned_pair.py")
         write_pair_coefficients(out / "pair_coefficients.json", model)
