@@ -126,10 +126,11 @@ BOND_POINTS = 20000
 ANGLE_POINTS = 18001
 PAIR_INNER_NM = 0.05
 #: real-space cutoff of the point charges' Ewald split (coul/long + pppm), at least the
-#: model's: any cutoff gives the same forces to pppm's accuracy, and 0.7 nm balances the
-#: pair and kspace work (4096 waters, one rank: 101 ms per step at 0.5 nm, 78 at 0.6, 57 at
-#: 0.7; benchmarks/README.md)
-COUL_LONG_CUTOFF_NM = 0.7
+#: model's: any cutoff gives the same forces to pppm's accuracy, and at 0.9 nm pppm, whose
+#: FFTs divide worst over MPI ranks, is light (measured while choosing it, reciprocal
+#: decks: one rank at 4096 waters 101 ms per step at 0.5 nm, 56 at 0.7, 62 at 0.9; two
+#: ranks at 32768 waters 278 at 0.7 and 253 at 0.9; benchmarks/README.md has the run)
+COUL_LONG_CUTOFF_NM = 0.9
 
 
 def _symmetric_terms(model: LossModel) -> dict:

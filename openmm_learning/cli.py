@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fit point charges (q_O = -2 q_H) run with Ewald/PME beside the splines (default on)")
     f.add_argument("--basis", choices=BASES, default=FitSettings.basis,
                    help="functions of the model file: the fitted splines compiled to Chebyshev series "
-                        "(default), which OpenMM evaluates as expressions, 4-5x faster on the CPU than the "
+                        "(default), which OpenMM evaluates as expressions, 2-3x faster on the CPU than the "
                         "splines (within 0.1%% of the RMS force in held-out error; LAMMPS runs either through "
                         "tables), or the splines themselves (spline)")
     f.add_argument("--committee", action="store_true",

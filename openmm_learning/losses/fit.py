@@ -77,7 +77,7 @@ class FitSettings:
     #: fit point charges (q_O = -2 q_H, Ewald sum over the box) with the splines
     charges: bool = True
     #: the functions of the model file: "chebyshev" (the fitted splines compiled to
-    #: Chebyshev series, which OpenMM evaluates as vectorised expressions, 4-5x faster than
+    #: Chebyshev series, which OpenMM evaluates as vectorised expressions, 2-3x faster than
     #: table lookups; chebyshev_model), of pair_degree for intermolecular pairs and
     #: own_degree for the bonds and the angle, or "spline" (the fitted tables themselves)
     basis: str = "chebyshev"
