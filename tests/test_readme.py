@@ -173,6 +173,26 @@ def test_speed_claims_are_the_recorded_benchmark():
         assert claim in bench, f"benchmarks/README.md does not say: {claim}"
 
 
+def test_lammps_claims_are_the_recorded_benchmark():
+    """benchmarks/README.md's prose on LAMMPS is its recorded lammps_speed.py table."""
+    import re
+
+    text = (ROOT / "benchmarks" / "README.md").read_text()
+    row = re.compile(r"^(SPC/Fw|learned reciprocal|learned agent)\D*?(\d) rank\(s\)\s+(\d+)\s+([\d.]+)")
+    ms = {(m.group(1), int(m.group(2)), int(m.group(3))): float(m.group(4)) for m in map(row.match, text.splitlines())
+          if m}
+    small, big = 12288, 98304
+    agent_ratio = ms[("learned agent", 1, small)] / ms[("learned reciprocal", 1, small)]
+    speed_ups = [ms[(f"learned {mode}", 1, big)] / ms[(f"learned {mode}", 2, big)] for mode in ("reciprocal", "agent")]
+    to_spcfw = ms[("learned reciprocal", 1, small)] / ms[("SPC/Fw", 1, small)]
+    flat = " ".join(text.split())
+    for claim in [f"agent mode costs {agent_ratio:.2f}x the reciprocal tables at 4096 waters",
+                  f"two ranks run {speed_ups[0]:.2f}x (reciprocal) and {speed_ups[1]:.2f}x (agent) faster than one "
+                  f"at 32768 waters",
+                  f"the reciprocal tables cost {to_spcfw:.2f}x SPC/Fw at 4096 waters"]:
+        assert claim in flat, f"benchmarks/README.md does not say: {claim}"
+
+
 def test_power_table_is_the_committed_record():
     """validation/README.md's power table is power_study.table of its committed record."""
     study = _script("power_study")
