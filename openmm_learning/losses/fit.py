@@ -50,7 +50,7 @@ class FitSettings:
     """Basis, cutoff and regularisation of a fit (nm, rad, kJ/mol)."""
 
     #: pairs switched off from r_switch to r_cut: beyond 0.5 nm the point charges (PME) hold
-    #: what the pairs fitted, and a 0.6 nm cutoff costs OpenMM and LAMMPS 1.7x the pairs for a
+    #: what the pairs fitted; a 0.6 nm cutoff gives engines 1.7x the pairs to visit for a
     #: held-out error smaller by 0.02 % of the force (benchmarks/README.md)
     r_cut: float = 0.5
     r_switch: float = 0.4
@@ -92,7 +92,7 @@ class FitSettings:
     #: (LossModel.asymmetry_range), beyond which both views are their mean; None: the
     #: whole cutoff (the paper's). Fitted over the whole cutoff at mu = 1, the remainder's
     #: pair force beyond 0.35 nm is at most 0.5 kJ/mol/nm (held-out force error ~105), and
-    #: engines evaluate it on the pairs within r_a only: the agent model's OpenMM step 1.2x cheaper at 4096 waters
+    #: engines evaluate it on the pairs within r_a only: a cheaper agent step
     #: (benchmarks/README.md); `make example`'s agent row runs with it (README results)
     asymmetry_range: float | None = ASYMMETRY_RANGE_NM
 
