@@ -84,8 +84,8 @@ class FitSettings:
     #: fit on every n-th frame of the training steps (the validation suite): CP2K frames a
     #: few fs apart nearly repeat each other, so n = 2 halves the cost and keeps the error
     frame_stride: int = 1
-    #: 10 holds the held-out error of 16 to 0.01 % of the force at the 0.5 nm cutoff, and each
-    #: degree is a multiply-add per pair (8: +0.02 %)
+    #: each degree is a multiply-add per pair; 10 holds the held-out error of 16 at the 0.5 nm
+    #: cutoff with point charges, and fit_modes raises it where it does not (COMPILE_ADDED_PERCENT)
     pair_degree: int = 10
     own_degree: int = 16
     #: agent mode: the range (nm) of the asymmetry between the O and H views of a pair
