@@ -111,6 +111,26 @@ def test_rank_remainder_from_local_and_ghost_atoms(xtb, xtb_models):
     pos, tags, nlocal = rank_view(run.positions[frame], run.box_nm[frame], 0.0, 0.5, 0.25)  # ghosts short of r_cut
     got = local_remainder(model, model.packed(), pos, tags, system.species[tags - 1], nlocal)
     assert rel(got, want[tags[:nlocal] - 1]) > 0.01
+    with pytest.raises(ValueError, match="antisymmetric_part"):  # the whole agent model is not a remainder
+        local_remainder(xtb_models["agent"], xtb_models["agent"].packed(), pos, tags, system.species[tags - 1], nlocal)
+
+
+def test_callback_remainder_table_is_as_fine_as_the_pair_tables(xtb, xtb_models):
+    """The `fix external` callback's remainder, its pair force interpolated from
+    remainder_pair_table, equals the exact one to LAMMPS_TABLES on a whole box; a table
+    of 200 nodes (planted) does not."""
+    from lammps_plugin.agent import local_remainder, remainder_pair_table
+
+    run, system = xtb
+    model = xtb_models["agent"].antisymmetric_part()
+    packed = model.packed()
+    pos, tags, nlocal = rank_view(run.positions[300], run.box_nm[300], 0.0, 1.0, model.r_cut + 0.1)
+    species = system.species[tags - 1]
+    exact = local_remainder(model, packed, pos, tags, species, nlocal)
+    assert rel(local_remainder(model, packed, pos, tags, species, nlocal, remainder_pair_table(model, packed)),
+               exact) < LAMMPS_TABLES
+    coarse = remainder_pair_table(model, packed, points=200)
+    assert rel(local_remainder(model, packed, pos, tags, species, nlocal, coarse), exact) > LAMMPS_TABLES
 
 
 @pytest.mark.parametrize("mode", ["reciprocal", "agent"])
