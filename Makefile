@@ -19,8 +19,10 @@ setup: system-packages
 example: setup
 	openmm-learning example --out $(OUT)
 
-# one worker per core; a test file stays on one worker, so its fixtures are built once there
+# the linter first ([tool.ruff] in pyproject.toml); then one worker per core, a test file
+# staying on one worker, so its fixtures are built once there
 test: setup
+	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q -n auto --dist loadfile --durations=15
 
 benchmark: setup

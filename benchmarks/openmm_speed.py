@@ -81,8 +81,11 @@ def main():
     whole = dataclasses.replace(models["chebyshev"]["agent"], asymmetry_range=None)
     dt, T = run.settings.timestep_ps, run.settings.temperature_k
     plat = mm.Platform.getPlatformByName(args.platform)
-    print(f"OpenMM {mm.__version__}, platform {args.platform}, {os.cpu_count()} CPUs ({host.processor() or host.machine()}); "
-          f"timestep {1000 * dt:g} fs; models with point charges (PME) as fitted by default")
+    print(
+        f"OpenMM {mm.__version__}, platform {args.platform}, "
+        f"{os.cpu_count()} CPUs ({host.processor() or host.machine()}); "
+        f"timestep {1000 * dt:g} fs; models with point charges (PME) as fitted by default"
+    )
     header = f"{'waters':>7s} {'system':38s} {'ms/step':>9s} {'us/atom-step':>13s} {'/ SPC/Fw':>9s} {'ns/day':>8s}"
     print(header)
     last = run.select(slice(-1, None))
@@ -102,7 +105,9 @@ def main():
                                                     mm.VerletIntegrator(dt))
             if basis == "chebyshev":
                 rows[f"reciprocal {basis} (learning, CSVR)"] = (
-                    create_system(recip, system.species, system.molecules, box), LearningIntegrator(T, dt, n_atoms=atoms))
+                    create_system(recip, system.species, system.molecules, box),
+                    LearningIntegrator(T, dt, n_atoms=atoms),
+                )
             rows[f"agent {basis} (learning, CSVR)"] = (create_system(agent, system.species, system.molecules, box),
                                                        LearningIntegrator(T, dt, agent_species=system.species))
         rows["agent chebyshev, no asymmetry range"] = (create_system(whole, system.species, system.molecules, box),
@@ -145,8 +150,10 @@ def main():
         ctx.setPositions(x + 1e-6 * k)
         ctx.getState(getForces=True)
     t_omm = (time.perf_counter() - t0) / 20
-    print(f"compiled agent forces of one 64-water frame: numba reference {1e3 * t_numba:.2f} ms, OpenMM {args.platform} "
-          f"{1e3 * t_omm:.2f} ms")
+    print(
+        f"compiled agent forces of one 64-water frame: numba reference {1e3 * t_numba:.2f} ms, OpenMM {args.platform} "
+        f"{1e3 * t_omm:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ def run_lammps(deck, *, ranks: int = 1, package: str | None = None, timeout: flo
 def read_thermo(log_path) -> dict:
     """The thermo table of a LAMMPS log as {column: array} (the last run in the log)."""
     lines = Path(log_path).read_text().splitlines()
-    start = max(i for i, l in enumerate(lines) if l.split()[:1] == ["Step"])
+    start = max(i for i, line in enumerate(lines) if line.split()[:1] == ["Step"])
     head = lines[start].split()
     rows = []
     for line in lines[start + 1:]:
@@ -132,7 +132,7 @@ def read_force_dump(path) -> np.ndarray:
     """Forces (n_atoms, 3) of the first frame of a `dump custom ... id fx fy fz` sorted by id."""
     lines = Path(path).read_text().splitlines()
     n = int(lines[3])
-    return np.array([[float(v) for v in l.split()[1:4]] for l in lines[9:9 + n]])
+    return np.array([[float(v) for v in line.split()[1:4]] for line in lines[9:9 + n]])
 
 
 def read_trajectory_dump(path) -> dict:
@@ -148,7 +148,7 @@ def read_trajectory_dump(path) -> dict:
         if i + 9 + n > len(lines):
             break
         lo_hi = np.array([[float(v) for v in lines[i + 5 + k].split()[:2]] for k in range(3)])
-        body = np.array([l.split() for l in lines[i + 9:i + 9 + n]], float)
+        body = np.array([line.split() for line in lines[i + 9:i + 9 + n]], float)
         steps.append(int(lines[i + 1]))
         boxes.append(lo_hi[:, 1] - lo_hi[:, 0])
         frames.append(body[np.argsort(body[:, 0])][:, 3:9])

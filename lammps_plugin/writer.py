@@ -284,10 +284,18 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
                   for i, j, key in ((1, 1, "OO"), (1, 2, "OH"), (2, 2, "HH"))]
     if charges:
         lines += ["pair_coeff * * coul/long", f"kspace_style pppm {kspace_accuracy!r}"]
-    lines += [f"bond_style table linear {BOND_POINTS}", "bond_coeff 1 ${dir}/bonds.table OH", "bond_coeff 2 ${dir}/bonds.table HH",
-              f"angle_style table linear {ANGLE_POINTS}", "angle_coeff 1 ${dir}/angles.table HOH", "",
-              "neighbor 2.0 bin", "neigh_modify every 1 delay 0 check yes", "",
-              f"timestep {_f(timestep_ps * u.time)}"]
+    lines += [
+        f"bond_style table linear {BOND_POINTS}",
+        "bond_coeff 1 ${dir}/bonds.table OH",
+        "bond_coeff 2 ${dir}/bonds.table HH",
+        f"angle_style table linear {ANGLE_POINTS}",
+        "angle_coeff 1 ${dir}/angles.table HOH",
+        "",
+        "neighbor 2.0 bin",
+        "neigh_modify every 1 delay 0 check yes",
+        "",
+        f"timestep {_f(timestep_ps * u.time)}",
+    ]
     if velocities is None:
         lines.append(f"velocity all create {_f(temperature_k)} {int(seed)} dist gaussian mom yes rot no")
     # the same thermostat as the OpenMM integrator (openmm_learning.losses.model.NOSE_HOOVER)
@@ -318,7 +326,10 @@ def write_deck(out_dir, model_path, positions, velocities, box_nm, species, mole
               f"dump trajectory all custom {dump_every} ${{dir}}/trajectory.lammpstrj id mol type xu yu zu vx vy vz",
               "dump_modify trajectory sort id"]
     if dump_forces:
-        lines += ["dump forces all custom 1 ${dir}/forces.dump id fx fy fz", "dump_modify forces sort id format float %22.15g"]
+        lines += [
+            "dump forces all custom 1 ${dir}/forces.dump id fx fy fz",
+            "dump_modify forces sort id format float %22.15g",
+        ]
     lines += ["", f"run {steps}"]
     deck = out / "in.lammps"
     deck.write_text("\n".join(lines) + "\n")

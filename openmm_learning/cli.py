@@ -154,7 +154,9 @@ def _print_validation(res):
         keep = [header.index(w) for w in wanted if w in header] + [len(header) - 1]
         widths = [max(len(str(r[k])) for r in [header] + rows) for k in keep]
         for r in [header] + rows:
-            print("  ".join(str(r[k]).rjust(w) if j else str(r[k]).ljust(w) for j, (k, w) in enumerate(zip(keep, widths))))
+            print(
+                "  ".join(str(r[k]).rjust(w) if j else str(r[k]).ljust(w) for j, (k, w) in enumerate(zip(keep, widths)))
+            )
     print(f"report: {res.report_path}" + (f" and {res.html_path}" if getattr(res, "html_path", None) else ""))
     for row, verdict in getattr(res, "verdicts", {}).items():
         n = res.outcomes(row)
@@ -357,7 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut from the reference (default: half the run, at most 5 ps)")
     v.add_argument("--row-equilibration-ps", type=_non_negative, default=0.0,
                    help="cut from the start of each simulation (default 0: runs start equilibrated)")
-    v.add_argument("--thresholds", default=None, help="thresholds JSON (default: the package's openmm_learning/validation/thresholds.json)")
+    v.add_argument(
+        "--thresholds",
+        default=None,
+        help="thresholds JSON (default: the package's openmm_learning/validation/thresholds.json)",
+    )
     v.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
                    help="run the SPC/Fw baseline row (default: yes when models are simulated)")
     v.add_argument("--velocity-ps", type=_non_negative, default=2.0,

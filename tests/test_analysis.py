@@ -414,7 +414,7 @@ def test_power_study_reference_runs_the_examples_protocol():
     hydrogen, 1.5 fs, 300 K; 448 ps after its 5 ps cut, its temperature there within 2 K of
     300 K (CP2K's own column)."""
     from openmm_learning.io.water_run import load_water_run
-    
+
     run, _ = load_water_run(DATA / "water64-spcfw-langevin-300K")
     example, _ = load_water_run(DATA / "water64-xtb-langevin-300K")
     for r in (run, example):

@@ -49,9 +49,9 @@ def energy(c, positions, box, water):
                 if m2 == m or s >= study.S_MAX_NM:
                     continue
                 for p, k in enumerate(study.POWERS):
-                    for l, centre in enumerate(study.CENTRES_NM):
+                    for q, centre in enumerate(study.CENTRES_NM):
                         b = study._bspline((s - centre) / study.WIDTH_NM)[0]
-                        total += c[p * n + l] * (r - study.R0_NM) ** k * b
+                        total += c[p * n + q] * (r - study.R0_NM) ** k * b
     return total
 
 

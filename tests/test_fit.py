@@ -77,7 +77,9 @@ def test_planted_charges_are_recovered(xtb, mode):
                         agent_asymmetry="free", charges=False)
     blocks = accumulate(pos, forces, box, system, channels, plain, block, 5, progress=False)
     y = solve_mode(blocks, channels, mode, plain)[0]
-    missed = np.concatenate([y[o:o + c.n] - c.values for o, c in zip(np.cumsum([0] + [c.n for c in channels]), truth.channels)])
+    missed = np.concatenate(
+        [y[o : o + c.n] - c.values for o, c in zip(np.cumsum([0] + [c.n for c in channels]), truth.channels)]
+    )
     assert np.abs(missed).max() > 1.0  # kJ/mol: the splines alone cannot hold the charges
 
 

@@ -41,7 +41,9 @@ def test_one_round_with_cp2k(tmp_path):
     assert len(next(points.glob("*-frc-1.xyz")).read_text().splitlines()) == 3 * (81 + 2)
     assert json.loads((out / "iterate.json").read_text()) == records
     # resumable: every stage is found done, nothing is recomputed
-    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name not in ("round.json", "iterate.json")}
+    stamps = {
+        p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name not in ("round.json", "iterate.json")
+    }
     shutil.rmtree(out / "round-1" / "fit" / "committee")  # an interrupted refit is redone alone
     (out / "round-1" / "fit" / "reciprocal.json").unlink()
     again = iterate(example_run_dir("water27-xtb-300K"), out, **kw)

@@ -17,7 +17,9 @@ KCAL_A_TO_KJ_NM = 41.84
 FRAMES = (0, 150, 300, 450, 619)
 
 
-needs_python_lmp = pytest.mark.skipif(not lammps_available("PYTHON"), reason="no LAMMPS with PYTHON (apt-get install lammps)")
+needs_python_lmp = pytest.mark.skipif(
+    not lammps_available("PYTHON"), reason="no LAMMPS with PYTHON (apt-get install lammps)"
+)
 
 
 @pytest.fixture(scope="module")

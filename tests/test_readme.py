@@ -19,14 +19,18 @@ def assert_says(claims):
 
 
 def test_engine_accuracies_are_the_tested_ones():
-    assert_says([
-        f"below {tol.OPENMM_REFERENCE:.0e} on the Reference platform, below {tol.OPENMM_CPU:.0e} on CPU",
-        f"below {tol.OPENMM_REFERENCE_SERIES:.0e} on the Reference platform and below {tol.OPENMM_CPU_SERIES:.0e} on CPU",
-        f"within {tol.COMPILED_ADDED_PERCENT} % of the RMS force of its splines' (tested",
-        f"within {tol.LAMMPS_TABLES:.0e} of the model (tested)",
-        f"below {tol.LAMMPS_PAIR_PYTHON:.0e} for pair_style python and below {tol.LAMMPS_TABLES:.0e} for the tables",
-        f"(to {tol.LAMMPS_MPI:.0e} relative;",
-    ])
+    assert_says(
+        [
+            f"below {tol.OPENMM_REFERENCE:.0e} on the Reference platform, below {tol.OPENMM_CPU:.0e} on CPU",
+            f"below {tol.OPENMM_REFERENCE_SERIES:.0e} on the Reference platform and "
+            f"below {tol.OPENMM_CPU_SERIES:.0e} on CPU",
+            f"within {tol.COMPILED_ADDED_PERCENT} % of the RMS force of its splines' (tested",
+            f"within {tol.LAMMPS_TABLES:.0e} of the model (tested)",
+            f"below {tol.LAMMPS_PAIR_PYTHON:.0e} for pair_style python and "
+            f"below {tol.LAMMPS_TABLES:.0e} for the tables",
+            f"(to {tol.LAMMPS_MPI:.0e} relative;",
+        ]
+    )
 
 
 def test_known_truth_errors_are_the_tested_ones():
@@ -47,9 +51,13 @@ def test_point_charge_claims_are_the_tested_ones():
 def asymmetry_rows(record="asymmetry-charges-csvr.json"):
     """One of validation/README.md's asymmetry tables, formatted from the committed study output."""
     rows = json.loads((ROOT / "validation" / "results" / record).read_text())["rows"]
-    return [f"| {k} | {v['rmse_O']:.1f} / {v['rmse_H']:.1f} | {v['net_force_held_out']:.0f} | "
-            f"{v['heat_per_ps']:.0f} ± {v['heat_per_ps_sem']:.0f} | {v['net_force']:.0f} | {v['T_O']:.0f} / {v['T_H']:.0f} | "
-            f"{v['T_translation']:.0f} / {v['T_rotation']:.0f} / {v['T_vibration']:.0f} |" for k, v in rows.items()]
+    return [
+        f"| {k} | {v['rmse_O']:.1f} / {v['rmse_H']:.1f} | {v['net_force_held_out']:.0f} | "
+        f"{v['heat_per_ps']:.0f} ± {v['heat_per_ps_sem']:.0f} | {v['net_force']:.0f} | "
+        f"{v['T_O']:.0f} / {v['T_H']:.0f} | "
+        f"{v['T_translation']:.0f} / {v['T_rotation']:.0f} / {v['T_vibration']:.0f} |"
+        for k, v in rows.items()
+    ]
 
 
 def manybody_rows():
@@ -72,11 +80,13 @@ def test_study_tables_are_the_committed_results():
     chosen = rows[f"mu={FitSettings.asymmetry_mu:g}"]
     o, h = (100 * (chosen[f"rmse_{x}"] / rows["free"][f"rmse_{x}"] - 1) for x in "OH")
     flat = " ".join(text.split())
-    for claim in [f"free agents pump in about {round(free['heat_per_ps'], -2):.0f} kJ/mol/ps",
-                  f"O runs at {free['T_O']:.0f} K, H at {free['T_H']:.0f} K and the internal vibration freezes "
-                  f"at {free['T_vibration']:.0f} K",
-                  f"held-out errors {o:.0f} % (O) and {h:.0f} % (H) above the free fit",
-                  f"about {chosen['net_force']:.0f} kJ/mol/nm (the free fit: {round(rows['free']['net_force'], -2):.0f};"]:
+    for claim in [
+        f"free agents pump in about {round(free['heat_per_ps'], -2):.0f} kJ/mol/ps",
+        f"O runs at {free['T_O']:.0f} K, H at {free['T_H']:.0f} K and the internal vibration freezes "
+        f"at {free['T_vibration']:.0f} K",
+        f"held-out errors {o:.0f} % (O) and {h:.0f} % (H) above the free fit",
+        f"about {chosen['net_force']:.0f} kJ/mol/nm (the free fit: {round(rows['free']['net_force'], -2):.0f};",
+    ]:
         assert claim in flat, f"validation/README.md does not say: {claim}"
     assert_says([f"at {o:.0f}-{h:.0f} % more held-out force error than the free fit"])
     truth = json.loads((ROOT / "validation" / "results" / "known-truth-20ps.json").read_text())
@@ -144,7 +154,9 @@ def test_speed_claims_are_the_recorded_benchmark():
     big = {k: v for k, v in table.items() if k[0] >= 4096}
     spline = [r for (_, name), (_, _, r) in big.items() if " spline " in f" {name} "]
     # as `fit` writes them: agent models with their asymmetry range
-    compiled = [r for (_, name), (_, _, r) in big.items() if " chebyshev " in f" {name} " and "no asymmetry" not in name]
+    compiled = [
+        r for (_, name), (_, _, r) in big.items() if " chebyshev " in f" {name} " and "no asymmetry" not in name
+    ]
     assert len(spline) == 4 and len(compiled) == 6
     lo, hi, clo, chi = min(spline), max(spline), min(compiled), max(compiled)
     assert_says([f"costs {clo:.1f}-{chi:.1f}x SPC/Fw per step at 4096 waters and up, its fitted splines "

@@ -190,7 +190,9 @@ def test_report_plots_and_metrics_json(spcfw_result):
     data = json.loads((out / "metrics.json").read_text())
     assert data["passed"] is False and data["verdicts"]["second half"] == "FAIL"  # FIST's own split
     assert len(data["metrics"]) == 4 * len(METRICS)
-    first = next(m for m in data["metrics"] if m["row"] == "second half" and m["metric"] == "rdf_OO.integrated_abs_diff")
+    first = next(
+        m for m in data["metrics"] if m["row"] == "second half" and m["metric"] == "rdf_OO.integrated_abs_diff"
+    )
     assert first["value"] == pytest.approx(res.metric("second half", "rdf_OO.integrated_abs_diff")["value"])
     assert data["reference_rdf_features"]["OO"]["features"]["first_peak_position"] == pytest.approx(0.274, abs=0.003)
     assert set(data["equipartition"]) == {"CP2K reference", "second half", "second half as 2 runs"}
@@ -208,8 +210,12 @@ def test_equipartition_split_fails_and_a_split_reference_is_not_a_target(tmp_pat
     split = {k: v.copy() for k, v in kinetic.items()}
     split["O"] = split["O"] + 60.0
     split["H"] = split["H"] - 30.0
-    res = validate(row(name, keep[:100]), {"split": Row(traj[keep[100:]], kinetic={k: v[keep[100:]] for k, v in split.items()})},
-                   out_dir=tmp_path / "fist", target_temperature_k=300.0)
+    res = validate(
+        row(name, keep[:100]),
+        {"split": Row(traj[keep[100:]], kinetic={k: v[keep[100:]] for k, v in split.items()})},
+        out_dir=tmp_path / "fist",
+        target_temperature_k=300.0,
+    )
     for k, sign in (("O", 1), ("H", -1)):
         m = res.metric("split", f"kinetic_vs_target.{k}")
         assert m["outcome"] == "fail" and sign * m["value"] > 15, m
@@ -274,7 +280,9 @@ def test_xtb_reference_spectra_and_a_baseline(tmp_path):
                    out_dir=tmp_path, equilibration_ps=0.75, baseline="spcfw",
                    cost={"cp2k_seconds_per_step": run.seconds_per_step(), "xtb subsampled": 0.002, "spcfw": 0.002})
     assert res.passed and res.rows_passed["xtb subsampled"] and res.verdicts["spcfw"] == "FAIL"
-    assert res.metric("xtb subsampled", "rdf_OO.first_peak_position")["reference_value"] == pytest.approx(0.29, abs=0.005)
+    assert res.metric("xtb subsampled", "rdf_OO.first_peak_position")["reference_value"] == pytest.approx(
+        0.29, abs=0.005
+    )
     # SPC/Fw's O...H peak (prominence 1.3) against xTB's shoulder (0.04 +- 0.03 over 4 blocks)
     oh = res.metric("spcfw", "rdf_OH.first_peak_height")
     assert oh["outcome"] == "fail" and oh["note"].startswith("present in row, absent in reference"), oh
@@ -501,7 +509,9 @@ def test_a_langevin_heavy_hydrogen_reference_compares_what_it_shares(tmp_path):
                     "light": Row(traj[h:], thermostat="LANGEVIN", friction_per_ps=friction)}, out_dir=tmp_path)
     assert "ran Langevin dynamics" in res.metric("csvr", "diffusion.log_ratio")["note"]
     assert "Langevin" not in res.metric("langevin", "diffusion.log_ratio")["note"]
-    assert "frictions differ (row 2/ps, reference 10/ps)" in res.metric("weaker friction", "diffusion.log_ratio")["note"]
+    assert (
+        "frictions differ (row 2/ps, reference 10/ps)" in res.metric("weaker friction", "diffusion.log_ratio")["note"]
+    )
     assert "hydrogen masses differ" in res.metric("light", "diffusion.log_ratio")["note"]
     for band in ("libration", "bend"):
         m = res.metric("langevin", f"vacf.{band}_band")

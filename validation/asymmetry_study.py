@@ -84,7 +84,9 @@ def plot(rows, path):
         axes[0].semilogx(mu, [rows[n][key] for n in names], "o-", label=f"{label} (free: {rows['free'][key]:.1f})")
     axes[0].set_ylabel("held-out force RMSE (kJ/mol/nm)")
     axes[1].loglog(mu, [max(rows[n]["net_force_held_out"], 1e-3) for n in names], "o-", label="held-out frames")
-    axes[1].loglog(mu, [max(abs(rows[n]["heat_per_ps"]), 1e-3) for n in names], "s-", label="|heat| in dynamics (kJ/mol/ps)")
+    axes[1].loglog(
+        mu, [max(abs(rows[n]["heat_per_ps"]), 1e-3) for n in names], "s-", label="|heat| in dynamics (kJ/mol/ps)"
+    )
     axes[1].set_ylabel("net force (kJ/mol/nm) / heat")
     for k in KINDS:
         axes[2].semilogx(mu, [rows[n][f"T_{k}"] for n in names], "o-", label=k)

@@ -174,8 +174,8 @@ def _coupling_columns(pos, box, molecules, centres, width, powers, r0, s_max):
                 s = np.sqrt((e * e).sum())
                 if s >= s_max:
                     continue
-                for l in range(n_l):
-                    b, db = _bspline((s - centres[l]) / width)
+                for q in range(n_l):
+                    b, db = _bspline((s - centres[q]) / width)
                     db /= width
                     for p in range(powers.shape[0]):
                         k = powers[p]
@@ -183,9 +183,9 @@ def _coupling_columns(pos, box, molecules, centres, width, powers, r0, s_max):
                         for x in range(3):
                             along_bond = df * b * d[x] / r  # dE/dx_H through r_OH
                             along_hbond = f * db * e[x] / s  # dE/dx_H through s
-                            D[3 * h + x, p * n_l + l] -= along_bond + along_hbond
-                            D[3 * o + x, p * n_l + l] += along_bond
-                            D[3 * a + x, p * n_l + l] += along_hbond
+                            D[3 * h + x, p * n_l + q] -= along_bond + along_hbond
+                            D[3 * o + x, p * n_l + q] += along_bond
+                            D[3 * a + x, p * n_l + q] += along_hbond
     return D
 
 

@@ -100,16 +100,18 @@ def openmm_topology(n_molecules: int, box_nm=None):
 
     top = app.Topology()
     chain = top.addChain()
-    O, H = app.element.oxygen, app.element.hydrogen
+    oxygen, hydrogen = app.element.oxygen, app.element.hydrogen
     for _ in range(n_molecules):
         res = top.addResidue("HOH", chain)
-        o = top.addAtom("O", O, res)
-        h1 = top.addAtom("H1", H, res)
-        h2 = top.addAtom("H2", H, res)
+        o = top.addAtom("O", oxygen, res)
+        h1 = top.addAtom("H1", hydrogen, res)
+        h2 = top.addAtom("H2", hydrogen, res)
         top.addBond(o, h1)
         top.addBond(o, h2)
     if box_nm is not None:
-        top.setPeriodicBoxVectors([Vec3(box_nm[0], 0, 0), Vec3(0, box_nm[1], 0), Vec3(0, 0, box_nm[2])] * unit.nanometer)
+        top.setPeriodicBoxVectors(
+            [Vec3(box_nm[0], 0, 0), Vec3(0, box_nm[1], 0), Vec3(0, 0, box_nm[2])] * unit.nanometer
+        )
     return top
 
 

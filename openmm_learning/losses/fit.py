@@ -352,7 +352,7 @@ def solve_cv(blocks: list[NormalEquations], channels, mode, settings: FitSetting
         y += T @ x
         chosen[name] = float(lam)
         n_rows = sum(total.n_rows[s] for s in sp)
-        cv[name] = {f"{l:.0e}": float(np.sqrt(max(e, 0) / n_rows)) for l, e in zip(settings.lambdas, errors)}
+        cv[name] = {f"{lam:.0e}": float(np.sqrt(max(e, 0) / n_rows)) for lam, e in zip(settings.lambdas, errors)}
     if n_shared:
         y[len(y) - n_shared:] /= len(Ts)
     return y, chosen, cv

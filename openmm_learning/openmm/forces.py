@@ -265,13 +265,13 @@ def _molecule_force(mode, term: Term, molecules, group, name):
         force = mm.CustomCompoundBondForce(len(members[0]), "; ".join([text] + definitions + [f"x = {variable}"]))
         for table_name, table in tables.items():
             force.addTabulatedFunction(table_name, table)
-        add = lambda atoms: force.addBond(atoms, [])
+        add = lambda atoms: force.addBond(atoms, [])  # noqa: E731
     elif angle:
         force = mm.CustomAngleForce("; ".join([text] + definitions + ["x = theta"]))
-        add = lambda atoms: force.addAngle(*atoms, [])
+        add = lambda atoms: force.addAngle(*atoms, [])  # noqa: E731
     else:
         force = mm.CustomBondForce("; ".join([text] + definitions + ["x = r"]))
-        add = lambda atoms: force.addBond(*atoms, [])
+        add = lambda atoms: force.addBond(*atoms, [])  # noqa: E731
     for molecule in molecules:
         for m in members:
             add([int(molecule[i]) for i in m])

@@ -211,7 +211,7 @@ def _truncate_log(path: Path, last_step: int):
     if not path.exists():
         return
     lines = path.read_text().splitlines(keepends=True)
-    keep = lines[:1] + [l for l in lines[1:] if int(float(l.split(",")[0])) <= last_step]
+    keep = lines[:1] + [line for line in lines[1:] if int(float(line.split(",")[0])) <= last_step]
     path.write_text("".join(keep))
 
 

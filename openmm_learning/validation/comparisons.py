@@ -216,7 +216,9 @@ def _kinetic_records(row, ref, target_k, reference_ok):
             continue
         rec = _diff_record(key, *row.kinetic[k], *ref.kinetic[k])
         if not reference_ok:
-            rec["skipped"] = "the reference is out of equipartition (see the equipartition table): matching it is no test"
+            rec["skipped"] = (
+                "the reference is out of equipartition (see the equipartition table): matching it is no test"
+            )
         out.append(rec)
     return out
 

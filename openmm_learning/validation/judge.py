@@ -278,12 +278,26 @@ def validate(reference, rows: dict, *, out_dir, thresholds=None, cost: dict | No
     html_path = out_dir / "report.html"
     html_path.write_text(report_html(out_dir, overall, verdicts, metrics, settings, settings_info, plots,
                                       summary, sections))
-    write_json_atomic(out_dir / "metrics.json", jsonable({
-        "schema_version": SCHEMA_VERSION, "overall": overall, "passed": passed, "rows_passed": rows_passed, "verdicts": verdicts,
-        "settings": settings, "provenance": provenance_lines(settings_info),
-        "reference_rdf_features": reference_numbers, "noise_floor": floors, "summary": summary,
-        "equipartition": equip["data"], "metrics": metrics,
-        "plots": plots + [p for sec in sections for p in sec["plots"]]}))
+    write_json_atomic(
+        out_dir / "metrics.json",
+        jsonable(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "overall": overall,
+                "passed": passed,
+                "rows_passed": rows_passed,
+                "verdicts": verdicts,
+                "settings": settings,
+                "provenance": provenance_lines(settings_info),
+                "reference_rdf_features": reference_numbers,
+                "noise_floor": floors,
+                "summary": summary,
+                "equipartition": equip["data"],
+                "metrics": metrics,
+                "plots": plots + [p for sec in sections for p in sec["plots"]],
+            }
+        ),
+    )
     return ValidationResult(passed=passed, metrics=metrics, report_path=report_path,
                             rows_passed=rows_passed, out_dir=out_dir, html_path=html_path, summary=summary,
                             baseline=baseline, verdicts=verdicts, equipartition=equip["data"], overall=overall)

@@ -47,8 +47,10 @@ class Run:
         t_start = float(traj.time[0]) + (cut_ps or 0.0) - 1e-9
         keep = np.flatnonzero(traj.time >= t_start)
         if len(keep) < 2:
-            raise ValidationError(f"cutting {cut_ps} ps leaves fewer than 2 frames of a {traj.time[-1] - traj.time[0]:g} "
-                                  "ps trajectory: cut less or run longer")
+            raise ValidationError(
+                f"cutting {cut_ps} ps leaves fewer than 2 frames of a {traj.time[-1] - traj.time[0]:g} "
+                "ps trajectory: cut less or run longer"
+            )
         temp = kin = vel = None
         if row.temperature is not None:
             times = _series(row.temperature, row.temperature_times_ps, traj.n_frames, "temperature")

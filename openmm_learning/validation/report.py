@@ -259,15 +259,18 @@ def _note(m) -> str:
     return note
 
 
-_LEGEND = ("Values are row − reference unless the metric says otherwise; a row's value is the mean of its "
-           "independent runs and ± is the standard error (between those runs: their spread is √n times it; "
-           "between blocks for the reference's one run); *floor* is the same "
-           "number for the reference's first half against its second half. Outcomes: PASS when value ± zσ "
-           "lies inside the threshold, FAIL when value ± z_fail σ lies outside (z_fail at the family-wise "
-           "confidence of the row's judged metrics: a row fails when any one fails), INCONCLUSIVE when it straddles it (the data "
-           "cannot decide), n/a when the data cannot measure the metric (the note says why); n/a and "
-           "inconclusive never count as passes. 'needs': the reference length (ps) at which its own error "
-           "would use half the threshold.")
+_LEGEND = (
+    "Values are row − reference unless the metric says otherwise; a row's value is the mean of its "
+    "independent runs and ± is the standard error (between those runs: their spread is √n times it; "
+    "between blocks for the reference's one run); *floor* is the same "
+    "number for the reference's first half against its second half. Outcomes: PASS when value ± zσ "
+    "lies inside the threshold, FAIL when value ± z_fail σ lies outside (z_fail at the family-wise "
+    "confidence of the row's judged metrics: a row fails when any one fails), INCONCLUSIVE when it "
+    "straddles it (the data "
+    "cannot decide), n/a when the data cannot measure the metric (the note says why); n/a and "
+    "inconclusive never count as passes. 'needs': the reference length (ps) at which its own error "
+    "would use half the threshold."
+)
 
 
 _METRIC_HEADER = ["metric", "unit", "reference", "row", "value", "floor", "threshold", "outcome", "needs (ps)",
@@ -355,7 +358,8 @@ def report_html(out_dir, overall, rows_passed, metrics, settings, info, plots, s
 
     def img(name):
         data = base64.b64encode((Path(out_dir) / name).read_bytes()).decode("ascii")
-        return f"<figure><img alt='{e(name)}' src='data:image/png;base64,{data}'><figcaption>{e(name)}</figcaption></figure>"
+        return (f"<figure><img alt='{e(name)}' src='data:image/png;base64,{data}'>"
+                f"<figcaption>{e(name)}</figcaption></figure>")
 
     head, lines = _verdict_lines(overall, rows_passed, metrics, settings)
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Validation against CP2K</title>",

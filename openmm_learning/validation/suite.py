@@ -73,7 +73,9 @@ def _step_mask(steps, span, stride: int = 1) -> np.ndarray:
     if span is None:
         return every
     a, b = span
-    return every & (steps >= (a if a is not None else steps.min())) & (steps < (b if b is not None else steps.max() + 1))
+    return (
+        every & (steps >= (a if a is not None else steps.min())) & (steps < (b if b is not None else steps.max() + 1))
+    )
 
 
 def _stage_done(folder: Path, stamp: dict, *files) -> bool:
@@ -689,7 +691,8 @@ def run_validation(reference, out_dir, *, models=None, simulations=None, train_s
     fit holds out its own last 20 % after a gap, and the frames outside the training
     steps are scored as a second segment) and simulated; simulations ({name: folder})
     are already-run folders (a folder of seed-* folders is one row of several runs).
-    baseline: run SPC/Fw too (default: when this call simulates models). Each simulated row is `seeds` independent runs: run k starts from
+    baseline: run SPC/Fw too (default: when this call simulates models). Each simulated row
+    is `seeds` independent runs: run k starts from
     its own frame of the reference after the equilibration cut (start_frames) with
     velocities drawn at the reference's temperature (seed first_seed + k), equilibrates for langevin_ps
     under Langevin friction, then runs ps of learning dynamics at the reference's
