@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from openmm_learning.io.atomic import write_json_atomic
-from openmm_learning.losses.model import CSVR_TIME_PS, NOSE_HOOVER, Channel, LossModel
+from openmm_learning.losses.model import CSVR_TIME_PS, NOSE_HOOVER, LossModel
+from openmm_learning.losses.channels import Channel
 from openmm_learning.units import MASSES_AMU
 
 PAIR_MODULE = Path(__file__).with_name("pair_learning.py")

@@ -15,7 +15,8 @@ import pytest
 from lammps_plugin.run import lammps_available, run_lammps
 from lammps_plugin.writer import write_deck
 from openmm_learning.io.topology import WaterSystem
-from openmm_learning.losses.model import CHANNEL_KEYS, RECIPROCAL_TIES, Channel, LossModel
+from openmm_learning.losses.model import LossModel
+from openmm_learning.losses.channels import CHANNEL_KEYS, RECIPROCAL_TIES, Channel
 from openmm_learning.openmm.forces import create_system
 from openmm_learning.openmm.integrator import agent_forces
 

@@ -10,7 +10,8 @@ from tolerances import (COMPILED_ADDED_PERCENT, SPCFW_CHARGE_PERCENT, SPCFW_CHAR
 
 from openmm_learning.losses.fit import (FitSettings, accumulate, build_channels, chebyshev_model,
                                         compiled_added_percent, fit_modes, force_errors, solve_cv, solve_mode)
-from openmm_learning.losses.model import ASYMMETRY_RANGE_NM, RECIPROCAL_TIES, Channel, LossModel, ModelFileError
+from openmm_learning.losses.model import ASYMMETRY_RANGE_NM, LossModel, ModelFileError
+from openmm_learning.losses.channels import RECIPROCAL_TIES, Channel
 
 
 def planted_model(channels, mode, seed=0):

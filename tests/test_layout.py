@@ -1,4 +1,5 @@
-"""The package's layers: imports point one way (I/O at the bottom, engines and validation on top)."""
+"""The packages' layers: imports point one way (I/O at the bottom, engines and validation on
+top), and no two modules import each other, however indirectly."""
 
 import ast
 from pathlib import Path
@@ -11,6 +12,10 @@ PACKAGE = ROOT / "openmm_learning"
 #: layer of each first-level part of openmm_learning; a module may import its own layer or lower
 LAYERS = {"units": 0, "io": 1, "losses": 2, "openmm": 3, "validation": 4, "workflow": 5, "evaluate": 5, "iterate": 5,
           "cli": 6, "__main__": 7, "__init__": 0}
+#: lammps_plugin is the LAMMPS engine, beside openmm: it reads models (losses) and frames (io),
+#: and the validation and the command line drive it
+LAMMPS_LAYER = LAYERS["openmm"]
+LAMMPS = ROOT / "lammps_plugin"
 
 
 def _module_name(path: Path) -> str:
@@ -46,13 +51,56 @@ def _imports(path: Path, module: str):
 
 def _layer(dotted: str):
     parts = dotted.split(".")
+    if parts[0] == "lammps_plugin":
+        return LAMMPS_LAYER
     if parts[0] != "openmm_learning" or len(parts) < 2:
         return None
     return LAYERS.get(parts[1])
 
 
 def _package_files():
-    return sorted(p for p in PACKAGE.rglob("*.py"))
+    return sorted(p for p in PACKAGE.rglob("*.py")) + sorted(LAMMPS.glob("*.py"))
+
+
+def import_graph(files: dict) -> dict:
+    """{module: set of the modules it imports, anywhere in the file} among `files`
+    ({module: path}); an import of a name from a package counts as its module where there
+    is one (from . import kernels), else as the package."""
+    graph = {}
+    for module, path in files.items():
+        graph[module] = set()
+        for _, target in _imports(path, module):
+            while target and target not in files:
+                target = target.rpartition(".")[0]
+            if target and target != module:
+                graph[module].add(target)
+    return graph
+
+
+def find_cycle(graph: dict):
+    """One import circle as a list of modules (first == last), or None."""
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == "open":
+                return stack[stack.index(n):] + [n]
+            if n not in state:
+                found = visit(n)
+                if found:
+                    return found
+        state[m] = "done"
+        stack.pop()
+        return None
+
+    for m in sorted(graph):
+        if m not in state:
+            found = visit(m)
+            if found:
+                return found
+    return None
 
 
 @pytest.mark.parametrize("path", _package_files(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -80,9 +128,28 @@ def test_layer_checker_catches_an_upward_import(tmp_path):
         assert_imports_point_down(bad, "openmm_learning.io._planted_upward_import")
 
 
+def test_no_import_circles():
+    """No module imports another that imports it back, directly or through others, in the
+    same layer or across both packages (imports inside functions count: they only hide one)."""
+    files = {_module_name(p): p for p in _package_files()}
+    files = {m: p for m, p in files.items() if m != "openmm_learning"}  # the front door re-exports
+    assert find_cycle(import_graph(files)) is None, find_cycle(import_graph(files))
+
+
+def test_circle_finder_catches_a_planted_circle(tmp_path):
+    """Planted: two modules of one layer importing each other, one of them inside a function."""
+    (tmp_path / "a.py").write_text("from . import b\n")
+    (tmp_path / "b.py").write_text("def f():\n    from .a import x\n")
+    files = {"openmm_learning.losses.a": tmp_path / "a.py", "openmm_learning.losses.b": tmp_path / "b.py"}
+    cycle = find_cycle(import_graph(files))
+    assert cycle is not None and set(cycle) == set(files), cycle
+    (tmp_path / "b.py").write_text("import numpy\n")
+    assert find_cycle(import_graph(files)) is None
+
+
 def test_no_global_state_at_import_or_run():
     """No matplotlib backend switching and no change of the working directory."""
-    for path in _package_files() + sorted((ROOT / "lammps_plugin").glob("*.py")):
+    for path in _package_files():
         text = path.read_text()
         assert "matplotlib.use(" not in text, path
         assert "os.chdir(" not in text, path

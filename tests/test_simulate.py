@@ -7,7 +7,8 @@ import mdtraj
 import numpy as np
 import pytest
 
-from openmm_learning.losses.model import Channel, LossModel
+from openmm_learning.losses.model import LossModel
+from openmm_learning.losses.channels import Channel
 from openmm_learning.openmm.reporters import SimulationError
 from openmm_learning.openmm.simulate import read_state_log, simulate
 

@@ -15,7 +15,8 @@ from openmm import unit
 
 from openmm_learning.io.water_run import example_run_dir
 from openmm_learning.losses.fit import FitSettings, learning_curve
-from openmm_learning.losses.model import Channel, LossModel
+from openmm_learning.losses.model import LossModel
+from openmm_learning.losses.channels import Channel
 from openmm_learning.openmm.spcfw import spcfw_system
 from openmm_learning.validation.metrics import METRICS
 from openmm_learning.validation.suite import channel_sensitivity, parse_steps, run_dynamics, run_validation

@@ -26,20 +26,9 @@ from tqdm.auto import tqdm
 
 from ..io.topology import SPECIES, WaterSystem
 from . import ewald, kernels
-from .model import (
-    ASYMMETRY_RANGE_NM,
-    ASYMMETRY_SWITCH_NM,
-    CHANNEL_KEYS,
-    RECIPROCAL_TIES,
-    Channel,
-    ChebyshevChannel,
-    LossModel,
-    angle_channel_table,
-    asymmetry_range_fits,
-    channel_name,
-    natural_spline_matrix,
-    pair_channel_table,
-)
+from .channels import CHANNEL_KEYS, RECIPROCAL_TIES, Channel, ChebyshevChannel, channel_name, natural_spline_matrix
+from .model import (ASYMMETRY_RANGE_NM, ASYMMETRY_SWITCH_NM, LossModel, angle_channel_table, asymmetry_range_fits,
+                    pair_channel_table)
 
 
 BASES = ("spline", "chebyshev")
@@ -577,7 +566,7 @@ def compiled_added_percent(compiled: dict, splines: dict) -> float:
 
 def chebyshev_model(model: LossModel, positions, boxes, system: WaterSystem, pair_degree=FitSettings.pair_degree,
                     own_degree=FitSettings.own_degree) -> LossModel:
-    """The model with every spline compiled to a Chebyshev series (model.ChebyshevChannel)
+    """The model with every spline compiled to a Chebyshev series (channels.ChebyshevChannel)
     on the spline's range (intermolecular pairs in 1/r up to r_cut, times their cutoff factor).
 
     Each series is the least-squares fit to the spline's dE/dx (the force along the

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import kernels
+from .channels import BASIS_CODES, RECIPROCAL_TIES, ChebyshevChannel
 
 INVARIANTS = ("pair", "bond", "angle")
 #: invariant of each channel kind of the model file
@@ -71,8 +72,6 @@ class Term:
     def end_slopes(self) -> np.ndarray:
         """dE/dx of the function at its lower and upper end (the slopes of its extensions;
         a pair polynomial's includes its cutoff factor)."""
-        from .model import ChebyshevChannel
-
         f = self.function
         values = np.asarray(f.values, float)
         if f.basis == ChebyshevChannel.basis:
@@ -82,8 +81,6 @@ class Term:
 
     def energy(self, x):
         """E(x) and dE/dx (kJ/mol, per nm or rad) with extension, walls and switch."""
-        from .model import BASIS_CODES
-
         f = self.function
         xs = np.atleast_1d(np.asarray(x, float))
         e, de = kernels.channel_curve(xs, KIND_CODE[self.invariant], BASIS_CODES[f.basis], f.x0, f.h, f.n,
@@ -99,8 +96,6 @@ def plan(model) -> list[Term]:
     from H is one term), i.e. pairs O-O, O-H, H-H, bonds O-H, H-H and the angle.
     Agent mode: one term per channel, descended by that channel's agent only.
     """
-    from .model import RECIPROCAL_TIES
-
     skip = {b for _, b in RECIPROCAL_TIES} if model.mode == "reciprocal" else set()
     terms = []
     for ch in model.channels:
@@ -127,8 +122,6 @@ def split_agent_terms(model) -> tuple[list[Term], list[Term]]:
     channels (O-H pairs and bonds, the angle), each written as a potential; D's pair term
     ends at the model's asymmetry range when it has one (LossModel.antisymmetric_part).
     """
-    from .model import RECIPROCAL_TIES
-
     o_views = {a for a, _ in RECIPROCAL_TIES}
     antisymmetric = [replace(t, agents=("O", "H")) for t in model.antisymmetric_part().terms()
                      if t.function.key in o_views]

@@ -30,7 +30,8 @@ from numpy.polynomial import chebyshev
 
 from ..io.topology import SPECIES, SPECIES_INDEX
 from ..io.water_run import replicas_needed
-from ..losses.model import Channel, ChebyshevChannel, LossModel
+from ..losses.model import LossModel
+from ..losses.channels import Channel, ChebyshevChannel, natural_spline_matrix
 from ..losses.terms import Term, split_agent_terms
 from ..units import MASSES_AMU
 
@@ -111,8 +112,6 @@ def _joined_table(terms: list[Term]):
     spline on its interval, exactly (a C2 cubic spline is fixed by its values and the end
     curvatures). Returns (Continuous1DFunction, {species pair: (scale, offset)}).
     """
-    from ..losses.model import natural_spline_matrix
-
     h = terms[0].function.h
     values, known, ends, offsets = [], [], [], {}
     for k, t in enumerate(terms):

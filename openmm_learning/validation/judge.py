@@ -45,47 +45,8 @@ from .comparisons import compare, langevin, with_error
 from .decision import (blow_up_record, decide, floor_value, load_thresholds, overall_verdict, reference_equipartition,
                        reference_needed_ps)
 from .metrics import OUTCOMES, PAIRS, SCHEMA_VERSION, ValidationError
-from .profiles import VACF_MAX_LAG_PS, Profile, Run, sem, vacf_lag
+from .profiles import VACF_MAX_LAG_PS, Profile, Row, Run, sem, vacf_lag
 from .report import equipartition_table, jsonable, plot_all, provenance_lines, report_html, report_md, summary_table
-
-
-@dataclass
-class Row:
-    """One trajectory to compare, with what else is known about its run.
-
-    traj: mdtraj.Trajectory of water (O H H per residue) with a unit cell and with
-    traj.time in ps (set it after mdtraj.load_dcd, which numbers frames instead).
-    temperature: instantaneous temperature (K), either one value per frame of traj or
-    at temperature_times_ps. seconds_per_step: wall time per MD step (float, or
-    (value, uncertainty)); a ``cost`` entry given to validate() overrides it.
-    velocities: (n, n_atoms, 3) nm/ps, evenly spaced by velocity_dt_ps, atoms as in traj;
-    with velocity_times_ps the equilibration cut applies to them too, without they are
-    used whole (e.g. a recording made after the run). kinetic: {kind: (n,) K} for the
-    kinds of analysis.KINETIC_KINDS at kinetic_times_ps. hydrogen_mass_amu: the run's H
-    mass (dynamics compare only between equal masses). thermostat: the run's (CP2K's
-    name or the summary's); Langevin friction on every atom slows diffusion, so a
-    Langevin run's diffusion compares only with another's of the same friction_per_ps
-    (1/ps). heat_per_ps: heat the thermostat
-    removes (kJ/mol/ps); net_force: mean |sum of all forces| (kJ/mol/nm).
-    temperature_atoms: how many atoms the temperature series is of, when not traj's (a
-    CP2K cell used as its periodic replica: fluctuations scale as 1/sqrt(atoms)).
-    """
-
-    traj: object
-    temperature: np.ndarray | None = None
-    temperature_times_ps: np.ndarray | None = None
-    seconds_per_step: float | tuple | None = None
-    velocities: np.ndarray | None = None
-    velocity_dt_ps: float | None = None
-    velocity_times_ps: np.ndarray | None = None
-    heat_per_ps: float | None = None
-    net_force: float | None = None
-    kinetic: dict | None = None
-    kinetic_times_ps: np.ndarray | None = None
-    hydrogen_mass_amu: float = 1.00794
-    temperature_atoms: int | None = None
-    thermostat: str | None = None
-    friction_per_ps: float | None = None
 
 
 @dataclass

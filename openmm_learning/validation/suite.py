@@ -37,7 +37,8 @@ from ..io.topology import KINETIC_KINDS, SPECIES, WaterSystem
 from ..io.water_run import default_equilibration_ps, equipartition_line, load_water_run, trajectory_of
 from ..losses.fit import (FitSettings, file_hashes, fit_modes, force_errors, learning_curve, sha256_of,
                           training_provenance)
-from ..losses.model import CHANNEL_KEYS, CSVR_TIME_PS, LossModel
+from ..losses.model import CSVR_TIME_PS, LossModel
+from ..losses.channels import CHANNEL_KEYS
 from ..openmm.reporters import SimulationError
 from ..units import MASSES_AMU
 from . import analysis
@@ -502,7 +503,7 @@ def row_of(sim_dir):
     import mdtraj
 
     from ..openmm.simulate import read_state_log
-    from .judge import Row
+    from .profiles import Row
 
     sim_dir = Path(sim_dir)
     traj = mdtraj.load(str(sim_dir / "trajectory.dcd"), top=str(sim_dir / "topology.pdb"))
@@ -525,7 +526,7 @@ def row_of(sim_dir):
 def reference_row(run: Cp2kRun, equilibration_ps: float):
     """validation.Row of the CP2K run: trajectory, temperature, velocities (when evenly
     spaced), heat removed by its thermostat and net force after the cut, cost per step."""
-    from .judge import Row
+    from .profiles import Row
 
     masses = run.masses_amu()
     row = Row(trajectory_of(run), hydrogen_mass_amu=float(masses[np.array(run.elements) == "H"][0]),
