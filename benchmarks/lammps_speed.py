@@ -20,18 +20,19 @@ from lammps_plugin.writer import write_deck
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.losses.fit import FitSettings, chebyshev_model, fit_modes
 from openmm_learning.openmm import spcfw
+from openmm_learning.units import KCAL_KJ
 
 #: SPC/Fw in LAMMPS `units real` (harmonic styles are K (r - r0)^2: half of SPC/Fw's k)
 SPCFW_STYLES = [
     "pair_style lj/cut/coul/long 6.0",
-    f"pair_coeff 1 1 {spcfw.EPSILON_OO_KJMOL / spcfw.KCAL_KJ:.7f} {10 * spcfw.SIGMA_OO_NM:.6f}",
+    f"pair_coeff 1 1 {spcfw.EPSILON_OO_KJMOL / KCAL_KJ:.7f} {10 * spcfw.SIGMA_OO_NM:.6f}",
     "pair_coeff 1 2 0.0 1.0",
     "pair_coeff 2 2 0.0 1.0",
     "bond_style harmonic",
-    f"bond_coeff 1 {spcfw.K_OH_KJMOL_NM2 / spcfw.KCAL_KJ / 100 / 2:.4f} {10 * spcfw.R0_OH_NM:.4f}",
+    f"bond_coeff 1 {spcfw.K_OH_KJMOL_NM2 / KCAL_KJ / 100 / 2:.4f} {10 * spcfw.R0_OH_NM:.4f}",
     "bond_coeff 2 0.0 1.6",  # the learned decks' H-H bond type: no force in SPC/Fw
     "angle_style harmonic",
-    f"angle_coeff 1 {spcfw.K_HOH_KJMOL_RAD2 / spcfw.KCAL_KJ / 2:.4f} {np.degrees(spcfw.THETA0_RAD):.2f}",
+    f"angle_coeff 1 {spcfw.K_HOH_KJMOL_RAD2 / KCAL_KJ / 2:.4f} {np.degrees(spcfw.THETA0_RAD):.2f}",
 ]
 LEARNED_STYLES = ("pair_style", "pair_coeff", "bond_style", "bond_coeff", "angle_style", "angle_coeff")
 

@@ -22,7 +22,9 @@ import os
 
 FORMAT = "openmm-learning-pair-coefficients"
 VERSION = 1
-#: kJ/mol -> the energy unit of each supported LAMMPS unit style (distances in A).
+#: kJ/mol -> the energy unit of each supported LAMMPS unit style (distances in A). LAMMPS
+#: loads this file by itself, without the package: openmm_learning.units' factors, written
+#: out (tests/test_lammps.py checks they are the same)
 ENERGY_FROM_KJMOL = {"real": 1.0 / 4.184, "metal": 1.0 / 96.48533212331}
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from openmm_learning.io.atomic import write_json_atomic
 from openmm_learning.losses.model import CSVR_TIME_PS, NOSE_HOOVER, LossModel
 from openmm_learning.losses.channels import Channel
-from openmm_learning.units import MASSES_AMU
+from openmm_learning.units import ANGSTROM_NM, EV_KJMOL, KCAL_KJ, MASSES_AMU
 
 PAIR_MODULE = Path(__file__).with_name("pair_learning.py")
 
@@ -39,7 +39,7 @@ class LammpsUnits:
     energy: float  # per kJ/mol
     time: float  # per ps
 
-    length = 10.0  # A per nm, both styles
+    length = 1.0 / ANGSTROM_NM  # A per nm, both styles
 
     @property
     def force(self):  # energy/A per kJ/mol/nm
@@ -50,8 +50,8 @@ class LammpsUnits:
         return self.length / self.time
 
 
-UNITS = {"real": LammpsUnits("real", 1.0 / 4.184, 1000.0),
-         "metal": LammpsUnits("metal", 1.0 / 96.48533212331, 1.0)}
+UNITS = {"real": LammpsUnits("real", 1.0 / KCAL_KJ, 1000.0),
+         "metal": LammpsUnits("metal", 1.0 / EV_KJMOL, 1.0)}
 
 
 def lammps_units(name: str) -> LammpsUnits:

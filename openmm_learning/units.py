@@ -9,6 +9,10 @@ HARTREE_KJMOL = 2625.4996394799
 ATOMIC_TIME_PS = 2.4188843265857e-5
 ANGSTROM_NM = 0.1
 FS_PS = 1.0e-3
+#: thermochemical kcal in kJ (LAMMPS `units real`, force fields in kcal/mol)
+KCAL_KJ = 4.184
+#: 1 eV per particle in kJ/mol (LAMMPS `units metal`)
+EV_KJMOL = 96.48533212331
 
 #: 1 Ha/Bohr in kJ/mol/nm (= 49614.75)
 HARTREE_PER_BOHR_KJMOL_NM = HARTREE_KJMOL / BOHR_NM

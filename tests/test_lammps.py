@@ -338,3 +338,12 @@ def test_lammps_command_takes_a_langevin_runs_masses_and_friction(saved_models, 
     assert main(["lammps", model, "--cp2k", str(example_run_dir("water64-xtb-300K")), "--out", str(tmp_path / "x"),
                  "--thermostat", "langevin"]) == 2
     assert "takes the friction of a CP2K Langevin run" in capsys.readouterr().err
+
+
+def test_pair_module_units_are_the_package_units():
+    """learned_pair.py runs inside LAMMPS without the package, so it writes its factors out:
+    they are openmm_learning.units'."""
+    from lammps_plugin.pair_learning import ENERGY_FROM_KJMOL
+    from openmm_learning.units import EV_KJMOL, KCAL_KJ
+
+    assert ENERGY_FROM_KJMOL == {"real": 1.0 / KCAL_KJ, "metal": 1.0 / EV_KJMOL}

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from ..io.atomic import write_json_atomic
 from ..io.topology import SPECIES_INDEX, openmm_topology
 from ..losses.model import LossModel
+from ..units import ANGSTROM_NM
 from .forces import create_system, set_masses
 from .integrator import LearningIntegrator
 from .reporters import (AtomicCheckpointReporter, BlowUpGuard, CommitteeReporter, ExtrapolationReporter,
@@ -123,7 +124,7 @@ def simulate(model: LossModel | None, positions, velocities, box_nm, species, mo
         sim.context.setPositions(positions)
         sim.context.setVelocities(velocities)
         with open(paths["pdb"], "w") as fh:
-            app.PDBFile.writeFile(topology, np.asarray(positions, float) * 10.0, fh)
+            app.PDBFile.writeFile(topology, np.asarray(positions, float) / ANGSTROM_NM, fh)  # PDB: A
     done = sim.currentStep
     if done >= steps:
         previous = out / "summary.json"

@@ -13,9 +13,8 @@ from __future__ import annotations
 import numpy as np
 import openmm as mm
 
-from ..units import MASSES_AMU
+from ..units import KCAL_KJ, MASSES_AMU
 
-KCAL_KJ = 4.184
 CHARGES = {"O": -0.82, "H": 0.41}
 SIGMA_OO_NM = 0.3165492
 EPSILON_OO_KJMOL = 0.1554253 * KCAL_KJ
