@@ -26,7 +26,7 @@ import numpy as np
 from openmm_learning.io.atomic import write_json_atomic
 from openmm_learning.losses.model import CSVR_TIME_PS, NOSE_HOOVER, LossModel
 from openmm_learning.losses.channels import Channel
-from openmm_learning.units import ANGSTROM_NM, EV_KJMOL, KCAL_KJ, MASSES_AMU
+from openmm_learning.units import ANGSTROM_NM, EV_KJMOL, FS_PS, KCAL_KJ, MASSES_AMU
 
 PAIR_MODULE = Path(__file__).with_name("pair_learning.py")
 
@@ -50,7 +50,7 @@ class LammpsUnits:
         return self.length / self.time
 
 
-UNITS = {"real": LammpsUnits("real", 1.0 / KCAL_KJ, 1000.0),
+UNITS = {"real": LammpsUnits("real", 1.0 / KCAL_KJ, 1.0 / FS_PS),
          "metal": LammpsUnits("metal", 1.0 / EV_KJMOL, 1.0)}
 
 

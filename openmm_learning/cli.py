@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from .units import FS_PS
 from .workflow import EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS
 
 
@@ -111,7 +112,7 @@ def _simulate(args):
 
     r = simulate_run(args.model, args.cp2k, args.out, ps=args.ps, frame=args.frame,
                      platform=args.platform,
-                     collision_time_ps=args.collision_time / 1000.0 if args.collision_time else None,
+                     collision_time_ps=args.collision_time * FS_PS if args.collision_time else None,
                      allow_truncated=args.allow_truncated, langevin_ps=args.langevin_ps, seed=args.seed,
                      thermostat=args.thermostat, committee=_committee(args), max_deviation=args.max_deviation,
                      stop_above_deviation=args.stop_above_deviation)
