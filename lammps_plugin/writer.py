@@ -128,9 +128,8 @@ ANGLE_POINTS = 18001
 PAIR_INNER_NM = 0.05
 #: real-space cutoff of the point charges' Ewald split (coul/long + pppm), at least the
 #: model's: any cutoff gives the same forces to pppm's accuracy, and at 0.9 nm pppm, whose
-#: FFTs divide worst over MPI ranks, is light (measured while choosing it, reciprocal
-#: decks: one rank at 4096 waters 101 ms per step at 0.5 nm, 56 at 0.7, 62 at 0.9; two
-#: ranks at 32768 waters 278 at 0.7 and 253 at 0.9; benchmarks/README.md has the run)
+#: FFTs divide worst over MPI ranks, is light (at the pairs' 0.5 nm it took most of the
+#: step; benchmarks/README.md has the run at 0.9 nm)
 COUL_LONG_CUTOFF_NM = 0.9
 
 
