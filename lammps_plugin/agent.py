@@ -155,10 +155,10 @@ def _remainder_forces(pos, species, tags, nlocal, r_cut, r_switch, k_wall, pair_
                         if r2 >= rc2:
                             continue
                         r = np.sqrt(r2)
+                        q = (r - table_x0) / table_h if table_h > 0.0 else -1.0  # the pair's table node
                         for (u, c, view, sign) in ((i, c_oh, 0, 1.0), (j, c_ho, 1, -1.0)):
                             if u >= nlocal or c < 0:
                                 continue
-                            q = (r - table_x0) / table_h if table_h > 0.0 else -1.0
                             if 0.0 <= q < table.shape[1] - 1:
                                 k = int(q)
                                 de = table[view, k] + (q - k) * (table[view, k + 1] - table[view, k])
@@ -213,28 +213,13 @@ def _remainder_forces(pos, species, tags, nlocal, r_cut, r_switch, k_wall, pair_
     return f, False
 
 
-def remainder_pair_table(model: LossModel, packed: dict, points: int = PAIR_POINTS):
+def remainder_pair_table(model: LossModel, points: int = PAIR_POINTS):
     """(x0, h, dE/dr) of the remainder's O-H pair term as the O and the H agent see it, on
     `points` nodes from PAIR_INNER_NM to its cutoff: the deck's pair tables' grid, for
     local_remainder's linear interpolation (closer pairs are evaluated exactly)."""
     r = np.linspace(PAIR_INNER_NM, model.r_cut, points)
-    pc = packed["pair_channel"]
-    de = np.zeros((2, points))
-    for view, c in enumerate((pc[0, 1, 0], pc[1, 0, 0])):
-        if c >= 0:
-            de[view] = _derivatives(r, c, packed["ch_kind"], packed["ch_basis"], packed["ch_x0"], packed["ch_h"],
-                                    packed["ch_n"], packed["ch_off"], packed["y"], packed["z"], model.k_wall,
-                                    model.r_switch, model.r_cut)
+    de = np.stack([model.term("pair", *view).energy(r)[1] for view in (("O", "H"), ("H", "O"))])
     return float(r[0]), float(r[1] - r[0]), de
-
-
-@njit(cache=True)
-def _derivatives(xs, c, ch_kind, ch_basis, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall, r_switch, r_cut):
-    out = np.empty(xs.shape[0])
-    for k in range(xs.shape[0]):
-        out[k] = kernels._term_value(c, xs[k], ch_kind, ch_basis, ch_x0, ch_h, ch_n, ch_off, y, z, k_wall,
-                                     r_switch, r_cut)[0]
-    return out
 
 
 class AgentRemainder:
@@ -244,7 +229,7 @@ class AgentRemainder:
         self.lmp = lmp
         self.diff = model.antisymmetric_part()
         self.packed = self.diff.packed()
-        self.table = remainder_pair_table(self.diff, self.packed)
+        self.table = remainder_pair_table(self.diff)
         self.u = lammps_units(units)
         types = np.asarray(lmp.gather_atoms("type", 0, 1), dtype=np.int64)
         if len(types) % 3 or not np.all((types - 1).reshape(-1, 3) == [0, 1, 1]):

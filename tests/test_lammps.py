@@ -129,9 +129,9 @@ def test_callback_remainder_table_is_as_fine_as_the_pair_tables(xtb, xtb_models)
     pos, tags, nlocal = rank_view(run.positions[300], run.box_nm[300], 0.0, 1.0, model.r_cut + 0.1)
     species = system.species[tags - 1]
     exact = local_remainder(model, packed, pos, tags, species, nlocal)
-    assert rel(local_remainder(model, packed, pos, tags, species, nlocal, remainder_pair_table(model, packed)),
+    assert rel(local_remainder(model, packed, pos, tags, species, nlocal, remainder_pair_table(model)),
                exact) < LAMMPS_TABLES
-    coarse = remainder_pair_table(model, packed, points=200)
+    coarse = remainder_pair_table(model, points=200)
     assert rel(local_remainder(model, packed, pos, tags, species, nlocal, coarse), exact) > LAMMPS_TABLES
 
 
