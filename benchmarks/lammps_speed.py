@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from lammps_plugin.run import read_thermo, run_lammps
-from lammps_plugin.writer import write_deck
+from lammps_plugin.writer import DeckOptions, write_deck
+from openmm_learning.dynamics import Dynamics, StartFrame
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.losses.fit import FitSettings, chebyshev_model, fit_modes
 from openmm_learning.openmm import spcfw
@@ -77,9 +78,9 @@ def main():
         paths["spcfw"] = dataclasses.replace(models["reciprocal"], charge_h=spcfw.CHARGES["H"]).save(tmp / "q.json")
 
         def deck(name, model, pair, replicate=(1, 1, 1)):
-            return write_deck(tmp / name, paths[model], run.positions[-1], run.velocities[-1], run.box_nm[-1],
-                              water.species, water.molecules, temperature_k=300.0, timestep_ps=0.0005,
-                              steps=args.steps, pair=pair, replicate=replicate, dump_every=10**6).deck
+            return write_deck(tmp / name, paths[model], StartFrame.of_run(run, water),
+                              Dynamics(300.0, 0.0005, args.steps, "nose-hoover"),
+                              DeckOptions(pair=pair, replicate=replicate, dump_every=10**6)).deck
 
         print(f"{'deck':44s} {'atoms':>7s} {'ms/step':>10s} {'us/atom-step':>13s} {'/ SPC/Fw':>9s}")
         small = {}

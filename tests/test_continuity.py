@@ -13,7 +13,8 @@ import openmm as mm
 import pytest
 
 from lammps_plugin.run import lammps_available, run_lammps
-from lammps_plugin.writer import write_deck
+from lammps_plugin.writer import DeckOptions, write_deck
+from openmm_learning.dynamics import Dynamics, StartFrame
 from openmm_learning.io.topology import WaterSystem
 from openmm_learning.losses.model import LossModel
 from openmm_learning.losses.channels import CHANNEL_KEYS, RECIPROCAL_TIES, Channel
@@ -191,8 +192,8 @@ def lammps_curves(tmp_path, model, pair, points):
     distances (nm), written by LAMMPS's pair_write and bond_write."""
     path = model.save(tmp_path / "model.json")
     pos, _ = geometry("bond O-H", 0.1)
-    deck = write_deck(tmp_path / pair, path, pos, None, BOX, SYSTEM.species, SYSTEM.molecules,
-                      temperature_k=300.0, timestep_ps=0.0005, steps=0, pair=pair)
+    deck = write_deck(tmp_path / pair, path, StartFrame(pos, None, BOX, SYSTEM.species, SYSTEM.molecules),
+                      Dynamics(300.0, 0.0005, 0, "nose-hoover"), DeckOptions(pair=pair))
     lines = []
     for key, (i, j) in {"OO": (1, 1), "OH": (1, 2), "HH": (2, 2)}.items():
         for k, r in enumerate(points[key]):

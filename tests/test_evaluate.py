@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from openmm_learning.evaluate import evaluate, parse_frames
+from openmm_learning.pipeline.evaluate import evaluate, parse_frames
 from openmm_learning.io.water_run import example_run_dir
 from openmm_learning.losses.fit import FitSettings, fit_modes
 from openmm_learning.losses.model import model_deviation
@@ -119,17 +119,17 @@ def test_dynamics_record_the_committee_and_stop_above_a_limit(known_truth_commit
     """simulate writes the committee's deviation every interval; above a limit it warns once,
     or stops with a SimulationError when asked to (planted: a limit every frame passes)."""
     from openmm_learning.openmm.reporters import ExtrapolationWarning, SimulationError
-    from openmm_learning.openmm.simulate import read_state_log, simulate
+    from openmm_learning.dynamics import Dynamics, StartFrame
+    from openmm_learning.openmm.simulate import CommitteeWatch, Reporting, read_state_log, simulate
 
     res = known_truth_committee
     run, system = spcfw
-    kw = dict(temperature_k=300.0, timestep_ps=0.0005, steps=40, report_interval=10, committee=res.committee,
-              committee_interval=10, progress=False)
-    args = (res.model, run.positions[-1], run.velocities[-1], run.box_nm[-1], system.species, system.molecules)
+    args = (res.model, StartFrame.of_run(run, system), Dynamics(300.0, 0.0005, 40))
+    kw = dict(reporting=Reporting(10, progress=False))
     with pytest.warns(ExtrapolationWarning, match="committee"):
-        simulate(*args, out_dir=tmp_path / "warn", max_deviation=1e-6, **kw)
+        simulate(*args, tmp_path / "warn", committee=CommitteeWatch(res.committee, 10, max_deviation=1e-6), **kw)
     log = read_state_log(tmp_path / "warn" / "committee.csv")  # a warning does not stop the run
     assert list(log["step"]) == [10, 20, 30, 40]
     assert np.all((log["committee_deviation_kJmol_nm"] > 0) & (log["committee_deviation_kJmol_nm"] < 50))
     with pytest.raises(SimulationError, match="stopped"):
-        simulate(*args, out_dir=tmp_path / "stop", max_deviation=1e-6, stop_above_deviation=True, **kw)
+        simulate(*args, tmp_path / "stop", committee=CommitteeWatch(res.committee, 10, 1e-6, stop=True), **kw)

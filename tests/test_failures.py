@@ -104,12 +104,12 @@ def test_bad_input_gives_one_line_and_exit_2(inputs, capsys, case):
 
 def test_unforeseen_error_is_one_line_with_its_origin(monkeypatch, capsys, inputs):
     """An error no check foresaw (here a bug planted in the fit) is one line with where it came from."""
-    import openmm_learning.workflow as workflow
+    import openmm_learning.pipeline.fit as fit
 
     def broken(*args, **kwargs):
         return {}["planted"]
 
-    monkeypatch.setattr(workflow, "fit_run", broken)
+    monkeypatch.setattr(fit, "fit_run", broken)
     root, good = inputs
     assert main(["fit", str(good), "--out", str(root / "o13")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

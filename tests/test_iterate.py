@@ -10,7 +10,7 @@ import pytest
 
 from openmm_learning.io.cp2k_exec import find_cp2k_executable
 from openmm_learning.io.water_run import example_run_dir
-from openmm_learning.iterate import iterate, pick_frames
+from openmm_learning.pipeline.iterate import LoopSettings, iterate, pick_frames
 from openmm_learning.losses.fit import FitSettings
 
 
@@ -24,8 +24,9 @@ def test_picks_are_the_most_uncertain_distinct_moments():
 @pytest.mark.skipif(find_cp2k_executable() is None, reason="needs CP2K (apt-get install cp2k)")
 def test_one_round_with_cp2k(tmp_path):
     out = tmp_path / "loop"
-    kw = dict(rounds=1, temperatures=(330.0,), ps=0.1, points=3, test_points=2, spacing=3, report_interval=10,
-              settings=FitSettings(r_cut=0.45, r_switch=0.35), seed=3, progress=False)
+    kw = dict(loop=LoopSettings(rounds=1, temperatures=(330.0,), ps=0.1, points=3, test_points=2, spacing=3,
+                                report_interval=10, seed=3),
+              settings=FitSettings(r_cut=0.45, r_switch=0.35), progress=False)
     records = iterate(example_run_dir("water27-xtb-300K"), out, **kw)
     assert [r["round"] for r in records] == [0, 1]
     assert records[0]["training_single_points"] == 0 and records[1]["training_single_points"] == 3

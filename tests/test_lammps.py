@@ -7,7 +7,8 @@ import pytest
 
 from lammps_plugin.agent import run_deck
 from lammps_plugin.run import lammps_available, read_force_dump, read_thermo, read_trajectory_dump, run_lammps
-from lammps_plugin.writer import write_deck
+from lammps_plugin.writer import DeckOptions, write_deck
+from openmm_learning.dynamics import Dynamics, StartFrame
 from openmm_learning.losses.model import LossModel
 from openmm_learning.openmm.forces import create_system
 from openmm_learning.openmm.integrator import agent_forces
@@ -28,11 +29,10 @@ def saved_models(xtb_models, tmp_path_factory):
     return {mode: model.save(folder / f"{mode}.json") for mode, model in xtb_models.items()}
 
 
-def deck_for(tmp_path, xtb, model_path, frame, pair, steps=0, **kw):
+def deck_for(tmp_path, xtb, model_path, frame, pair, steps=0, thermostat="nose-hoover", **options):
     run, system = xtb
-    return write_deck(tmp_path / f"{pair}-{frame}", model_path, run.positions[frame], run.velocities[frame],
-                      run.box_nm[frame], system.species, system.molecules, temperature_k=300.0,
-                      timestep_ps=0.0005, steps=steps, pair=pair, dump_forces=True, **kw)
+    return write_deck(tmp_path / f"{pair}-{frame}", model_path, StartFrame.of_run(run, system, frame),
+                      Dynamics(300.0, 0.0005, steps, thermostat), DeckOptions(pair=pair, dump_forces=True, **options))
 
 
 def openmm_forces(model, xtb, frame):
@@ -287,12 +287,13 @@ def test_a_small_cell_row_runs_in_the_cell_itself(saved_models, tmp_path, mode):
     shifted by the cell), state.csv with the 81 atoms' temperatures (at the target under
     friction; a velocity unit off by 10 would read 100 times off) and summary.json."""
     from openmm_learning.io.water_run import example_run_dir, load_water_run
-    from openmm_learning.validation.suite import lammps_stage, row_of
+    from openmm_learning.pipeline.runs import lammps_stage
+    from openmm_learning.validation.rows import row_of
 
     run, system = load_water_run(example_run_dir("water27-xtb-300K"), r_cut=0.6)
     assert run.replica == 2
-    lammps_stage(mode, saved_models[mode], run, system, tmp_path, ps=0.5, report_interval=20, progress=False,
-                 seed=2, equilibration_ps=0.1)
+    dynamics = Dynamics.from_run(run, 0.5, seed=2, equilibration_ps=0.1)
+    lammps_stage(mode, saved_models[mode], run, system, tmp_path, dynamics, report_interval=20, progress=False)
     row = row_of(tmp_path)
     assert row.traj.n_atoms == 648 and row.temperature_atoms == 81
     np.testing.assert_allclose(np.diff(row.traj.time), 0.01, atol=1e-6)
@@ -313,13 +314,13 @@ def test_a_small_cell_row_that_blows_up_is_a_result(saved_models, tmp_path):
 
     from openmm_learning.io.water_run import example_run_dir, load_water_run
     from openmm_learning.openmm.reporters import SimulationError
-    from openmm_learning.validation.suite import lammps_stage
+    from openmm_learning.pipeline.runs import lammps_stage
 
     run, system = load_water_run(example_run_dir("water27-xtb-300K"), r_cut=0.6)
     run = dataclasses.replace(run, settings=dataclasses.replace(run.settings, timestep_ps=0.01))
     with pytest.raises(SimulationError, match="blew up"):
-        lammps_stage("reciprocal", saved_models["reciprocal"], run, system, tmp_path, ps=5.0, report_interval=20,
-                     progress=False, equilibration_ps=0.0)
+        lammps_stage("reciprocal", saved_models["reciprocal"], run, system, tmp_path,
+                     Dynamics.from_run(run, 5.0, equilibration_ps=0.0), report_interval=20, progress=False)
 
 
 def test_lammps_command_takes_a_langevin_runs_masses_and_friction(saved_models, tmp_path, capsys):

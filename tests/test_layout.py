@@ -10,8 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "openmm_learning"
 
 #: layer of each first-level part of openmm_learning; a module may import its own layer or lower
-LAYERS = {"units": 0, "io": 1, "losses": 2, "openmm": 3, "validation": 4, "workflow": 5, "evaluate": 5, "iterate": 5,
-          "cli": 6, "__main__": 7, "__init__": 0}
+LAYERS = {"units": 0, "io": 1, "losses": 2, "dynamics": 2, "openmm": 3, "validation": 4, "pipeline": 5, "cli": 6,
+          "__main__": 7, "__init__": 0}
 #: lammps_plugin is the LAMMPS engine, beside openmm: it reads models (losses) and frames (io),
 #: and the validation and the command line drive it
 LAMMPS_LAYER = LAYERS["openmm"]
@@ -170,3 +170,41 @@ def test_repository_guard_sees_a_write(tmp_path):
     (tmp_path / "__pycache__").mkdir()
     (tmp_path / "__pycache__" / "x.pyc").write_text("a")
     assert tree_changes(before, tree_snapshot(tmp_path)) == ["added.txt", "changed.txt", "removed.txt"]
+
+
+#: the upper floors users call: their public functions stay small enough to read at once
+SIZE_CHECKED = [PACKAGE / "pipeline", PACKAGE / "validation", PACKAGE / "openmm" / "simulate.py",
+                PACKAGE / "cli.py", PACKAGE / "dynamics.py", LAMMPS / "writer.py"]
+MAX_PARAMETERS, MAX_LINES = 10, 60
+
+
+def oversized_functions(path: Path) -> list:
+    """Public functions and methods of a file with more than MAX_PARAMETERS parameters
+    (self and cls not counted) or more than MAX_LINES lines, as 'file:line name (why)'."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("_"):
+            continue
+        a = node.args
+        names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs] + [x.arg for x in (a.vararg, a.kwarg) if x]
+        n = len([x for x in names if x not in ("self", "cls")])
+        lines = node.end_lineno - node.lineno + 1
+        if n > MAX_PARAMETERS or lines > MAX_LINES:
+            found.append(f"{path.name}:{node.lineno} {node.name} ({n} parameters, {lines} lines)")
+    return found
+
+
+def test_upper_floors_have_small_public_functions():
+    files = [f for p in SIZE_CHECKED for f in (sorted(p.rglob("*.py")) if p.is_dir() else [p])]
+    assert len(files) > 15
+    assert [x for f in files for x in oversized_functions(f)] == []
+
+
+def test_size_check_catches_a_planted_long_signature(tmp_path):
+    """Planted: 11 parameters, then a 61-line body; a private helper is not checked."""
+    path = tmp_path / "planted.py"
+    path.write_text("def run(a, b, c, d, e, f, g, h, i, j, *, k=1):\n    pass\n")
+    assert oversized_functions(path) == ["planted.py:1 run (11 parameters, 2 lines)"]
+    helper = "\n\ndef _helper(" + ", ".join("abcdefghijkl") + "):\n    pass\n"
+    path.write_text("def run(self):\n" + "    x = 1\n" * 60 + helper)
+    assert oversized_functions(path) == ["planted.py:1 run (0 parameters, 61 lines)"]

@@ -16,7 +16,7 @@ from conftest import validation_script
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.openmm.integrator import LearningIntegrator, agent_forces
 from openmm_learning.validation.judge import Row
-from openmm_learning.validation.suite import reference_row
+from openmm_learning.validation.rows import reference_row
 
 study = validation_script("power_study")
 D = 0.1
@@ -76,7 +76,7 @@ def test_the_record_is_of_the_examples_settings():
     changing those without rerunning the study fails here. At those settings no planted
     failure passes its planted metric, those that fail need no more runs than the example
     has, and the exact model passes at least 90 % of its judged metrics."""
-    from openmm_learning.workflow import EXAMPLE_LANGEVIN_PS, EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS
+    from openmm_learning.pipeline.example import EXAMPLE_LANGEVIN_PS, EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS
 
     rec = json.loads((Path(study.__file__).parent / "results" / "power.json").read_text())
     s = rec["settings"]

@@ -10,14 +10,14 @@ import pytest
 from openmm_learning.losses.model import LossModel
 from openmm_learning.losses.channels import Channel
 from openmm_learning.openmm.reporters import SimulationError
-from openmm_learning.openmm.simulate import read_state_log, simulate
+from openmm_learning.dynamics import Dynamics, StartFrame
+from openmm_learning.openmm.simulate import Reporting, read_state_log, simulate
 
 
-def run_steps(model, xtb, out, steps, **kw):
+def run_steps(model, xtb, out, steps):
     run, system = xtb
-    return simulate(model, run.positions[-1], run.velocities[-1], run.box_nm[-1], system.species,
-                    system.molecules, temperature_k=300.0, timestep_ps=0.0005, steps=steps,
-                    out_dir=out, report_interval=50, checkpoint_interval=100, progress=False, **kw)
+    return simulate(model, StartFrame.of_run(run, system), Dynamics(300.0, 0.0005, steps), out,
+                    reporting=Reporting(50, 100, progress=False))
 
 
 def test_simulation_writes_trajectory_log_checkpoint_and_resumes(xtb, xtb_models, tmp_path):
@@ -58,7 +58,8 @@ import os, signal, sys
 import numpy as np
 from openmm_learning.losses.model import LossModel
 from openmm_learning.openmm import reporters
-from openmm_learning.openmm.simulate import simulate
+from openmm_learning.dynamics import Dynamics, StartFrame
+from openmm_learning.openmm.simulate import Reporting, simulate
 kill_at = int(sys.argv[6])
 if kill_at:
     # SIGKILL from inside the run, right after the state log has written step kill_at:
@@ -70,9 +71,9 @@ if kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
     reporters.StateLogReporter.write = write_then_die
 f = np.load(sys.argv[5])
-simulate(LossModel.load(sys.argv[1]), f["x"], f["v"], f["box"], f["species"], f["molecules"],
-         temperature_k=300.0, timestep_ps=0.0005, steps=int(sys.argv[3]), out_dir=sys.argv[2],
-         report_interval=20, checkpoint_interval=100, progress=False, platform=sys.argv[4], seed=5)
+simulate(LossModel.load(sys.argv[1]), StartFrame(f["x"], f["v"], f["box"], f["species"], f["molecules"]),
+         Dynamics(300.0, 0.0005, int(sys.argv[3]), seed=5, platform=sys.argv[4]), sys.argv[2],
+         reporting=Reporting(20, 100, progress=False))
 """
 
 
@@ -173,10 +174,9 @@ def kind_temperatures(model, xtb, out, ps):
     from openmm_learning.io.topology import KINETIC_KINDS
 
     run, system = xtb
-    result = simulate(model, run.positions[-1], None, run.box_nm[-1], system.species, system.molecules,
-                      temperature_k=300.0, timestep_ps=0.0005, steps=int(ps / 0.0005), out_dir=out,
-                      report_interval=100, checkpoint_interval=10000, progress=False, equilibration_ps=2.0,
-                      seed=2)
+    result = simulate(model, StartFrame.of_run(run, system, velocities=False),
+                      Dynamics(300.0, 0.0005, int(ps / 0.0005), equilibration_ps=2.0, seed=2), out,
+                      reporting=Reporting(100, 10000, progress=False))
     log = read_state_log(result.log)
     return {kind: float(np.mean(log[f"T_{kind}_K"])) for kind in KINETIC_KINDS}
 
@@ -208,34 +208,37 @@ def test_rows_of_a_langevin_reference_run_at_its_friction(xtb, xtb_models, tmp_p
     summary.json records and the velocity recordings' integrator repeats; against a CSVR
     run (planted: the other protocol) the model's CSVR."""
     from openmm_learning.io.water_run import example_run_dir, load_water_run
-    from openmm_learning.validation.suite import _integrator, simulate_stage
+    from openmm_learning.openmm.integrator import LearningIntegrator
+    from openmm_learning.pipeline.runs import simulate_stage
 
     model = tmp_path / "reciprocal.json"
     xtb_models["reciprocal"].save(model)
     run, system = load_water_run(example_run_dir("water64-xtb-langevin-300K"))
-    simulate_stage("r", model, run, system, tmp_path / "langevin", ps=0.15, progress=False, equilibration_ps=0.0)
+    simulate_stage("r", model, run, system, tmp_path / "langevin", Dynamics.from_run(run, 0.15, equilibration_ps=0.0),
+                   progress=False)
     summary = json.loads((tmp_path / "langevin" / "summary.json").read_text())
     assert summary["thermostat"] == "langevin" and summary["friction_per_ps"] == pytest.approx(10.0)
     assert summary["hydrogen_mass_amu"] == 4.0 and summary["timestep_ps"] == pytest.approx(0.0015)
-    integrator = _integrator(summary, system.species, 300.0, 0.0015)
+    integrator = LearningIntegrator.of(Dynamics.from_summary(summary), system.species)
     assert integrator.getGlobalVariableByName("fric") == pytest.approx(10.0)
-    simulate_stage("r", model, *xtb, tmp_path / "csvr", ps=0.01, progress=False, equilibration_ps=0.0)
+    simulate_stage("r", model, *xtb, tmp_path / "csvr", Dynamics.from_run(xtb[0], 0.01, equilibration_ps=0.0),
+                   progress=False)
     summary = json.loads((tmp_path / "csvr" / "summary.json").read_text())
     assert summary["thermostat"] == "csvr" and summary["friction_per_ps"] is None
 
 
 def test_a_heavy_hydrogen_run_keeps_its_masses(xtb, xtb_models, tmp_path):
     """A learned model run from the bundled Langevin reference at its 1.5 fs step with its
-    4 amu hydrogen (workflow.simulate_run takes both from the CP2K input): the recorded
+    4 amu hydrogen (pipeline.runs.simulate_run takes both from the CP2K input): the recorded
     summary says so and the H atoms' kinetic temperature, computed with the System's
     masses, sits at 300 K. Planted: a run with standard masses records 1.008 amu."""
     from openmm_learning.io.water_run import example_run_dir
-    from openmm_learning.workflow import simulate_run
+    from openmm_learning.pipeline.runs import simulate_run
 
     model = tmp_path / "reciprocal.json"
     xtb_models["reciprocal"].save(model)
-    simulate_run(model, example_run_dir("water64-xtb-langevin-300K"), tmp_path / "heavy", ps=0.6, langevin_ps=0.3,
-                 progress=False)
+    simulate_run(model, example_run_dir("water64-xtb-langevin-300K"), tmp_path / "heavy", ps=0.6,
+                 dynamics={"equilibration_ps": 0.3}, progress=False)
     summary = json.loads((tmp_path / "heavy" / "summary.json").read_text())
     assert summary["hydrogen_mass_amu"] == 4.0 and summary["timestep_ps"] == pytest.approx(0.0015)
     assert 240 < np.mean(read_state_log(tmp_path / "heavy" / "state.csv")["T_H_K"]) < 360

@@ -17,7 +17,7 @@ from openmm_learning.io.topology import mdtraj_topology
 from openmm_learning.units import MASSES_AMU
 from openmm_learning.validation import analysis, decision
 from openmm_learning.validation.decision import load_thresholds
-from openmm_learning.validation.judge import Row, validate
+from openmm_learning.validation.judge import ReportContext, Row, validate
 from openmm_learning.validation.metrics import METRICS, SCHEMA_VERSION, ValidationError
 
 DATA = files("openmm_learning") / "data" / "cp2k"
@@ -89,8 +89,8 @@ def spcfw_result(tmp_path_factory):
     }
     out = tmp_path_factory.mktemp("spcfw")
     res = validate(row(name, first), rows, out_dir=out, target_temperature_k=300.0,
-                   cost={"cp2k_seconds_per_step": cp2k_cost, "spread 5%": 1.0},
-                   settings_info={"reference": "water64-spcfw-300K 5-15 ps", "commit": "test"})
+                   context=ReportContext(cost={"cp2k_seconds_per_step": cp2k_cost, "spread 5%": 1.0},
+                                         settings_info={"reference": "water64-spcfw-300K 5-15 ps", "commit": "test"}))
     return res, cp2k_cost
 
 
@@ -278,7 +278,8 @@ def test_xtb_reference_spectra_and_a_baseline(tmp_path):
                     "spcfw": Row(s_traj[s_keep], s_temp[s_keep], velocities=s_run.velocities[s_keep],
                                  velocity_dt_ps=0.1)},
                    out_dir=tmp_path, equilibration_ps=0.75, baseline="spcfw",
-                   cost={"cp2k_seconds_per_step": run.seconds_per_step(), "xtb subsampled": 0.002, "spcfw": 0.002})
+                   context=ReportContext(cost={"cp2k_seconds_per_step": run.seconds_per_step(),
+                                               "xtb subsampled": 0.002, "spcfw": 0.002}))
     assert res.passed and res.rows_passed["xtb subsampled"] and res.verdicts["spcfw"] == "FAIL"
     assert res.metric("xtb subsampled", "rdf_OO.first_peak_position")["reference_value"] == pytest.approx(
         0.29, abs=0.005
@@ -454,6 +455,19 @@ def test_blow_ups_fail_the_row(tmp_path):
     assert res.metric("gone", "stability.blow_ups")["value"] == 2
     assert res.metric("fine", "stability.blow_ups")["outcome"] == "pass"
     assert "blew up at step 300" in res.report_path.read_text()
+
+
+def test_a_row_whose_every_run_blew_up_fails_the_validation(tmp_path):
+    """.passed counts a row that has no run left to judge: its blow-ups fail it, beside a
+    row that ran through (planted: the row "gone" exists only in blow_ups)."""
+    name = "water64-spcfw-300K"
+    _, _, run, _ = load(name)
+    keep = np.flatnonzero(run.times_ps >= 5.0 - 1e-9)
+    h = len(keep) // 2
+    res = validate(row(name, keep[:h]), {"fine": row(name, keep[h:])}, out_dir=tmp_path,
+                   blow_ups={"gone": ["seed-0: blew up", "seed-1: blew up"]})
+    assert res.verdicts["gone"] == "FAIL" and not res.rows_passed["gone"]
+    assert not res.passed and res.overall == "FAIL"
 
 
 def test_overall_verdict_needs_every_headline_metric_decided():

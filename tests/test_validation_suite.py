@@ -19,7 +19,11 @@ from openmm_learning.losses.model import LossModel
 from openmm_learning.losses.channels import Channel
 from openmm_learning.openmm.spcfw import spcfw_system
 from openmm_learning.validation.metrics import METRICS
-from openmm_learning.validation.suite import channel_sensitivity, parse_steps, run_dynamics, run_validation
+from openmm_learning.pipeline.plan import ValidationPlan
+from openmm_learning.pipeline.runs import RunJob, run_dynamics
+from openmm_learning.pipeline.stages import parse_steps
+from openmm_learning.pipeline.validate import run_validation
+from openmm_learning.validation.agents import channel_sensitivity
 
 ROWS = ("learned agent", "learned reciprocal", "SPC/Fw")
 REPORTED_ONLY = {"thermostat.heat_per_ps", "forces.net_force"}
@@ -31,9 +35,9 @@ def suite(tmp_path_factory):
     0.6 ps of learning dynamics. Agent mode is fitted free (the paper's fit): the planted
     model that must fail equipartition."""
     out = tmp_path_factory.mktemp("suite")
-    kw = dict(train_steps="0:2000", ps=0.6, seeds=3, langevin_ps=0.5, velocity_ps=0.25, report_interval=20,
-              learning_curve_sizes=[10, 40], sensitivity_frames=5, progress=False,
-              fit_settings=FitSettings(agent_asymmetry="free"))
+    kw = dict(plan=ValidationPlan(train_steps="0:2000", ps=0.6, seeds=3, langevin_ps=0.5, velocity_ps=0.25,
+                                  report_interval=20, learning_curve_sizes=[10, 40], sensitivity_frames=5),
+              progress=False, fit_settings=FitSettings(agent_asymmetry="free"))
     res = run_validation(example_run_dir(), out, **kw)
     return res, out, kw
 
@@ -222,9 +226,9 @@ def test_known_truth_passes_against_the_long_fist_run(spcfw, tmp_path):
                       FitSettings(), progress=False)["reciprocal"].model
     model.save(tmp_path / "fist-reciprocal.json")
     res = run_validation(example_run_dir("water64-spcfw-300K"), tmp_path / "val",
-                         models={"learned reciprocal": tmp_path / "fist-reciprocal.json"}, ps=2.0, seeds=3,
-                         langevin_ps=1.0, velocity_ps=0, report_interval=20, baseline=False,
-                         sensitivity_frames=3, progress=False)
+                         models={"learned reciprocal": tmp_path / "fist-reciprocal.json"},
+                         plan=ValidationPlan(ps=2.0, seeds=3, langevin_ps=1.0, velocity_ps=0, report_interval=20,
+                                             baseline=False, sensitivity_frames=3), progress=False)
     # nothing fails but, possibly, the cost: with point charges (PME) the learned model costs
     # about what CP2K's FIST costs for SPC/Fw itself (the speed-up is against ab initio runs)
     assert {m["metric"] for m in res.failed()} <= {"cost.speedup"}, res.failed()
@@ -249,14 +253,15 @@ def test_runs_go_side_by_side_in_fresh_processes(tmp_path):
     OpenMM threads, its files as a run here writes them; a worker that fails stops the
     suite with its error (planted: a model file that does not exist)."""
     reference = dict(path=example_run_dir("water64-spcfw-langevin-300K"))
-    dynamics = dict(own_cell=False, ps=0.15, platform="CPU", report_interval=20, first_seed=1, langevin_ps=0.03,
-                    velocity_ps=0, velocity_interval=5)
-    jobs = [("SPC/Fw", None, tmp_path / f"seed-{k}", k, frame) for k, frame in enumerate((-1, -300))]
+    dynamics = ValidationPlan(ps=0.15, platform="CPU", report_interval=20, first_seed=1, langevin_ps=0.03,
+                              velocity_ps=0, velocity_interval=5)
+    jobs = [RunJob("SPC/Fw", None, str(tmp_path / f"seed-{k}"), k, frame) for k, frame in enumerate((-1, -300))]
     assert run_dynamics(jobs, reference, dynamics, workers=2, progress=False) == 2
     for k in range(2):
         summary = json.loads((tmp_path / f"seed-{k}" / "summary.json").read_text())
         assert summary["threads"] == max(1, os.cpu_count() // 2) and summary["steps"] == 100, summary
         assert summary["seed"] == 1 + k and (tmp_path / f"seed-{k}" / "trajectory.dcd").stat().st_size > 0
-    missing = [("broken", tmp_path / "no-such-model.json", tmp_path / f"bad-{k}", k, -1) for k in range(2)]
+    missing = [RunJob("broken", str(tmp_path / "no-such-model.json"), str(tmp_path / f"bad-{k}"), k, -1)
+               for k in range(2)]
     with pytest.raises(RuntimeError, match="no-such-model"):
         run_dynamics(missing, reference, dynamics, workers=2, progress=False)

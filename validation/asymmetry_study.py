@@ -30,10 +30,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from openmm_learning.io.run_folder import RunFolder
+from openmm_learning.dynamics import Dynamics, StartFrame
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.losses.fit import (MUS, FitSettings, _model_of, _predictions, accumulate, build_channels,
                                         force_errors, solve_coupled, solve_mode, time_split)
-from openmm_learning.openmm.simulate import read_state_log, simulate
+from openmm_learning.openmm.simulate import Reporting, read_state_log, simulate
 
 KINDS = ("O", "H", "translation", "rotation", "vibration")
 
@@ -64,12 +66,11 @@ def fit_variants(run, system, settings, mus=MUS[1:]):
 def dynamics(model, run, system, out_dir, ps, seed, thermostat):
     """Mean heat, net force and kinetic temperatures of one run after its first picosecond
     (CSVR with CP2K's 50 fs, or the integrator's default Nose-Hoover chain)."""
-    res = simulate(model, run.positions[-1], None, run.box_nm[-1], system.species, system.molecules,
-                   temperature_k=run.settings.temperature_k, timestep_ps=run.settings.timestep_ps,
-                   steps=int(round(ps / run.settings.timestep_ps)), out_dir=out_dir, progress=False,
-                   equilibration_ps=2.0, seed=seed, thermostat=thermostat,
-                   collision_time_ps=0.05 if thermostat == "csvr" else None)
-    log = read_state_log(Path(out_dir) / "state.csv")
+    dynamics = Dynamics.from_run(run, ps, mode=model.mode, thermostat=thermostat, seed=seed,
+                                 collision_time_ps=0.05 if thermostat == "csvr" else None)
+    res = simulate(model, StartFrame.of_run(run, system, velocities=False), dynamics, out_dir,
+                   reporting=Reporting(progress=False))
+    log = read_state_log(RunFolder(out_dir).log)
     keep = log["time_ps"] >= log["time_ps"][0] + 1.0
     return {"heat_per_ps": res.heat_per_ps, "net_force": res.mean_net_force,
             **{f"T_{k}": float(np.mean(log[f"T_{k}_K"][keep])) for k in KINDS}}

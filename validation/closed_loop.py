@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from openmm_learning.evaluate import evaluate
+from openmm_learning.pipeline.evaluate import evaluate
 from openmm_learning.io.water_run import example_run_dir, load_water_run
-from openmm_learning.iterate import iterate
+from openmm_learning.pipeline.iterate import LoopSettings, iterate
 from openmm_learning.losses.fit import FitSettings, fit_modes
 
 #: (model, run, frames): the fits' held-out frames are their last 20 % (fit_modes)
@@ -125,8 +125,8 @@ def main():
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    records = iterate(example_run_dir("water64-xtb-300K"), out / "iterate", rounds=args.rounds,
-                      temperatures=(330.0,), ps=2.0, points=16, test_points=8)
+    loop = LoopSettings(rounds=args.rounds, temperatures=(330.0,), ps=2.0, points=16, test_points=8)
+    records = iterate(example_run_dir("water64-xtb-300K"), out / "iterate", loop)
     result = {"evaluations": evaluations(), "iterate": records}
     (out / "closed_loop.json").write_text(json.dumps(result, indent=1, default=float))
     block = readme_block(result)

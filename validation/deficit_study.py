@@ -5,7 +5,7 @@ The default reciprocal model of `make example` reads a g_OO first peak ~10 % bel
 reference (the bundled equilibrium xTB run, README results). Each variant below changes
 one thing about the fit and is measured twice: held-out force RMSE (the fit's own last
 20 % of frames, after a gap) and the g_OO first peak of a row of runs under the example's
-protocol (workflow.EXAMPLE_*: runs from the reference's frames, its masses, step and
+protocol (pipeline.example.EXAMPLE_*: runs from the reference's frames, its masses, step and
 Langevin friction), judged by the validation against the reference after its cut.
 
 Variants (the candidates of the deficit):
@@ -50,6 +50,7 @@ import numba
 import numpy as np
 import openmm as mm
 
+from openmm_learning.io.run_folder import RunFolder
 from openmm_learning.io.atomic import write_json_atomic
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.losses.fit import (FitSettings, _model_of, accumulate, build_channels, fit_modes, force_errors,
@@ -57,10 +58,11 @@ from openmm_learning.losses.fit import (FitSettings, _model_of, accumulate, buil
 from openmm_learning.losses.model import LossModel
 from openmm_learning.openmm.forces import create_system
 from openmm_learning.validation.judge import validate
-from openmm_learning.validation.suite import (first_frame_after, reference_row, row_of, run_validation,
-                                              start_frames)
-from openmm_learning.workflow import (EXAMPLE_EQUILIBRATION_PS, EXAMPLE_FIT, EXAMPLE_LANGEVIN_PS, EXAMPLE_PS,
-                                      EXAMPLE_REFERENCE, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS)
+from openmm_learning.pipeline.example import (EXAMPLE_EQUILIBRATION_PS, EXAMPLE_FIT, EXAMPLE_PS,
+                                              EXAMPLE_REFERENCE, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS, example_plan)
+from openmm_learning.pipeline.stages import first_frame_after, start_frames
+from openmm_learning.pipeline.validate import run_validation
+from openmm_learning.validation.rows import reference_row, row_of
 
 CSVR_RUN = "water64-xtb-300K"
 #: the example's fit when this study was recorded: pairs to 0.6 nm (switched from 0.5) as
@@ -350,7 +352,7 @@ def memory_of_start(rows_folder: Path, start_frames: list) -> dict:
 
 
 def _runs(folder: Path) -> int:
-    return sum(1 for f in folder.glob("seed-*") if not (f / "blew_up.json").exists())
+    return sum(1 for f in folder.glob("seed-*") if not RunFolder(f).blow_up.exists())
 
 
 BEGIN, END = "<!-- deficit: begin -->", "<!-- deficit: end -->"
@@ -443,6 +445,12 @@ def _sentence_coupling(default, coupled) -> str:
             f"{verdict}.")
 
 
+def rows_plan(seeds: int):
+    """The example's rows (pipeline.example.example_plan), without the baseline and the velocity recordings."""
+    return dataclasses.replace(example_plan(EXAMPLE_PS, seeds), baseline=False,
+                               equilibration_ps=EXAMPLE_EQUILIBRATION_PS, velocity_ps=0)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
@@ -461,10 +469,7 @@ def main(argv=None):
         models[name], errors[name] = fitted_variant(name, args.out)
     if fitted:
         result = run_validation(example_run_dir(EXAMPLE_REFERENCE), args.out / "rows", models=models,
-                                baseline=False, ps=EXAMPLE_PS, seeds=args.seeds,
-                                equilibration_ps=EXAMPLE_EQUILIBRATION_PS, langevin_ps=EXAMPLE_LANGEVIN_PS,
-                                row_equilibration_ps=EXAMPLE_ROW_CUT_PS, report_interval=20, workers=args.workers,
-                                velocity_ps=0)
+                                plan=rows_plan(args.seeds), workers=args.workers)
         suite = json.loads((args.out / "rows" / "suite.json").read_text())
         rows.update({name: _summary(result, name, errors[name], _runs(args.out / "rows" / suite["rows"][name]))
                      for name in fitted})
@@ -477,10 +482,8 @@ def main(argv=None):
     for step, name in enumerate(INVERSIONS[:steps]):
         path = inverted_model(args.out, step, base, base_rows)
         folder = args.out / ("rows-inverted" if step == 0 else f"rows-inverted-{step + 1}")
-        result = run_validation(example_run_dir(EXAMPLE_REFERENCE), folder, models={name: path}, baseline=False,
-                                ps=EXAMPLE_PS, seeds=args.seeds, equilibration_ps=EXAMPLE_EQUILIBRATION_PS,
-                                langevin_ps=EXAMPLE_LANGEVIN_PS, row_equilibration_ps=EXAMPLE_ROW_CUT_PS,
-                                report_interval=20, workers=args.workers, velocity_ps=0)
+        result = run_validation(example_run_dir(EXAMPLE_REFERENCE), folder, models={name: path},
+                                plan=rows_plan(args.seeds), workers=args.workers)
         base, base_rows = path, folder / json.loads((folder / "suite.json").read_text())["rows"][name]
         rows[name] = _summary(result, name, _scored(path), _runs(base_rows))
     if COUPLING in args.variants:

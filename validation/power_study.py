@@ -4,9 +4,9 @@ the exact model must PASS.
 Known truth: OpenMM's SPC/Fw against CP2K's (FIST) SPC/Fw run under the example's
 protocol, the bundled `water64-spcfw-langevin-300K` (Langevin 10/ps on every atom, hydrogen
 4 amu, 1.5 fs, 300 K, as the example's xTB reference; 453 ps, so that its own error is
-small). Every row runs exactly as `make example` runs one (workflow.EXAMPLE_*: runs, length,
+small). Every row runs exactly as `make example` runs one (pipeline.example.EXAMPLE_*: runs, length,
 cut, Langevin start, from the reference's frames) under the reference's protocol (its
-masses, step and friction: validation.suite.simulate_stage). Cases:
+masses, step and friction: pipeline.runs.simulate_stage). Cases:
 
 - exact: SPC/Fw itself;
 - g_OO first peak low: the point charges scaled by CHARGE_SCALES (weaker hydrogen bonds,
@@ -31,7 +31,6 @@ validation/results/power.json; validation/README.md's table is `table_rows` of i
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import functools
@@ -41,16 +40,18 @@ from pathlib import Path
 import numpy as np
 import openmm as mm
 
+from openmm_learning.dynamics import Dynamics, StartFrame
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.openmm.forces import ANTISYMMETRIC_GROUP, SHARED_GROUP
 from openmm_learning.openmm.reporters import SimulationError
-from openmm_learning.openmm.simulate import simulate
+from openmm_learning.openmm.simulate import Reporting, simulate
 from openmm_learning.openmm.spcfw import spcfw_system
 from openmm_learning.validation.decision import welch_dof
 from openmm_learning.validation.judge import validate
-from openmm_learning.validation.suite import reference_row, row_of, start_frames
-from openmm_learning.workflow import (EXAMPLE_EQUILIBRATION_PS, EXAMPLE_LANGEVIN_PS, EXAMPLE_PS, EXAMPLE_REFERENCE,
-                                      EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS)
+from openmm_learning.validation.rows import reference_row, row_of
+from openmm_learning.pipeline.example import (EXAMPLE_EQUILIBRATION_PS, EXAMPLE_LANGEVIN_PS, EXAMPLE_PS,
+                                              EXAMPLE_REFERENCE, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS)
+from openmm_learning.pipeline.stages import start_frames
 
 REFERENCE = "water64-spcfw-langevin-300K"
 REFERENCE_CUT_PS = 5.0
@@ -125,13 +126,10 @@ def run_rows(name, make_system, mode, run, water, out: Path, frames, ps, first_s
     for k, frame in enumerate(frames):
         folder = out / name / f"seed-{k}"
         try:
-            simulate(None, run.positions[frame], None, run.box_nm[frame], water.species, water.molecules,
-                     temperature_k=run.settings.temperature_k, timestep_ps=dt, steps=int(round(ps / dt)),
-                     out_dir=folder, report_interval=int(round(REPORT_PS / dt)), seed=first_seed + k,
-                     equilibration_ps=EXAMPLE_LANGEVIN_PS, collision_time_ps=run.settings.csvr_time_ps,
-                     system=make_system(len(water.molecules), run.box_nm[frame]), system_mode=mode, name=name,
-                     progress=False, masses_amu=run.settings.masses_amu,
-                     friction_per_ps=run.settings.langevin_friction_per_ps)
+            dynamics = Dynamics.from_run(run, ps, mode=mode, seed=first_seed + k, equilibration_ps=EXAMPLE_LANGEVIN_PS)
+            simulate(None, StartFrame.of_run(run, water, frame, velocities=False), dynamics, folder,
+                     reporting=Reporting(int(round(REPORT_PS / dt)), progress=False),
+                     system=make_system(len(water.molecules), run.box_nm[frame]), name=name)
             folders.append(folder)
         except SimulationError as e:
             print(f"{name}: run {k} blew up: {e}")
@@ -282,10 +280,9 @@ def table_rows(record: dict) -> list[str]:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=Path("output/power"))
-    ap.add_argument("--record", type=Path, default=Path(__file__).parent / "results" / "power.json")
-    ap.add_argument("--seeds", type=int, default=EXAMPLE_SEEDS)
+    from readme_results import head_commit, publish, study_parser  # beside this script
+
+    ap = study_parser(__doc__, "power", "power.json", seeds=EXAMPLE_SEEDS)
     ap.add_argument("--ps", type=float, default=EXAMPLE_PS)
     ap.add_argument("--cases", nargs="+", default=list(CASES))
     ap.add_argument("--start-window-ps", type=float, default=None,
@@ -326,8 +323,6 @@ def main(argv=None):
                            "reference": REFERENCE, "reference_cut_ps": REFERENCE_CUT_PS,
                            "start_window_ps": window, "reference_ps": float(run.times_ps[-1] - run.times_ps[0])},
               **judge_cases(rows, run, base)}
-    from readme_results import head_commit, publish  # beside this script
-
     record["commit"] = args.commit or head_commit()
     publish(record, args.record, BEGIN, END, table(record))
     print(json.dumps({"wrote": str(args.record)}))

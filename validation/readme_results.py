@@ -48,6 +48,17 @@ def publish(record: dict, record_path: Path, begin: str, end: str, block: str):
     print(block)
 
 
+def study_parser(doc: str, out: str, record: str, seeds: int | None = None) -> argparse.ArgumentParser:
+    """A study's command line: --out (the folder of its runs, default output/OUT), --record
+    (its record, default validation/results/RECORD) and, given a default, --seeds (runs per row)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("output") / out)
+    ap.add_argument("--record", type=Path, default=Path(__file__).parent / "results" / record)
+    if seeds is not None:
+        ap.add_argument("--seeds", type=int, default=seeds)
+    return ap
+
+
 def head_commit() -> str:
     """The working tree's HEAD, marked when it has changes."""
     git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731

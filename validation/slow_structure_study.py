@@ -21,18 +21,19 @@ Writes validation/results/slow_structure.json and its table in validation/README
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
+import dataclasses
 
 import mdtraj
 import numpy as np
 
 from openmm_learning.io.water_run import example_run_dir, load_water_run, trajectory_of
-from openmm_learning.openmm.simulate import simulate
+from openmm_learning.openmm.simulate import Reporting, simulate
 from openmm_learning.openmm.spcfw import spcfw_system
 from openmm_learning.validation import analysis
-from openmm_learning.validation.suite import row_of, start_frames
-from openmm_learning.workflow import EXAMPLE_LANGEVIN_PS, EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS
+from openmm_learning.dynamics import Dynamics, StartFrame
+from openmm_learning.pipeline.example import EXAMPLE_LANGEVIN_PS, EXAMPLE_PS, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS
+from openmm_learning.pipeline.stages import start_frames
+from openmm_learning.validation.rows import row_of
 
 REFERENCE, CUT_PS = "water64-spcfw-langevin-300K", 5.0
 SHELL_NM = (0.265, 0.29)
@@ -75,11 +76,11 @@ def blocked(traj) -> dict:
 
 def openmm_run(out, run_, water, frame, ps, dt, seed, report_ps):
     folder = out / f"{ps:g}ps-{dt * 1000:g}fs-seed{seed}"
-    simulate(None, run_.positions[frame], None, run_.box_nm[frame], water.species, water.molecules,
-             temperature_k=run_.settings.temperature_k, timestep_ps=dt, steps=int(round(ps / dt)), out_dir=folder,
-             report_interval=int(round(report_ps / dt)), seed=seed, equilibration_ps=EXAMPLE_LANGEVIN_PS,
-             system=spcfw_system(len(water.molecules), run_.box_nm[frame]), name="SPC/Fw", progress=False,
-             masses_amu=run_.settings.masses_amu, friction_per_ps=run_.settings.langevin_friction_per_ps)
+    dynamics = Dynamics.from_run(run_, ps, seed=seed, equilibration_ps=EXAMPLE_LANGEVIN_PS)
+    dynamics = dataclasses.replace(dynamics, timestep_ps=dt, steps=int(round(ps / dt)))
+    simulate(None, StartFrame.of_run(run_, water, frame, velocities=False), dynamics, folder,
+             reporting=Reporting(int(round(report_ps / dt)), progress=False),
+             system=spcfw_system(len(water.molecules), run_.box_nm[frame]), name="SPC/Fw")
     traj = row_of(folder).traj
     return traj[traj.time >= traj.time[0] + EXAMPLE_ROW_CUT_PS]
 
@@ -106,9 +107,9 @@ def table(record: dict) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=Path("output/slow-structure"))
-    ap.add_argument("--record", type=Path, default=Path(__file__).parent / "results" / "slow_structure.json")
+    from readme_results import head_commit, publish, study_parser  # beside this script
+
+    ap = study_parser(__doc__, "slow-structure", "slow_structure.json")
     args = ap.parse_args(argv)
     run_, water = load_water_run(example_run_dir(REFERENCE))
     reference = trajectory_of(run_)
@@ -126,8 +127,6 @@ def main(argv=None):
         record[f"openmm_short_runs_{step * 1000:g}fs"] = {
             "runs": len(runs), **spread([peak_height(t) for t in runs]),
             "shell_autocorrelation": autocorrelation(shell_counts(runs[0]))}
-    from readme_results import head_commit, publish  # beside this script
-
     record["commit"] = head_commit()
     publish(record, args.record, BEGIN, END, table(record))
 

@@ -26,13 +26,15 @@ import numpy as np
 import openmm as mm
 from openmm import unit
 
+from openmm_learning.io.run_folder import RunFolder
+from openmm_learning.dynamics import Dynamics, StartFrame
 from openmm_learning.io.atomic import write_json_atomic
 from openmm_learning.io.water_run import example_run_dir, load_water_run
 from openmm_learning.losses.fit import FitSettings, fit_modes
 from openmm_learning.openmm.forces import create_system
 from openmm_learning.openmm.integrator import LearningIntegrator
 from openmm_learning.openmm.reporters import SimulationError
-from openmm_learning.openmm.simulate import read_state_log, simulate
+from openmm_learning.openmm.simulate import Reporting, read_state_log, simulate
 
 DT_PS = 0.0005
 TEMPERATURE_K = 300.0
@@ -68,12 +70,12 @@ def soak(mode, model, run, system, out: Path, ps: float) -> dict:
     steps = int(round(ps / DT_PS))
     blow_ups = 0
     try:
-        simulate(model, run.positions[-1], None, run.box_nm[-1], system.species, system.molecules,
-                 temperature_k=TEMPERATURE_K, timestep_ps=DT_PS, steps=steps, out_dir=out, report_interval=200,
-                 checkpoint_interval=20000, seed=1, equilibration_ps=2.0, thermostat="csvr")
+        simulate(model, StartFrame.of_run(run, system, velocities=False),
+                 Dynamics(TEMPERATURE_K, DT_PS, steps, "csvr", equilibration_ps=2.0), out,
+                 reporting=Reporting(200, 20000))
     except SimulationError as e:
         blow_ups, note = 1, str(e)
-    log = read_state_log(out / "state.csv")
+    log = read_state_log(RunFolder(out).log)
     t, temp = log["time_ps"], log["temperature_K"]
     slope = float(np.polyfit(t, temp, 1)[0]) * WINDOW_PS if len(t) > 2 else float("nan")
     result = {"mode": mode, "ps": float(t[-1]) if len(t) else 0.0, "blow_ups": blow_ups,
@@ -88,7 +90,7 @@ def soak(mode, model, run, system, out: Path, ps: float) -> dict:
                       conserved_drift_kJmol_per_ns_per_atom=per_ns / len(system.species))
         if not blow_ups:
             result["nve_drift_kJmol_per_ns_per_atom"] = nve_drift(model, system, run.box_nm[-1],
-                                                                  out / "checkpoint.chk")
+                                                                  RunFolder(out).checkpoint)
             result["nve_ps"] = NVE_PS
     if blow_ups:
         result["blow_up"] = note

@@ -2,7 +2,7 @@
 judged at 350 K without refitting (a study).
 
 Both modes are fitted exactly as `make example` fits them (the bundled 300 K equilibrium
-xTB run after its cut, workflow.run_example's settings), then validated against the
+xTB run after its cut, pipeline.example's settings), then validated against the
 bundled 350 K run (`water64-xtb-langevin-350K`: the same method, box and protocol, made
 for this) with the example's rows: runs from its frames after its equilibration, its
 masses, step, Langevin friction and temperature. The verdicts and the first-peak and
@@ -17,15 +17,17 @@ kinetic metrics go to validation/results/transfer.json; validation/README.md's t
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import replace
 import json
 import math
 from pathlib import Path
 
 from openmm_learning.io.water_run import example_run_dir, load_water_run
-from openmm_learning.validation.suite import first_frame_after, fit_stage, run_validation
-from openmm_learning.workflow import (EXAMPLE_EQUILIBRATION_PS, EXAMPLE_FIT, EXAMPLE_LANGEVIN_PS, EXAMPLE_PS,
-                                      EXAMPLE_REFERENCE, EXAMPLE_ROW_CUT_PS, EXAMPLE_SEEDS)
+from openmm_learning.pipeline.example import (EXAMPLE_EQUILIBRATION_PS, EXAMPLE_FIT, EXAMPLE_PS, EXAMPLE_REFERENCE,
+                                              EXAMPLE_SEEDS, example_plan)
+from openmm_learning.pipeline.fit import fit_stage
+from openmm_learning.pipeline.stages import first_frame_after
+from openmm_learning.pipeline.validate import run_validation
 
 TARGET = "water64-xtb-langevin-350K"
 #: the 350 K run's temperature settles by its step 1100 (its README): cut what comes before
@@ -42,7 +44,7 @@ def peak_series(project: str) -> list:
     run: whether its structure has settled within its length."""
     from slow_structure_study import peak_height  # beside this script
 
-    from openmm_learning.validation.suite import reference_row
+    from openmm_learning.validation.rows import reference_row
 
     run, _ = load_water_run(example_run_dir(project))
     traj = reference_row(run, 0.0).traj
@@ -93,10 +95,9 @@ def settling(record: dict) -> tuple[float, float, float]:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=Path("output/transfer"))
-    ap.add_argument("--record", type=Path, default=Path(__file__).parent / "results" / "transfer.json")
-    ap.add_argument("--seeds", type=int, default=EXAMPLE_SEEDS)
+    from readme_results import head_commit, publish, study_parser  # beside this script
+
+    ap = study_parser(__doc__, "transfer", "transfer.json", seeds=EXAMPLE_SEEDS)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--model", nargs="+", default=[], metavar="NAME=MODEL.json", help="more rows")
     args = ap.parse_args(argv)
@@ -105,18 +106,14 @@ def main(argv=None):
         name, _, path = item.partition("=")
         models[name] = Path(path)
     target = example_run_dir(TARGET)
-    result = run_validation(target, args.out / "rows", models=models, baseline=False, ps=EXAMPLE_PS,
-                            seeds=args.seeds, equilibration_ps=TARGET_EQUILIBRATION_PS,
-                            langevin_ps=EXAMPLE_LANGEVIN_PS, row_equilibration_ps=EXAMPLE_ROW_CUT_PS,
-                            report_interval=20, workers=args.workers)
+    plan = replace(example_plan(EXAMPLE_PS, args.seeds), baseline=False, equilibration_ps=TARGET_EQUILIBRATION_PS)
+    result = run_validation(target, args.out / "rows", models=models, plan=plan, workers=args.workers)
     run, _ = load_water_run(target)
     keys = ("row_value", "row_uncertainty", "reference_value", "reference_uncertainty", "value", "uncertainty",
             "threshold", "outcome")
     rows = {name: {"verdict": result.verdicts[name], "outcomes": result.outcomes(name),
                    "metrics": {m: {k: result.metric(name, m).get(k) for k in keys} for m in METRICS}}
             for name in models}
-    from readme_results import head_commit, publish  # beside this script
-
     record = {"reference": TARGET, "trained_on": EXAMPLE_REFERENCE, "seeds": args.seeds, "ps": EXAMPLE_PS,
               "equilibration_ps": TARGET_EQUILIBRATION_PS,
               "reference_ps": float(run.times_ps[-1] - run.times_ps[0] - TARGET_EQUILIBRATION_PS),

@@ -89,11 +89,6 @@ def find_water_molecules(positions: np.ndarray, elements, box: np.ndarray) -> np
     return np.column_stack([o_idx, np.sort(nearest, axis=1)]).astype(np.int64)
 
 
-def water_order(molecules: np.ndarray) -> np.ndarray:
-    """Atom permutation that puts the atoms in O H H order, molecule by molecule."""
-    return molecules.reshape(-1)
-
-
 def openmm_topology(n_molecules: int, box_nm=None):
     """An openmm.app.Topology of n water molecules in O H H order (residue HOH)."""
     from openmm import Vec3, app, unit

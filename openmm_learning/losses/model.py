@@ -33,20 +33,6 @@ SCHEMA_VERSION = 1
 FORMAT_NAME = "openmm-learning-model"
 MODES = ("agent", "reciprocal")
 
-#: CSVR time constant (ps) of the learning dynamics when none is given: CP2K's TIMECON of the
-#: bundled runs. CSVR is the default thermostat (so learned and CP2K runs are thermostatted
-#: alike, and the heat agent forces pump in is removed and reported, not hidden).
-CSVR_TIME_PS = 0.05
-
-#: Nose-Hoover chain of the learning dynamics in each mode: (chain length, time constant ps),
-#: the defaults of every engine when a Nose-Hoover chain is asked for (OpenMM
-#: LearningIntegrator(thermostat="nose-hoover"), LAMMPS fix nvt). Agent forces
-#: pump heat in steadily (~2 kJ/mol per fs for the bundled model); one Nose-Hoover variable
-#: is an integral controller that brings the mean temperature back (10 fs: 302 +- 18 K, the
-#: canonical spread for 192 atoms is 17.7 K; a chain with CP2K's 50 fs left it ~20 K hot).
-#: Reciprocal mode: a chain of 3 with CP2K's CSVR time constant of the bundled runs, 50 fs.
-NOSE_HOOVER = {"agent": (1, 0.01), "reciprocal": (3, 0.05)}
-
 #: Width (nm) of the switch that ends an agent model's asymmetry (LossModel.asymmetry_range)
 ASYMMETRY_SWITCH_NM = 0.05
 #: The default asymmetry range of agent fits (losses.fit.FitSettings.asymmetry_range)

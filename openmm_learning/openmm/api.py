@@ -24,8 +24,7 @@ from openmm import app, unit
 
 from ..io.topology import SPECIES, TopologyError
 from ..losses.model import LossModel
-from ..units import MASSES_AMU
-from .forces import add_forces, check_box
+from .forces import add_forces, create_system
 from .integrator import LearningIntegrator
 from .reporters import BlowUpGuard, ExtrapolationReporter, StateLogReporter
 
@@ -100,16 +99,9 @@ class LearnedWater:
 
     def createSystem(self, topology: app.Topology, removeCMMotion: bool = True) -> mm.System:
         """A System of the topology's water with the learned forces (masses as in CP2K's runs)."""
-        species, _ = water_of(topology)
-        box = check_box(self.model, box_of(topology))
-        system = mm.System()
-        for s in species:
-            system.addParticle(MASSES_AMU[SPECIES[s]])
-        system.setDefaultPeriodicBoxVectors(*(mm.Vec3(*row) for row in np.diag(box)))
-        self.addForces(topology, system)
-        if removeCMMotion:  # agent mode needs it: its forces do not sum to zero
-            system.addForce(mm.CMMotionRemover(1))
-        return system
+        species, molecules = water_of(topology)
+        # agent mode needs the CMMotionRemover: its forces do not sum to zero
+        return create_system(self.model, species, molecules, box_of(topology), remove_cm_motion=removeCMMotion)
 
     def addForces(self, topology: app.Topology, system: mm.System, forceGroup: int = 0) -> mm.System:
         """Add the learned forces to a System holding the topology's atoms (reciprocal mode

@@ -353,10 +353,10 @@ def set_masses(system: mm.System, species_codes, masses_amu: dict | None) -> mm.
     return system
 
 
-def create_system(model: LossModel, species_codes, molecules, box_nm,
-                  ewald_tolerance=EWALD_TOLERANCE) -> mm.System:
-    """An openmm.System executing `model` for a water box (arrays in nm; see
-    openmm.api.LearnedWater for the same from an openmm.app.Topology).
+def create_system(model: LossModel, species_codes, molecules, box_nm, ewald_tolerance=EWALD_TOLERANCE,
+                  remove_cm_motion: bool = True) -> mm.System:
+    """An openmm.System executing `model` for a water box (arrays in nm): the one System
+    builder (openmm.api.LearnedWater.createSystem builds through it from a Topology).
 
     In reciprocal mode every force is in group 0 and any integrator can run it; in agent
     mode use `LearningIntegrator`. A CMMotionRemover removes the centre-of-mass velocity
@@ -368,5 +368,6 @@ def create_system(model: LossModel, species_codes, molecules, box_nm,
         system.addParticle(MASSES_AMU[SPECIES[s]])
     system.setDefaultPeriodicBoxVectors(mm.Vec3(box_nm[0], 0, 0), mm.Vec3(0, box_nm[1], 0),
                                         mm.Vec3(0, 0, box_nm[2]))
-    system.addForce(mm.CMMotionRemover(1))
+    if remove_cm_motion:
+        system.addForce(mm.CMMotionRemover(1))
     return add_forces(model, system, species_codes, molecules, box_nm, ewald_tolerance=ewald_tolerance)

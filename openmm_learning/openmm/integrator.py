@@ -7,7 +7,7 @@ import numpy as np
 import openmm as mm
 from openmm import unit
 
-from ..losses.model import CSVR_TIME_PS, NOSE_HOOVER
+from ..dynamics import Dynamics, thermostat_constants
 from ..units import KB_KJMOL_K
 from .forces import ANTISYMMETRIC_GROUP, SHARED_GROUP
 
@@ -46,14 +46,14 @@ class LearningIntegrator(mm.CustomIntegrator):
 
     thermostat="csvr" (default): the stochastic velocity rescaling of Bussi, Donadio and
     Parrinello (CP2K's CSVR) with time constant collision_time_ps (default
-    losses.model.CSVR_TIME_PS, CP2K's 50 fs): canonical, global like CP2K's, seeded by seed;
+    dynamics.CSVR_TIME_PS, CP2K's 50 fs): canonical, global like CP2K's, seeded by seed;
     applied once per step, at its start, its factor folded into the first half kick (two
     half steps of it are the same law and cost a second sum over all atoms; scaling the
     velocities by themselves costs a pass over the atoms the kick already makes).
     thermostat="none": plain velocity Verlet (NVE; in agent mode the energy is not conserved,
     only, for a constant asymmetry, a pseudo-Hamiltonian: tests/test_agent_known_truth.py).
     thermostat="nose-hoover": a Nose-Hoover chain whose chain_length and collision_time_ps
-    default to losses.model.NOSE_HOOVER of the mode (1 and 10 fs in agent mode, 3 and 50 fs
+    default to dynamics.NOSE_HOOVER of the mode (1 and 10 fs in agent mode, 3 and 50 fs
     in reciprocal mode).
 
     Global variables a reporter can read: "heat" (kJ/mol removed by the thermostat,
@@ -77,9 +77,8 @@ class LearningIntegrator(mm.CustomIntegrator):
         self.n_dof = n_dof
         self.agent = agent_species is not None
         self.species = None if agent_species is None else np.asarray(agent_species)
-        default_chain, default_time = NOSE_HOOVER["agent" if self.agent else "reciprocal"]
-        M = chain_length or default_chain
-        collision_time_ps = collision_time_ps or (CSVR_TIME_PS if thermostat == "csvr" else default_time)
+        collision_time_ps, M = thermostat_constants(thermostat, "agent" if self.agent else "reciprocal",
+                                                    collision_time_ps, chain_length)
         self.chain_length = M
         self.collision_time_ps = collision_time_ps
         self.addGlobalVariable("kT", kT)
@@ -219,6 +218,13 @@ class LearningIntegrator(mm.CustomIntegrator):
         self._remove_com()
         self.addComputeSum("ke2", "m*v*v")
         self.addComputeGlobal("heat", "heat + 0.5*(ke2old - ke2)")
+
+    @classmethod
+    def of(cls, dynamics: Dynamics, species) -> "LearningIntegrator":
+        """The integrator of a dynamics specification for atoms of these species codes."""
+        return cls(dynamics.temperature_k, dynamics.timestep_ps, dynamics.collision_time_ps, dynamics.chain_length,
+                   agent_species=species if dynamics.mode == "agent" else None, n_atoms=len(species),
+                   friction_per_ps=dynamics.friction_per_ps, seed=dynamics.seed, thermostat=dynamics.thermostat)
 
     def net_force(self, context: mm.Context) -> np.ndarray:
         """Sum of the forces the dynamics applies (kJ/mol/nm): zero for a potential, not for

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 from openmm import app, unit
 
-from ..io.topology import KINETIC_KINDS, kinetic_temperatures
+from ..io.topology import KINETIC_KINDS, kinetic_temperatures, temperature
 from ..losses.model import LossModel, model_deviation
-from ..units import KB_KJMOL_K
 from .forces import is_agent_system
 from .integrator import LearningIntegrator
 
@@ -81,9 +80,9 @@ class _Reporter:
             self.seconds += time.perf_counter() - t0
 
 
-def _temperature(vel, masses):
-    """Kinetic temperature with 3N - 3 degrees of freedom (the centre of mass is removed)."""
-    return float(np.sum(masses[:, None] * vel**2)) / ((3 * len(masses) - 3) * KB_KJMOL_K)
+def _temperature(vel, masses) -> float:
+    """Kinetic temperature of one frame (io.topology.temperature: 3N - 3 degrees of freedom)."""
+    return float(temperature(vel, masses)[0])
 
 
 class BlowUpGuard(_Reporter):

@@ -72,47 +72,70 @@ def compare(row: Profile, ref: Profile, seconds=None, cp2k_seconds=None, target_
 def _compare_records(row, ref, seconds, cp2k_seconds, target_k, reference_equipartition_ok):
     out = []
     for p in PAIRS:
-        a, b = row.rdf[p], ref.rdf[p]
-        # each side's peak prominence, its error and degrees of freedom: the judge decides
-        # "present" or "absent" only beyond the noise of MIN_PEAK_PROMINENCE
-        presence = {side: (prof.rdf[p]["features"]["peak_prominence"],
-                           prof.rdf[p]["features_sem"]["peak_prominence"], prof.dof)
-                    for side, prof in (("row", row), ("reference", ref))}
-        for feat in ("first_peak_position", "first_peak_height", "first_min_position"):
-            out.append({**_diff_record(f"rdf_{p}.{feat}", a["features"][feat], a["features_sem"][feat],
-                                       b["features"][feat], b["features_sem"][feat]), "presence": presence})
-        lost = [side for side, prof in (("row", a), ("reference", b))
-                if np.isnan(prof["features"]["first_min_position"])
-                and np.isfinite(prof["features"]["first_peak_position"])]
-        if lost:  # a peak without a minimum in its window: position and count are undefined, not absent
-            lo, hi = analysis.RDF_WINDOWS[p]["min"]
-            why = f"no first minimum within {lo:g}-{hi:g} nm in the {' and the '.join(lost)} (g still falls there)"
-            out[-1] = _na(f"rdf_{p}.first_min_position", why)
-        out.append({**_coordination_record(p, a, b), "presence": presence})
-        out.append(_integrated_rdf_record(p, a, b))
+        out += _rdf_records(p, row, ref)
     for name in ("bond", "angle"):
-        key = {"bond": "bond_length", "angle": "hoh_angle"}[name]
-        out.append(_diff_record(f"{key}.mean", *row.stat(name, np.mean), *ref.stat(name, np.mean)))
-        out.append(_diff_record(f"{key}.width", *row.stat(name, np.std), *ref.stat(name, np.std)))
-        parts = [analysis.overlap_coefficient(u, v) for u in getattr(row, name) for v in getattr(ref, name)]
-        out.append({"metric": f"{key}.overlap", "row_value": None, "row_uncertainty": None,
-                    "reference_value": None, "reference_uncertainty": None,
-                    "value": analysis.overlap_coefficient(row.pooled(name), ref.pooled(name)),
-                    "uncertainty": sem(parts) / math.sqrt(2)})
+        out += _distribution_records(name, row, ref)
     out.append(_diff_record("hbonds.per_molecule", *row.stat("hbonds", np.mean), *ref.stat("hbonds", np.mean)))
     out.append(_diffusion_record(row, ref))
-    if row.temperature is not None and ref.temperature is not None:
-        out.append(_diff_record("temperature.mean", *row.temperature_stat(np.mean), *ref.temperature_stat(np.mean)))
-        if row.temperature_atoms == ref.temperature_atoms:
-            out.append(_diff_record("temperature.std", *row.temperature_stat(np.std), *ref.temperature_stat(np.std)))
-        else:
-            out.append(_na("temperature.std", f"temperatures of {row.temperature_atoms} and {ref.temperature_atoms} "
-                                              "atoms: their fluctuations scale as 1/sqrt(atoms)"))
-    else:
-        out += [_na(k, "no temperature series") for k in ("temperature.mean", "temperature.std")]
+    out += _temperature_records(row, ref)
     out += _kinetic_records(row, ref, target_k, reference_equipartition_ok)
     out += _spectrum_records(row, ref)
-    # Reported, not differences: a conservative run has no net force and no steady heat flow.
+    out += _reported_records(row, ref)
+    out.append(_cost_record(seconds, cp2k_seconds))
+    return out
+
+
+def _rdf_records(p, row, ref) -> list:
+    """The pair's g(r) features, coordination number and integrated difference."""
+    a, b = row.rdf[p], ref.rdf[p]
+    # each side's peak prominence, its error and degrees of freedom: the judge decides
+    # "present" or "absent" only beyond the noise of MIN_PEAK_PROMINENCE
+    presence = {side: (prof.rdf[p]["features"]["peak_prominence"],
+                       prof.rdf[p]["features_sem"]["peak_prominence"], prof.dof)
+                for side, prof in (("row", row), ("reference", ref))}
+    out = []
+    for feat in ("first_peak_position", "first_peak_height", "first_min_position"):
+        out.append({**_diff_record(f"rdf_{p}.{feat}", a["features"][feat], a["features_sem"][feat],
+                                   b["features"][feat], b["features_sem"][feat]), "presence": presence})
+    lost = [side for side, prof in (("row", a), ("reference", b))
+            if np.isnan(prof["features"]["first_min_position"])
+            and np.isfinite(prof["features"]["first_peak_position"])]
+    if lost:  # a peak without a minimum in its window: position and count are undefined, not absent
+        lo, hi = analysis.RDF_WINDOWS[p]["min"]
+        why = f"no first minimum within {lo:g}-{hi:g} nm in the {' and the '.join(lost)} (g still falls there)"
+        out[-1] = _na(f"rdf_{p}.first_min_position", why)
+    out.append({**_coordination_record(p, a, b), "presence": presence})
+    out.append(_integrated_rdf_record(p, a, b))
+    return out
+
+
+def _distribution_records(name, row, ref) -> list:
+    """Mean, width and histogram overlap of the O-H lengths ("bond") or H-O-H angles ("angle")."""
+    key = {"bond": "bond_length", "angle": "hoh_angle"}[name]
+    parts = [analysis.overlap_coefficient(u, v) for u in getattr(row, name) for v in getattr(ref, name)]
+    return [_diff_record(f"{key}.mean", *row.stat(name, np.mean), *ref.stat(name, np.mean)),
+            _diff_record(f"{key}.width", *row.stat(name, np.std), *ref.stat(name, np.std)),
+            {"metric": f"{key}.overlap", "row_value": None, "row_uncertainty": None,
+             "reference_value": None, "reference_uncertainty": None,
+             "value": analysis.overlap_coefficient(row.pooled(name), ref.pooled(name)),
+             "uncertainty": sem(parts) / math.sqrt(2)}]
+
+
+def _temperature_records(row, ref) -> list:
+    if row.temperature is None or ref.temperature is None:
+        return [_na(k, "no temperature series") for k in ("temperature.mean", "temperature.std")]
+    out = [_diff_record("temperature.mean", *row.temperature_stat(np.mean), *ref.temperature_stat(np.mean))]
+    if row.temperature_atoms == ref.temperature_atoms:
+        out.append(_diff_record("temperature.std", *row.temperature_stat(np.std), *ref.temperature_stat(np.std)))
+    else:
+        out.append(_na("temperature.std", f"temperatures of {row.temperature_atoms} and {ref.temperature_atoms} "
+                                          "atoms: their fluctuations scale as 1/sqrt(atoms)"))
+    return out
+
+
+def _reported_records(row, ref) -> list:
+    """Reported, not differences: a conservative run has no net force and no steady heat flow."""
+    out = []
     for key, attr in (("thermostat.heat_per_ps", "heat_per_ps"), ("forces.net_force", "net_force")):
         a, b = getattr(row, attr), getattr(ref, attr)
         if a is None:
@@ -121,15 +144,18 @@ def _compare_records(row, ref, seconds, cp2k_seconds, target_k, reference_equipa
             out.append({"metric": key, "row_value": float(a), "row_uncertainty": math.nan,
                         "reference_value": None if b is None else float(b), "reference_uncertainty": math.nan,
                         "value": float(a), "uncertainty": math.nan})
-    if seconds is not None and cp2k_seconds is not None:
-        (s, se), (c, ce) = with_error(seconds), with_error(cp2k_seconds)
-        out.append({"metric": "cost.speedup", "row_value": s, "row_uncertainty": se,
-                    "reference_value": c, "reference_uncertainty": ce, "value": c / s,
-                    "uncertainty": _ratio_error(c / s, se / s, ce / c), "unit_values": "s/step",
-                    "error_components": (se / s, ce / c)})
-    else:
-        out.append(_na("cost.speedup", "no seconds per step"))
     return out
+
+
+def _cost_record(seconds, cp2k_seconds) -> dict:
+    """cost.speedup: CP2K's seconds per step over the row's."""
+    if seconds is None or cp2k_seconds is None:
+        return _na("cost.speedup", "no seconds per step")
+    (s, se), (c, ce) = with_error(seconds), with_error(cp2k_seconds)
+    return {"metric": "cost.speedup", "row_value": s, "row_uncertainty": se,
+            "reference_value": c, "reference_uncertainty": ce, "value": c / s,
+            "uncertainty": _ratio_error(c / s, se / s, ce / c), "unit_values": "s/step",
+            "error_components": (se / s, ce / c)}
 
 
 def _masses_differ(row, ref):

@@ -100,16 +100,8 @@ def decide(rec, spec, confidence, family: int = 1):
     "n/a" when the data cannot measure the metric, "reported" when it has no threshold.
     passed: True, False or None.
     """
-    from scipy.stats import norm
-    from scipy.stats import t as student_t
-
-    def t_quantile(dof):
-        return float(student_t.ppf(0.5 + 0.5 * confidence, max(dof, 1)))
-
-    z = t_quantile(rec.get("dof", 1e6))
-    alpha = 1.0 - confidence
-    family_factor = float(norm.ppf(1.0 - 0.5 * alpha / max(family, 1)) / norm.ppf(1.0 - 0.5 * alpha))
-    z_fail = z * family_factor
+    z = _t_quantile(confidence, rec.get("dof", 1e6))
+    family_factor = _family_factor(confidence, family)
     label, unit = METRICS[rec["metric"]]
     rec.update({"label": label, "unit": unit, "threshold": None, "kind": None, "passed": None,
                 "outcome": "n/a", "note": rec.pop("skipped", ""), "interval": None})
@@ -117,33 +109,62 @@ def decide(rec, spec, confidence, family: int = 1):
         return rec
     row_v, ref_v = rec.get("row_value"), rec.get("reference_value")
     if row_v is not None and ref_v is not None and (np.isnan(row_v) or np.isnan(ref_v)):
-        if np.isnan(row_v) and np.isnan(ref_v):
-            rec["note"] = "absent in row and reference: nothing to compare"
-            return rec
-        rec["note"] = "absent in row, present in reference" if np.isnan(row_v) else \
-            "present in row, absent in reference"
-        # One curve's shoulder can be lifted over MIN_PEAK_PROMINENCE by noise: a mismatch
-        # fails only when the present side's peak stands higher than the other side's
-        # prominence by more than that threshold, beyond noise at the fail confidence.
-        presence = rec.get("presence")
-        decided, why = True, ""
-        if presence:
-            (p_row, e_row, dof_row), (p_ref, e_ref, dof_ref) = presence["row"], presence["reference"]
-            diff = (p_row - p_ref) * (1.0 if np.isnan(ref_v) else -1.0)
-            e = math.hypot(*(x if np.isfinite(x) else 0.0 for x in (e_row, e_ref)))
-            margin = t_quantile(welch_dof({"error_components": (e_row, e_ref)}, dof_row, dof_ref)) * family_factor * e
-            decided = diff - margin > analysis.MIN_PEAK_PROMINENCE
-            why = (f"; peak prominence {p_row:.3g} ± {e_row:.2g} (row), {p_ref:.3g} ± {e_ref:.2g} (reference): "
-                   f"they differ by {diff:.3g} - {margin:.2g} (noise), "
-                   f"{'more' if decided else 'not more'} than the presence threshold {analysis.MIN_PEAK_PROMINENCE}")
-        rec["note"] += why
-        if spec is not None:
-            rec.update(threshold=float(spec.get("max", spec.get("min"))), kind="max" if "max" in spec else "min",
-                       outcome="fail" if decided else "inconclusive", passed=False if decided else None)
-        return rec
+        return _decide_presence(rec, spec, confidence, family_factor)
     if spec is None:
         rec.update(outcome="reported", note="no threshold: reported only")
         return rec
+    return _decide_against_threshold(rec, spec, z, z * family_factor, family)
+
+
+def _t_quantile(confidence, dof) -> float:
+    """Student's t quantile of the two-sided confidence for dof degrees of freedom (at least 1)."""
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf(0.5 + 0.5 * confidence, max(dof, 1)))
+
+
+def _family_factor(confidence, family) -> float:
+    """z_fail / z: the ratio of the normal quantiles at the family-wise (Bonferroni) and the
+    single confidence."""
+    from scipy.stats import norm
+
+    alpha = 1.0 - confidence
+    return float(norm.ppf(1.0 - 0.5 * alpha / max(family, 1)) / norm.ppf(1.0 - 0.5 * alpha))
+
+
+def _decide_presence(rec, spec, confidence, family_factor):
+    """A feature present on one side only (its value NaN on the other): n/a when absent on
+    both, else fail or inconclusive by the peaks' prominences."""
+    row_v, ref_v = rec["row_value"], rec["reference_value"]
+    if np.isnan(row_v) and np.isnan(ref_v):
+        rec["note"] = "absent in row and reference: nothing to compare"
+        return rec
+    rec["note"] = "absent in row, present in reference" if np.isnan(row_v) else \
+        "present in row, absent in reference"
+    # One curve's shoulder can be lifted over MIN_PEAK_PROMINENCE by noise: a mismatch
+    # fails only when the present side's peak stands higher than the other side's
+    # prominence by more than that threshold, beyond noise at the fail confidence.
+    presence = rec.get("presence")
+    decided, why = True, ""
+    if presence:
+        (p_row, e_row, dof_row), (p_ref, e_ref, dof_ref) = presence["row"], presence["reference"]
+        diff = (p_row - p_ref) * (1.0 if np.isnan(ref_v) else -1.0)
+        e = math.hypot(*(x if np.isfinite(x) else 0.0 for x in (e_row, e_ref)))
+        dof = welch_dof({"error_components": (e_row, e_ref)}, dof_row, dof_ref)
+        margin = _t_quantile(confidence, dof) * family_factor * e
+        decided = diff - margin > analysis.MIN_PEAK_PROMINENCE
+        why = (f"; peak prominence {p_row:.3g} ± {e_row:.2g} (row), {p_ref:.3g} ± {e_ref:.2g} (reference): "
+               f"they differ by {diff:.3g} - {margin:.2g} (noise), "
+               f"{'more' if decided else 'not more'} than the presence threshold {analysis.MIN_PEAK_PROMINENCE}")
+    rec["note"] += why
+    if spec is not None:
+        rec.update(threshold=float(spec.get("max", spec.get("min"))), kind="max" if "max" in spec else "min",
+                   outcome="fail" if decided else "inconclusive", passed=False if decided else None)
+    return rec
+
+
+def _decide_against_threshold(rec, spec, z, z_fail, family):
+    """pass, fail or inconclusive: value +- z sigma (pass) and +- z_fail sigma (fail) against the threshold."""
     kind = "max" if "max" in spec else "min"
     thr = float(spec[kind])
     v, sigma = float(rec["value"]), rec["uncertainty"]

@@ -1,4 +1,5 @@
-"""Plots of a fit: force parity on held-out frames and every fitted loss channel."""
+"""Plots of a fit: force parity on held-out frames, every fitted loss channel, the learning
+curve and what drives each agent."""
 
 from __future__ import annotations
 
@@ -99,6 +100,58 @@ def evaluation_frames_plot(per_frame: dict, path) -> Path:
             ax.axvline(x, color="0.85", lw=2, zorder=0)
     axes[0].legend(title="shaded: invariant outside the fitted range" if outside.any() else None, fontsize=8)
     axes[-1].set_xlabel("time in the CP2K run (ps)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return Path(path)
+
+
+def learning_curve_plot(lc: dict, path) -> Path:
+    """Held-out force RMSE against training frames (fit.learning_curve's record), per species."""
+    fig, axes = _figure(1, 2, (10, 4))
+    for ax, s in zip(axes, SPECIES):
+        for mode, err in lc["errors"].items():
+            ax.plot(lc["n_frames"], err[s]["rmse"], "o-", label=f"learned {mode}")
+        ax.set_xscale("log")
+        ax.set_xlabel("training frames")
+        ax.set_ylabel(f"held-out force RMSE on {s} (kJ/mol/nm)")
+        ax.set_title(f"{s} agents: held-out steps {lc['test_steps'][0]}-{lc['test_steps'][1]}", fontsize=10)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def sensitivity_plot(result: dict, path) -> Path:
+    """Each channel's share of each agent's force, per learned model (the agents stage's record)."""
+    fig, axes = _figure(1, 2, (15, 5))
+    names = list(result)
+    width = 0.8 / max(len(names), 1)
+    for ax, s in zip(axes, SPECIES):
+        for k, name in enumerate(names):
+            ag = result[name]["sensitivity"]["agents"][s]
+            labels = [r["invariant"].replace(", ", "\n") for r in ag["channels"]] + [
+                "all own-\nmolecule", "all other-\nmolecule"]
+            values = [r["relative"] for r in ag["channels"]] + [ag["own_molecule_relative"],
+                                                                ag["other_molecules_relative"]]
+            x = np.arange(len(values))
+            ax.bar(x + (k - (len(names) - 1) / 2) * width, values, width, label=name)
+            ax.set_xticks(x)
+            ax.set_xticklabels(labels, fontsize=7)
+        ax.set_ylabel("RMS channel force / RMS agent force")
+        ax.set_title(f"agent {s}: what drives its force")
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _figure(nrows, ncols, size):
+    # Figure on the Agg canvas: no pyplot state, nothing to close.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig, np.atleast_1d(fig.subplots(nrows, ncols))
+
+
+def _save(fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return Path(path)

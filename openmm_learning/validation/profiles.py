@@ -20,7 +20,7 @@ class Row:
     traj.time in ps (set it after mdtraj.load_dcd, which numbers frames instead).
     temperature: instantaneous temperature (K), either one value per frame of traj or
     at temperature_times_ps. seconds_per_step: wall time per MD step (float, or
-    (value, uncertainty)); a ``cost`` entry given to validate() overrides it.
+    (value, uncertainty)); a ``cost`` entry of validate()'s ReportContext overrides it.
     velocities: (n, n_atoms, 3) nm/ps, evenly spaced by velocity_dt_ps, atoms as in traj;
     with velocity_times_ps the equilibration cut applies to them too, without they are
     used whole (e.g. a recording made after the run). kinetic: {kind: (n,) K} for the
@@ -136,36 +136,40 @@ def sem(values):
     return analysis.standard_error(values)
 
 
+@dataclass(frozen=True)
+class ProfileSettings:
+    """How a profile measures: n_blocks contiguous blocks of a single run for its errors,
+    RDFs out to r_max (nm) in n_bins bins, the velocity autocorrelation to vacf_lag_ps
+    (None: no spectrum), diffusion over the lag window diffusion_window (ps; None: none)."""
+
+    n_blocks: int
+    r_max: float = 0.6
+    n_bins: int = 120
+    vacf_lag_ps: float | None = None
+    diffusion_window: tuple | None = None
+
+
 class Profile:
     """Everything computed once per row (or reference): values over all its runs and
     standard errors over its independent parts (the runs when there are two or more,
-    else contiguous blocks of the one run)."""
+    else contiguous blocks of the one run). row: the Row of its first run, whose record of
+    the run (heat, net force, hydrogen mass, temperature atoms, thermostat, friction) the
+    profile keeps."""
 
-    def __init__(self, runs: list, n_blocks, r_max, n_bins, vacf_lag_ps=None, diffusion_window=None,
-                 heat_per_ps=None, net_force=None, hydrogen_mass_amu=None, temperature_atoms=None, thermostat=None,
-                 friction_per_ps=None):
-        self.runs, self.n_blocks, self.thermostat, self.friction_per_ps = runs, n_blocks, thermostat, friction_per_ps
-        self.temperature_atoms = temperature_atoms or runs[0].traj.n_atoms
-        self.heat_per_ps, self.net_force, self.hydrogen_mass_amu = heat_per_ps, net_force, hydrogen_mass_amu
+    def __init__(self, runs: list, settings: ProfileSettings, row: Row):
+        self.runs, self.n_blocks = runs, settings.n_blocks
+        self.thermostat, self.friction_per_ps = row.thermostat, row.friction_per_ps
+        self.temperature_atoms = row.temperature_atoms or runs[0].traj.n_atoms
+        self.heat_per_ps, self.net_force, self.hydrogen_mass_amu = row.heat_per_ps, row.net_force, row.hydrogen_mass_amu
         self.seeds = len(runs)
         # Independent runs when there are several: blocks of one run are correlated over the
         # slow exchange between kinds of motion (tens of ps in flexible water), runs are not.
-        self.parts = runs if len(runs) >= 2 else runs[0].blocks(n_blocks)
+        self.parts = runs if len(runs) >= 2 else runs[0].blocks(self.n_blocks)
         self.dof = len(self.parts) - 1
-        self.part_kind = f"{len(runs)} independent runs" if len(runs) >= 2 else f"{n_blocks} blocks of one run"
+        self.part_kind = f"{len(runs)} independent runs" if len(runs) >= 2 else f"{self.n_blocks} blocks of one run"
         self.duration_ps = float(sum(r.span_ps for r in runs))
         self.traj = runs[0].traj
-        self.rdf = {}
-        for p in PAIRS:
-            rho = analysis.partner_density(self.traj, p)
-            r, _ = analysis.rdf(self.parts[0].traj, p, r_max, n_bins)
-            g_parts = [analysis.rdf(part.traj, p, r_max, n_bins)[1] for part in self.parts]
-            # frame-weighted mean of the parts = the RDF of all frames together
-            g = np.average(g_parts, axis=0, weights=[part.traj.n_frames for part in self.parts])
-            self.rdf[p] = {"r": r, "g": g, "g_parts": g_parts, "density": rho,
-                           "g_sem": np.std(g_parts, axis=0, ddof=1) / math.sqrt(len(g_parts)),
-                           "features": analysis.rdf_features(r, g, rho, p),
-                           "features_sem": sem([analysis.rdf_features(r, gp, rho, p) for gp in g_parts])}
+        self.rdf = {p: self._rdf(p, settings.r_max, settings.n_bins) for p in PAIRS}
         self.bond = [analysis.bond_lengths(part.traj) for part in self.parts]
         self.angle = [analysis.hoh_angles(part.traj) for part in self.parts]
         self.hbonds = [analysis.hbonds_per_molecule(part.traj) for part in self.parts]
@@ -178,10 +182,23 @@ class Profile:
             # the split per part: O and H share each part's slow fluctuations
             self.kinetic_split = self._mean_sem([part.kinetic[1]["O"] - part.kinetic[1]["H"]
                                                  for part in self.parts], np.mean)
-        self.diffusion = self._diffusion(diffusion_window) if diffusion_window else None
+        window, lag = settings.diffusion_window, settings.vacf_lag_ps
+        self.diffusion = self._diffusion(window) if window else None
         self.spectrum = None
-        if vacf_lag_ps and all(run.velocities is not None for run in runs):
-            self.spectrum = self._spectrum(vacf_lag_ps)
+        if lag and all(run.velocities is not None for run in runs):
+            self.spectrum = self._spectrum(lag)
+
+    def _rdf(self, p, r_max, n_bins) -> dict:
+        """The pair's g(r) over all frames, its parts' g(r), their errors and features."""
+        rho = analysis.partner_density(self.traj, p)
+        r, _ = analysis.rdf(self.parts[0].traj, p, r_max, n_bins)
+        g_parts = [analysis.rdf(part.traj, p, r_max, n_bins)[1] for part in self.parts]
+        # frame-weighted mean of the parts = the RDF of all frames together
+        g = np.average(g_parts, axis=0, weights=[part.traj.n_frames for part in self.parts])
+        return {"r": r, "g": g, "g_parts": g_parts, "density": rho,
+                "g_sem": np.std(g_parts, axis=0, ddof=1) / math.sqrt(len(g_parts)),
+                "features": analysis.rdf_features(r, g, rho, p),
+                "features_sem": sem([analysis.rdf_features(r, gp, rho, p) for gp in g_parts])}
 
     @staticmethod
     def _mean_sem(arrays, fn):

@@ -85,50 +85,70 @@ def _outcome_summary(outs: dict) -> str:
 
 
 def plot_all(out_dir, ref, profiles) -> list:
+    """Write the comparison's plots (PNG) to out_dir: g(r) of each pair, the O-H length and
+    H-O-H angle distributions, temperatures, O mean-squared displacement and, where there
+    are velocities, the H velocity autocorrelation and spectrum. Returns their file names."""
+    sides = [("CP2K reference", ref)] + list(profiles.items())
+    names = [_save(_rdf_figure(p, ref, profiles), out_dir, f"rdf_{p}.png") for p in PAIRS]
+    for fname, attr, xlabel in (("bond_length.png", "bond", "O-H length (nm)"),
+                                ("hoh_angle.png", "angle", "H-O-H angle (degrees)")):
+        names.append(_save(_distribution_figure(attr, xlabel, ref, profiles), out_dir, fname))
+    names.append(_save(_temperature_figure(sides, ref), out_dir, "temperature.png"))
+    names.append(_save(_msd_figure(sides, ref), out_dir, "msd.png"))
+    with_spec = [(n, p) for n, p in sides if p.spectrum is not None]
+    if with_spec:
+        names.append(_save(_vacf_figure(with_spec, ref), out_dir, "vacf.png"))
+    return names
+
+
+def _save(fig, out_dir, name) -> str:
+    fig.tight_layout()
+    fig.savefig(out_dir / name, dpi=110)
+    return name
+
+
+def _subplots(*args, figsize, **kw):
     # Figure objects on the Agg canvas: no pyplot, no global backend switch, nothing to close.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    names = []
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*args, **kw)
 
-    def subplots(*args, **kw):
-        fig = Figure(figsize=kw.pop("figsize"))
-        FigureCanvasAgg(fig)
-        return fig, fig.subplots(*args, **kw)
 
-    def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=110)
-        names.append(name)
+def _rdf_figure(p, ref, profiles):
+    fig, ax = _subplots(figsize=(6, 4))
+    r = ref.rdf[p]["r"]
+    ax.fill_between(r, ref.rdf[p]["g"] - 2 * ref.rdf[p]["g_sem"], ref.rdf[p]["g"] + 2 * ref.rdf[p]["g_sem"],
+                    color="0.8", label="CP2K +/- 2 s.e.")
+    ax.plot(r, ref.rdf[p]["g"], color="k", lw=2, label="CP2K reference")
+    for name, prof in profiles.items():
+        ax.plot(r, prof.rdf[p]["g"], lw=1.2, label=name)
+    ax.set_xlabel("r (nm)")
+    ax.set_ylabel(f"g_{p}(r)  (intermolecular)")
+    ax.set_title(f"g_{p}")
+    ax.legend(fontsize=8)
+    return fig
 
-    for p in PAIRS:
-        fig, ax = subplots(figsize=(6, 4))
-        r = ref.rdf[p]["r"]
-        ax.fill_between(r, ref.rdf[p]["g"] - 2 * ref.rdf[p]["g_sem"], ref.rdf[p]["g"] + 2 * ref.rdf[p]["g_sem"],
-                        color="0.8", label="CP2K +/- 2 s.e.")
-        ax.plot(r, ref.rdf[p]["g"], color="k", lw=2, label="CP2K reference")
-        for name, prof in profiles.items():
-            ax.plot(r, prof.rdf[p]["g"], lw=1.2, label=name)
-        ax.set_xlabel("r (nm)")
-        ax.set_ylabel(f"g_{p}(r)  (intermolecular)")
-        ax.set_title(f"g_{p}")
-        ax.legend(fontsize=8)
-        save(fig, f"rdf_{p}.png")
-    for fname, attr, xlabel in (("bond_length.png", "bond", "O-H length (nm)"),
-                                ("hoh_angle.png", "angle", "H-O-H angle (degrees)")):
-        fig, ax = subplots(figsize=(6, 4))
-        data = [ref.pooled(attr)] + [pr.pooled(attr) for pr in profiles.values()]
-        edges = np.linspace(min(d.min() for d in data), max(d.max() for d in data), 81)
-        ax.hist(data[0], edges, density=True, histtype="stepfilled", color="0.8", label="CP2K reference")
-        for name, d in zip(profiles, data[1:]):
-            ax.hist(d, edges, density=True, histtype="step", lw=1.3, label=name)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("probability density (1/" + xlabel.split("(")[-1].rstrip(")") + ")")
-        ax.legend(fontsize=8)
-        save(fig, fname)
+
+def _distribution_figure(attr, xlabel, ref, profiles):
+    fig, ax = _subplots(figsize=(6, 4))
+    data = [ref.pooled(attr)] + [pr.pooled(attr) for pr in profiles.values()]
+    edges = np.linspace(min(d.min() for d in data), max(d.max() for d in data), 81)
+    ax.hist(data[0], edges, density=True, histtype="stepfilled", color="0.8", label="CP2K reference")
+    for name, d in zip(profiles, data[1:]):
+        ax.hist(d, edges, density=True, histtype="step", lw=1.3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("probability density (1/" + xlabel.split("(")[-1].rstrip(")") + ")")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _temperature_figure(sides, ref):
     # Time series (left) and distribution (right): runs of different lengths still compare.
-    fig, (ax, axh) = subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
-    for name, prof in [("CP2K reference", ref)] + list(profiles.items()):
+    fig, (ax, axh) = _subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
+    for name, prof in sides:
         if prof.temperature is not None:
             t = prof.temperature[0]  # the first run's series; the histogram pools every run
             allt = np.concatenate([x[:, 1] for x in prof.temperature])
@@ -145,9 +165,12 @@ def plot_all(out_dir, ref, profiles) -> list:
     ax.set_ylabel("temperature (K)")
     axh.set_xlabel("probability density (1/K)")
     axh.set_ylabel("temperature (K)")
-    save(fig, "temperature.png")
-    fig, ax = subplots(figsize=(6, 4))
-    for name, prof in [("CP2K reference", ref)] + list(profiles.items()):
+    return fig
+
+
+def _msd_figure(sides, ref):
+    fig, ax = _subplots(figsize=(6, 4))
+    for name, prof in sides:
         # the mean MSD of the runs, over the lags the shortest run resolves
         curves = [analysis.msd_oxygen(run.traj) for run in prof.runs]
         n = min(len(c[0]) for c in curves)
@@ -160,26 +183,26 @@ def plot_all(out_dir, ref, profiles) -> list:
     box = np.mean(ref.traj.unitcell_lengths, axis=0)
     ax.set_title(f"{ref.traj.n_residues} molecules, box {box[0]:.3f} nm", fontsize=9)
     ax.legend(fontsize=8)
-    save(fig, "msd.png")
-    with_spec = [(n, p) for n, p in [("CP2K reference", ref)] + list(profiles.items()) if p.spectrum is not None]
-    if with_spec:
-        fig, (ax, axs) = subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]})
-        for name, prof in with_spec:
-            sp = prof.spectrum
-            style = {"color": "k", "lw": 2} if prof is ref else {"lw": 1.2}
-            ax.plot(sp["t"] * 1000, sp["vacf"], label=name, **style)
-            axs.plot(sp["nu"], sp["intensity"] * 1000, label=name, **style)
-        for lo, hi in analysis.SPECTRAL_BANDS.values():
-            axs.axvspan(lo, hi, color="0.93", zorder=0)
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set_xlabel("lag time (fs)")
-        ax.set_ylabel("H velocity autocorrelation (normalised)")
-        axs.set_xlim(0, 4500)
-        axs.set_xlabel("wavenumber (cm$^{-1}$); shaded: libration, bend, stretch windows")
-        axs.set_ylabel("H vibrational spectrum (10$^{-3}$ cm)")
-        axs.legend(fontsize=8)
-        save(fig, "vacf.png")
-    return names
+    return fig
+
+
+def _vacf_figure(with_spec, ref):
+    fig, (ax, axs) = _subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]})
+    for name, prof in with_spec:
+        sp = prof.spectrum
+        style = {"color": "k", "lw": 2} if prof is ref else {"lw": 1.2}
+        ax.plot(sp["t"] * 1000, sp["vacf"], label=name, **style)
+        axs.plot(sp["nu"], sp["intensity"] * 1000, label=name, **style)
+    for lo, hi in analysis.SPECTRAL_BANDS.values():
+        axs.axvspan(lo, hi, color="0.93", zorder=0)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("lag time (fs)")
+    ax.set_ylabel("H velocity autocorrelation (normalised)")
+    axs.set_xlim(0, 4500)
+    axs.set_xlabel("wavenumber (cm$^{-1}$); shaded: libration, bend, stretch windows")
+    axs.set_ylabel("H vibrational spectrum (10$^{-3}$ cm)")
+    axs.legend(fontsize=8)
+    return fig
 
 
 def _fmt(v, e=None):

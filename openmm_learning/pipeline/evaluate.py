@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .io.atomic import write_json_atomic, write_text_atomic
-from .io.topology import SPECIES
-from .io.water_run import load_water_run
-from .losses.fit import force_errors
-from .losses.model import LossModel, model_deviation
+from ..io.atomic import write_json_atomic, write_text_atomic
+from ..io.topology import SPECIES
+from ..io.water_run import load_water_run
+from ..losses.fit import force_errors
+from ..losses.model import LossModel, model_deviation
 
 #: how many of the largest per-atom errors the summary lists
 N_LARGEST = 10
@@ -122,7 +122,7 @@ def evaluate(model: LossModel, run_dir, frames: slice = slice(None), committee=(
 
 def write_evaluation(ev: Evaluation, out_dir) -> dict:
     """evaluation.json, per_frame.csv, parity.png and frames.png in out_dir; returns their paths."""
-    from .validation.plots import evaluation_frames_plot, parity_plot
+    from ..validation.plots import evaluation_frames_plot, parity_plot
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
