@@ -1,1 +1,2 @@
-"""Validation against CP2K: analysis functions of trajectories, metrics and verdicts, the suite, plots."""
+"""Validation against CP2K: analysis functions of trajectories, metrics, decisions and
+reports (the runs that feed it: pipeline.validate)."""
