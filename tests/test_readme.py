@@ -234,6 +234,31 @@ def test_deficit_table_is_the_committed_record():
     assert set(rec["variants"]) == set(study.VARIANTS) | {study.COUPLING, *study.INVERSIONS}
 
 
+def test_learning_curve_table_is_the_committed_record():
+    """validation/README.md's learning-curve table is learning_curve_study.table of its
+    record, of the default fit as the example makes it (planted: one error changed by 5 %
+    is not what the README shows)."""
+    import copy
+
+    from openmm_learning.losses.fit import FitSettings
+    from openmm_learning.pipeline.example import EXAMPLE_FIT, EXAMPLE_REFERENCE
+
+    study = _script("learning_curve_study")
+    rec = json.loads((ROOT / "validation" / "results" / "learning-curve.json").read_text())
+    text = (ROOT / "validation" / "README.md").read_text()
+    assert f"{study.BEGIN}\n{study.table(rec)}\n{study.END}" in text
+    assert rec["reference"] == EXAMPLE_REFERENCE and EXAMPLE_FIT == FitSettings(frame_stride=2)
+    assert rec["n_frames"][-1] == rec["n_train_available"]
+    # "flat from 100 frames on": every error there within 1 % of the last size's
+    for errors in rec["errors"].values():
+        for e in errors.values():
+            tail = [r for n, r in zip(rec["n_frames"], e["rmse"]) if n >= 100]
+            assert max(abs(r / tail[-1] - 1) for r in tail) < 0.01, tail
+    planted = copy.deepcopy(rec)
+    planted["errors"]["reciprocal"]["O"]["rmse"][-1] *= 1.05
+    assert study.table(planted) not in text
+
+
 def test_transfer_table_is_the_committed_record():
     """validation/README.md's transfer table is transfer_study.table of its record."""
     study = _script("transfer_study")
