@@ -68,28 +68,45 @@ class LearningIntegrator(mm.CustomIntegrator):
     def __init__(self, temperature_k, timestep_ps, collision_time_ps=None, chain_length=None,
                  agent_species=None, n_atoms=None, friction_per_ps=None, seed=0, thermostat="csvr"):
         super().__init__(timestep_ps)
-        kT = KB_KJMOL_K * temperature_k
         n = len(agent_species) if agent_species is not None else n_atoms
         if n is None:
             raise ValueError("give agent_species (agent mode) or n_atoms (reciprocal mode)")
-        n_dof = 3 * n - 3
+        if thermostat not in ("nose-hoover", "csvr", "none", "langevin"):
+            raise ValueError(f"thermostat {thermostat!r}: use 'nose-hoover', 'csvr', 'none' or 'langevin'")
+        if thermostat == "langevin" and friction_per_ps is None:
+            raise ValueError("thermostat 'langevin' needs friction_per_ps")
         self.temperature_k = temperature_k
-        self.n_dof = n_dof
+        self.n_dof = 3 * n - 3
         self.agent = agent_species is not None
         self.species = None if agent_species is None else np.asarray(agent_species)
-        collision_time_ps, M = thermostat_constants(thermostat, "agent" if self.agent else "reciprocal",
-                                                    collision_time_ps, chain_length)
-        self.chain_length = M
-        self.collision_time_ps = collision_time_ps
-        self.addGlobalVariable("kT", kT)
-        self.addGlobalVariable("ndf", n_dof)
-        self.addGlobalVariable("ke2", 0.0)
-        self.addGlobalVariable("scale", 1.0)
-        self.addGlobalVariable("heat", 0.0)
-        self.addGlobalVariable("ready", 0.0)
-        self.addGlobalVariable("mtot", 0.0)
-        for k in range(M):
-            q = kT * collision_time_ps**2 * (n_dof if k == 0 else 1)
+        self.collision_time_ps, self.chain_length = thermostat_constants(
+            thermostat, "agent" if self.agent else "reciprocal", collision_time_ps, chain_length)
+        self.thermostat = "langevin" if friction_per_ps is not None else thermostat
+        self.friction_per_ps = friction_per_ps
+        self._declare_variables(KB_KJMOL_K * temperature_k)
+        self.addUpdateContextState()
+        self.beginIfBlock("ready < 0.5")
+        self._compute_force()
+        self.addComputeSum("mtot", "m*ex")
+        self.addComputeGlobal("ready", "1")
+        self.endBlock()
+        self._declare_thermostat(seed)
+        self._velocity_verlet()
+        units = np.zeros((n, 3))
+        for k, c in enumerate("xyz"):
+            u = units.copy()
+            u[:, k] = 1.0
+            self.setPerDofVariableByName(f"e{c}", [mm.Vec3(*row) for row in u])
+        if self.agent:
+            self.setPerDofVariableByName("sign", [mm.Vec3(s, s, s) for s in _signs(agent_species)])
+
+    def _declare_variables(self, kT):
+        """The global and per-dof variables every thermostat uses (and the chain's Q, vxi, G)."""
+        for name, value in (("kT", kT), ("ndf", self.n_dof), ("ke2", 0.0), ("scale", 1.0), ("heat", 0.0),
+                            ("ready", 0.0), ("mtot", 0.0)):
+            self.addGlobalVariable(name, value)
+        for k in range(self.chain_length):
+            q = kT * self.collision_time_ps**2 * (self.n_dof if k == 0 else 1)
             self.addGlobalVariable(f"Q{k}", q)
             self.addGlobalVariable(f"vxi{k}", 0.0)
             self.addGlobalVariable(f"G{k}", 0.0)
@@ -99,51 +116,38 @@ class LearningIntegrator(mm.CustomIntegrator):
         self.addPerDofVariable("fa", 0.0)
         if self.agent:
             self.addPerDofVariable("sign", 0.0)
-        self.addUpdateContextState()
-        self.beginIfBlock("ready < 0.5")
-        self._compute_force()
-        self.addComputeSum("mtot", "m*ex")
-        self.addComputeGlobal("ready", "1")
-        self.endBlock()
-        # reciprocal mode kicks with the total force itself; agent mode with its combination
-        force = "fa" if self.agent else "f"
-        if thermostat not in ("nose-hoover", "csvr", "none", "langevin"):
-            raise ValueError(f"thermostat {thermostat!r}: use 'nose-hoover', 'csvr', 'none' or 'langevin'")
-        if thermostat == "langevin" and friction_per_ps is None:
-            raise ValueError("thermostat 'langevin' needs friction_per_ps")
-        self.thermostat = "langevin" if friction_per_ps is not None else thermostat
-        thermostat = {"nose-hoover": self._thermostat_half, "csvr": self._csvr_step,
-                      "langevin": self._langevin_half, "none": lambda _M: None}[self.thermostat]
-        self.friction_per_ps = friction_per_ps
+
+    def _declare_thermostat(self, seed):
+        """CSVR's and Langevin's own variables and random numbers."""
         if self.thermostat == "csvr":
-            self.addGlobalVariable("tau", float(collision_time_ps))
+            self.addGlobalVariable("tau", float(self.collision_time_ps))
             for name in ("r1", "r2", "chisq", "alpha2", "u1", "u2"):
                 self.addGlobalVariable(name, 0.0)
             # CSVR's own generator (_csvr_step): its state is a global variable, which OpenMM
             # checkpoints, so a resumed run draws the same numbers (CustomIntegrator's
             # "gaussian" is not restored by a checkpoint)
             self.addGlobalVariable("rng", float((int(seed) * 2654435761) % (_LCG_M - 1) + 1))
-        if friction_per_ps is not None:
-            self.addGlobalVariable("fric", float(friction_per_ps))
+        if self.friction_per_ps is not None:
+            self.addGlobalVariable("fric", float(self.friction_per_ps))
             self.addGlobalVariable("ke2old", 0.0)
             self.setRandomNumberSeed(int(seed))
-        # CSVR draws its factor at the start of the step and the first half kick applies it:
-        # one pass over the atoms fewer than scaling the velocities by themselves
-        thermostat(M)
+
+    def _velocity_verlet(self):
+        """One step: velocity Verlet between the thermostat's halves. Reciprocal mode kicks
+        with the total force itself, agent mode with its combination. CSVR draws its factor
+        at the start of the step and the first half kick applies it: one pass over the atoms
+        fewer than scaling the velocities by themselves."""
+        force = "fa" if self.agent else "f"
+        thermostat = {"nose-hoover": self._thermostat_half, "csvr": self._csvr_step,
+                      "langevin": self._langevin_half, "none": lambda _M: None}[self.thermostat]
+        thermostat(self.chain_length)
         scaled = "v*scale" if self.thermostat == "csvr" else "v"
         self.addComputePerDof("v", f"{scaled} + 0.5*dt*{force}/m")
         self.addComputePerDof("x", "x + dt*v")
         self._compute_force()
         self.addComputePerDof("v", f"v + 0.5*dt*{force}/m")
         if self.thermostat != "csvr":
-            thermostat(M)
-        units = np.zeros((n, 3))
-        for k, c in enumerate("xyz"):
-            u = units.copy()
-            u[:, k] = 1.0
-            self.setPerDofVariableByName(f"e{c}", [mm.Vec3(*row) for row in u])
-        if self.agent:
-            self.setPerDofVariableByName("sign", [mm.Vec3(s, s, s) for s in _signs(agent_species)])
+            thermostat(self.chain_length)
 
     def _compute_force(self):
         if self.agent:
