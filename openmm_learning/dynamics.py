@@ -5,6 +5,7 @@ simulate and LearningIntegrator, the LAMMPS deck writer, the validation and summ
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -84,11 +85,13 @@ class Dynamics:
         None: the run's own protocol (its Langevin friction, else CSVR); "csvr" takes the
         run's time constant when it used CSVR, "langevin" its friction."""
         s = run.settings
+        # the run's folder, as the user named it (its trajectory's), else its project name
+        where = str(Path(run.files["pos"]).parent) if run.files.get("pos") else run.project
         if s is None:
-            raise ValueError(f"{run.project}: no CP2K input file, so the temperature and timestep are unknown")
+            raise ValueError(f"{where}: no CP2K input file, so the temperature and timestep are unknown")
         friction = s.langevin_friction_per_ps
         if thermostat == "langevin" and friction is None:
-            raise ValueError(f"{run.project}: the Langevin thermostat takes the friction of a CP2K Langevin run, and "
+            raise ValueError(f"{where}: the Langevin thermostat takes the friction of a CP2K Langevin run, and "
                              f"this run used {s.thermostat or 'no thermostat'}; choose csvr or nose-hoover")
         if thermostat is None:
             thermostat = "langevin" if friction else "csvr"
