@@ -46,6 +46,28 @@ def test_readme_example_runs(xtb_models, tmp_path, monkeypatch, mode):
     assert (tmp_path / "trajectory.dcd").stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_readme_dynamics_example_runs(xtb_models, tmp_path, monkeypatch):
+    """The README's Dynamics block as written, shorter: the Langevin reference's protocol
+    (its friction, 1.5 fs step and 4 amu hydrogen) reaches summary.json."""
+    import json
+
+    text = README.read_text()
+    block = re.search(r"<!-- tested: tests/test_api.py \(dynamics\) -->\n```python\n(.*?)```", text, re.S)
+    assert block, "README lost its tested Dynamics example"
+    code = block.group(1)
+    path = xtb_models["reciprocal"].save(tmp_path / "reciprocal.json")
+    assert code.count('"output/fit/reciprocal.json"') == 1 and code.count("(run, 10.0, equilibration_ps=2.0)") == 1
+    code = code.replace('"output/fit/reciprocal.json"', repr(str(path)))
+    code = code.replace("(run, 10.0, equilibration_ps=2.0)", "(run, 0.3, equilibration_ps=0.03)")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    summary = json.loads((tmp_path / "run-1" / "summary.json").read_text())
+    assert summary["thermostat"] == "langevin" and summary["friction_per_ps"] == pytest.approx(10.0)
+    assert summary["hydrogen_mass_amu"] == 4.0 and summary["steps"] == 200
+    assert 200 < summary["mean_temperature"] < 400
+
+
 def shuffled_topology(pdb):
     """The same water with H, O, H order in every residue and residues reversed."""
     top = app.Topology()
