@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import tolerances as tol
 from conftest import validation_script as _script
@@ -341,3 +342,35 @@ def test_asymmetry_20ps_sentence_holds_in_the_record():
     assert all(abs(one[f"T_{k}"] - 300.0) < 5.0 for k in kinds)
     assert former["T_vibration"] < 280.0
     assert all(abs(one[f"rmse_{s}"] / reciprocal[f"rmse_{s}"] - 1) < 0.005 for s in ("O", "H"))
+
+
+@pytest.mark.slow
+def test_data_readme_continuation_sentence_is_the_continuation():
+    """data/cp2k/README.md's numbers of the 300 K continuation are its own: steps, length,
+    frames, temperature (mean and the error of 8 blocks) and the g_OO first peak over all of
+    it and in 0.75 ps blocks (planted: one block 5 % higher is not what it says)."""
+    import sys
+
+    from openmm_learning.io.water_run import example_run_dir, load_water_run
+    from openmm_learning.validation.rows import reference_row
+
+    sys.path.insert(0, str(ROOT / "validation"))
+    from slow_structure_study import peak_height
+
+    run, _ = load_water_run(example_run_dir("water64-xtb-langevin-300K") / "continuation")
+    t = run.energies["temperature"]
+    blocks_t = t[: len(t) // 8 * 8].reshape(8, -1).mean(1)
+    traj = reference_row(run, 0.0).traj
+    edges = traj.time[0] + 0.75 * np.arange(int((traj.time[-1] - traj.time[0] + 1e-6) // 0.75) + 1) - 1e-9
+    peaks = [peak_height(traj[((traj.time >= a) & (traj.time < b)).nonzero()[0]]) for a, b in zip(edges, edges[1:])]
+    first, last = int(run.energies["step"][0]), int(run.steps[-1])
+    span = (run.steps[-1] - run.steps[0] + 1) * run.settings.timestep_ps
+
+    def sentence(peaks):
+        return (f"Together steps {first}-{last}, {span:.2f} ps, {run.n_frames} frames; T {t.mean():.1f} +- "
+                f"{blocks_t.std(ddof=1) / np.sqrt(8):.1f} K; its g_OO first peak {peak_height(traj):.2f} over all "
+                f"of it (0.75 ps blocks: {', '.join(f'{p:.2f}' for p in peaks)})")
+
+    text = " ".join((ROOT / "openmm_learning" / "data" / "cp2k" / "README.md").read_text().split())
+    assert sentence(peaks) in text, sentence(peaks)
+    assert sentence([p * 1.05 if k == 0 else p for k, p in enumerate(peaks)]) not in text
