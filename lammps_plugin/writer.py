@@ -18,13 +18,13 @@ An agent-mode model adds its antisymmetric remainder through `fix external`
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from openmm_learning.io.atomic import write_json_atomic
-from openmm_learning.dynamics import Dynamics, StartFrame, thermostat_constants
+from openmm_learning.dynamics import Dynamics, StartFrame
 from openmm_learning.losses.model import LossModel
 from openmm_learning.losses.channels import Channel
 from openmm_learning.units import ANGSTROM_NM, EV_KJMOL, FS_PS, KCAL_KJ, MASSES_AMU
@@ -266,6 +266,7 @@ def write_deck(out_dir, model_path, start: StartFrame, dynamics: Dynamics, optio
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = LossModel.load(model_path)
+    dynamics = replace(dynamics, mode=model.mode)  # the model's thermostat defaults, as OpenMM's simulate
     shutil.copyfile(model_path, out / "model.json")
     data = write_data(out / "water.data", start.positions, start.velocities, start.box_nm, start.species,
                       start.molecules, o.units, o.source, model.charge_h, dynamics.masses_amu)
@@ -286,7 +287,6 @@ def write_deck(out_dir, model_path, start: StartFrame, dynamics: Dynamics, optio
     if start.velocities is None:
         lines.append(f"velocity all create {_f(dynamics.temperature_k)} {int(dynamics.seed)} "
                      "dist gaussian mom yes rot no")
-    thermostat = _thermostat(dynamics, model.mode, u)
     if agent:
         lines += ["fix com all momentum 1 linear 1 1 1",
                   "fix agent all external pf/callback 1 1   # non-reciprocal remainder, set by lammps_plugin.agent"]
@@ -296,7 +296,7 @@ def write_deck(out_dir, model_path, start: StartFrame, dynamics: Dynamics, optio
                             dynamics.seed + 7919),
                   f"run {dynamics.equilibration_steps}   # Langevin equilibration: every kind of motion at the target",
                   "unfix equilibrate", "unfix integrate", "reset_timestep 0"]
-    lines += [thermostat, "", "thermo_style custom step time temp pe ke etotal press",
+    lines += [_thermostat(dynamics, u), "", "thermo_style custom step time temp pe ke etotal press",
               "thermo_modify format float %22.15g norm no", f"thermo {o.thermo_every}",
               f"dump trajectory all custom {o.dump_every} ${{dir}}/trajectory.lammpstrj id mol type xu yu zu vx vy vz",
               "dump_modify trajectory sort id"]
@@ -335,10 +335,10 @@ def _force_field(out: Path, model: LossModel, o: DeckOptions, u: LammpsUnits) ->
                     "angle_coeff 1 ${dir}/angles.table HOH"]
 
 
-def _thermostat(dynamics: Dynamics, mode: str, u: LammpsUnits) -> str:
+def _thermostat(dynamics: Dynamics, u: LammpsUnits) -> str:
     """The fixes of the run's thermostat, the same as the OpenMM integrator's (dynamics.NOSE_HOOVER)."""
     t = _f(dynamics.temperature_k)
-    time, chain = thermostat_constants(dynamics.thermostat, mode, dynamics.collision_time_ps, dynamics.chain_length)
+    time, chain = dynamics.constants()
     damp = _f(time * u.time)
     if dynamics.thermostat == "csvr":  # CP2K's CSVR: LAMMPS's temp/csvr on top of plain velocity Verlet
         return f"fix integrate all nve\nfix thermostat all temp/csvr {t} {t} {damp} {int(dynamics.seed)}"

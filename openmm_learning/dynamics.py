@@ -32,6 +32,14 @@ EQUILIBRATION_FRICTION_PER_PS = 5.0
 THERMOSTATS = ("csvr", "nose-hoover", "langevin", "none")
 
 
+def check_thermostat(thermostat: str, friction_per_ps=None):
+    """ValueError for a thermostat no engine has, or Langevin without its friction."""
+    if thermostat not in THERMOSTATS:
+        raise ValueError(f"thermostat {thermostat!r}: use 'nose-hoover', 'csvr', 'none' or 'langevin'")
+    if thermostat == "langevin" and not friction_per_ps:
+        raise ValueError("thermostat 'langevin' needs friction_per_ps")
+
+
 def thermostat_constants(thermostat: str, mode: str, collision_time_ps=None, chain_length=None):
     """(collision time ps, chain length) of a thermostat in a mode, the defaults filled in."""
     default_chain, default_time = NOSE_HOOVER[mode]
@@ -69,10 +77,7 @@ class Dynamics:
     def __post_init__(self):
         if self.friction_per_ps is not None:
             object.__setattr__(self, "thermostat", "langevin")
-        if self.thermostat not in THERMOSTATS:
-            raise ValueError(f"thermostat {self.thermostat!r}: use 'nose-hoover', 'csvr', 'none' or 'langevin'")
-        if self.thermostat == "langevin" and not self.friction_per_ps:
-            raise ValueError("thermostat 'langevin' needs friction_per_ps")
+        check_thermostat(self.thermostat, self.friction_per_ps)
 
     def constants(self) -> tuple[float, int]:
         """(collision time ps, chain length), the mode's defaults where none was given."""
@@ -148,6 +153,6 @@ class StartFrame:
     @classmethod
     def of_run(cls, run, water, frame: int = -1, velocities: bool = True) -> "StartFrame":
         """Frame `frame` of a CP2K run and its WaterSystem (with its velocities when asked and known)."""
-        i = run.frame(frame) if hasattr(run, "frame") else frame
+        i = run.frame(frame)
         v = run.velocities[i] if velocities and run.velocities is not None else None
         return cls(run.positions[i], v, run.box_nm[i], water.species, water.molecules, run.replica)

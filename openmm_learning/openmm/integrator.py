@@ -7,7 +7,7 @@ import numpy as np
 import openmm as mm
 from openmm import unit
 
-from ..dynamics import Dynamics, thermostat_constants
+from ..dynamics import Dynamics, check_thermostat, thermostat_constants
 from ..units import KB_KJMOL_K
 from .forces import ANTISYMMETRIC_GROUP, SHARED_GROUP
 
@@ -71,10 +71,7 @@ class LearningIntegrator(mm.CustomIntegrator):
         n = len(agent_species) if agent_species is not None else n_atoms
         if n is None:
             raise ValueError("give agent_species (agent mode) or n_atoms (reciprocal mode)")
-        if thermostat not in ("nose-hoover", "csvr", "none", "langevin"):
-            raise ValueError(f"thermostat {thermostat!r}: use 'nose-hoover', 'csvr', 'none' or 'langevin'")
-        if thermostat == "langevin" and friction_per_ps is None:
-            raise ValueError("thermostat 'langevin' needs friction_per_ps")
+        check_thermostat(thermostat, friction_per_ps)
         self.temperature_k = temperature_k
         self.n_dof = 3 * n - 3
         self.agent = agent_species is not None

@@ -107,12 +107,7 @@ def simulate(model: LossModel | None, start: StartFrame, dynamics: Dynamics, out
     if model is not None:
         dynamics = replace(dynamics, mode=model.mode)
     reporting = reporting or Reporting()
-    if system is None:
-        system = create_system(model, start.species, start.molecules, np.asarray(start.box_nm, float))
-    set_masses(system, start.species, dynamics.masses_amu)
-    integrator = LearningIntegrator.of(dynamics, start.species)
-    topology = openmm_topology(len(start.molecules), np.asarray(start.box_nm, float))
-    sim = app.Simulation(topology, system, integrator, mm.Platform.getPlatformByName(dynamics.platform))
+    sim = learning_simulation(model, start.species, start.molecules, start.box_nm, dynamics, system)
     resuming = _resume_or_start(sim, out, start, dynamics, reporting.resume)
     done, steps = sim.currentStep, dynamics.steps
     if done >= steps:
@@ -138,9 +133,21 @@ def simulate(model: LossModel | None, start: StartFrame, dynamics: Dynamics, out
     result = _summary(out, steps, seconds / (steps - done))
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
     summary.update(dynamics.summary(), name=label, replica=start.replica,
-                   hydrogen_mass_amu=_hydrogen_mass(system, start.species), threads=_threads(sim.context))
+                   hydrogen_mass_amu=_hydrogen_mass(sim.system, start.species), threads=_threads(sim.context))
     write_json_atomic(out.summary, summary)
     return result
+
+
+def learning_simulation(model, species, molecules, box_nm, dynamics: Dynamics, system=None) -> app.Simulation:
+    """An app.Simulation of the model's System (or the given one) at the dynamics' masses,
+    with its learning integrator on its platform; positions and velocities not yet set."""
+    box_nm = np.asarray(box_nm, float)
+    if system is None:
+        system = create_system(model, species, molecules, box_nm)
+    set_masses(system, species, dynamics.masses_amu)
+    platform = mm.Platform.getPlatformByName(dynamics.platform)
+    return app.Simulation(openmm_topology(len(molecules), box_nm), system, LearningIntegrator.of(dynamics, species),
+                          platform)
 
 
 def _resume_or_start(sim, out: RunFolder, start: StartFrame, dynamics: Dynamics, resume: bool) -> bool:

@@ -9,7 +9,6 @@ from pathlib import Path
 from ..io.water_run import example_run_dir
 from ..losses.fit import FitSettings
 from .plan import RUNS_PER_ROW, ValidationPlan
-from .validate import run_validation
 
 #: the example's reference: the bundled equilibrium (Langevin) xTB run, in equipartition
 #: after its first ps (its README); a CSVR run's frames are out of it (validation/README.md)
@@ -44,6 +43,8 @@ def run_example(out_dir="output", *, plan: ValidationPlan | None = None, run_dir
     OUT/sim-{agent,reciprocal,spcfw}/, OUT/validation/ (report.html, report.md,
     metrics.json, plots). Finished stages are not redone.
     """
+    from .validate import run_validation  # here, not at import: the command line reads this module's constants
+
     plan = plan or example_plan()
     if run_dir is None:
         run_dir = example_run_dir(EXAMPLE_REFERENCE)

@@ -14,7 +14,7 @@ from ..io import Cp2kRun
 from ..io.atomic import write_json_atomic
 from ..io.topology import WaterSystem
 from ..io.water_run import equipartition_line, load_water_run
-from ..losses.fit import FitSettings, fit_modes, learning_curve, sha256_of, training_provenance
+from ..losses.fit import FitSettings, fit_modes, learning_curve, training_provenance
 from ..validation.agents import channel_sensitivity, held_out_errors
 from ..validation.plots import channel_plot, learning_curve_plot, parity_plot, sensitivity_plot
 from .stages import loaded_model, say, stage_done, step_mask, write_stamp
@@ -106,7 +106,7 @@ def learning_curve_stage(run: Cp2kRun, system: WaterSystem, out: Path, train_ste
 def agents_stage(models: dict, run: Cp2kRun, system: WaterSystem, out: Path, n_frames=20,
                  progress=True) -> dict:
     """Sensitivity table and plot of every learned model, and held-out errors (cached)."""
-    stamp = {"models": {n: sha256_of(p) for n, p in models.items()}, "project": run.project,
+    stamp = {"models": {n: loaded_model(p)[1] for n, p in models.items()}, "project": run.project,
              "n_frames": n_frames, "reference_frames": run.n_frames}
     if stage_done(out, stamp, "agents.json", "sensitivity.png"):
         say(progress, f"agents: cached in {out}")

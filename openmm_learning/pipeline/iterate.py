@@ -55,14 +55,13 @@ def _cp2k_points(run_input, positions, elements, box, folder: Path, project: str
     return result
 
 
-def _dynamics(model_path, run, water, folder: Path, temperature_k, loop: "LoopSettings", seed, progress):
+def _dynamics(model: LossModel, run, water, folder: Path, temperature_k, loop: "LoopSettings", seed, progress):
     """Learning dynamics of a model at a temperature (CSVR, after the default Langevin
     equilibration, from the run's last frame); returns the reported positions (nm)."""
     import mdtraj
 
     from ..openmm.simulate import Reporting, simulate
 
-    model = LossModel.load(model_path)
     dynamics = Dynamics.from_run(run, loop.ps, thermostat="csvr", seed=seed, temperature_k=temperature_k)
     simulate(model, StartFrame.of_run(run, water, -1, velocities=False), dynamics, folder,
              reporting=Reporting(loop.report_interval, progress=progress))
@@ -152,7 +151,7 @@ def _fit_round(r, run, water, folder: Path, extra, loop: LoopSettings, settings,
     if model_path.exists():
         return model_path
     _say(progress, f"round {r}: fitting {loop.mode} with its committee on {run.n_frames} CP2K frames "
-                  f"+ {len(extra[0])} single points")
+                   f"+ {len(extra[0])} single points")
     box = np.asarray(run.box_nm[-1], float)
     boxes = np.concatenate([np.repeat(box[None], len(extra[0]), 0), run.box_nm])
     res = fit_modes(np.concatenate([extra[0], run.positions]), np.concatenate([extra[1], run.forces]), boxes, water,
@@ -171,10 +170,10 @@ def _round(r, run, water, out: Path, extra, loop: LoopSettings, settings, temper
     model = LossModel.load(model_path)
     committee = [LossModel.load(p) for p in sorted((folder / "fit" / "committee").glob(f"{loop.mode}-*.json"))]
     box = np.asarray(run.box_nm[-1], float)
-    picked, dyn_stats = [], {}
+    picked, dyn_stats, test = [], {}, None
     for t in temperatures if r < loop.rounds else ():
         _say(progress, f"round {r}: {loop.ps:g} ps of learning dynamics at {t:g} K")
-        traj = _dynamics(model_path, run, water, folder / f"dynamics-{t:g}K", t, loop, loop.seed + r, progress)
+        traj = _dynamics(model, run, water, folder / f"dynamics-{t:g}K", t, loop, loop.seed + r, progress)
         dev, outside = frame_uncertainty(model, committee, traj, box, water)
         score = dev + np.where(outside > 0, dev.max() + 1.0, 0.0)  # out of range first
         chosen = pick_frames(score, loop.points, loop.spacing)
@@ -182,19 +181,20 @@ def _round(r, run, water, out: Path, extra, loop: LoopSettings, settings, temper
                                "deviation_max": float(dev.max()),
                                "out_of_range_fraction": float(np.mean(outside > 0)), "picked": chosen}
         picked.append(traj[chosen])
-        if r == 0 and t == temperatures[0] and not (out / "test" / "done.json").exists():
+        if r == 0 and t == temperatures[0]:
             others = np.setdiff1d(np.arange(len(traj)), chosen)
             spread = others[np.linspace(0, len(others) - 1, loop.test_points).round().astype(int)]
             _say(progress, f"test points: {len(spread)} frames of this run, computed by CP2K")
-            _cp2k_points(run.files["inp"], traj[spread], run.elements, box, out / "test", f"{run.project}-test",
-                         loop.threads)
-    test = read_cp2k_run(out / "test")
+            test = _cp2k_points(run.files["inp"], traj[spread], run.elements, box, out / "test",
+                                f"{run.project}-test", loop.threads)
+    test = test or read_cp2k_run(out / "test")  # computed in round 0
     pred = np.stack([model.forces(p, box, water.species, water.molecules)[0] for p in test.positions])
     record = {"round": r, "model_sha256": sha256_of(model_path), "training_single_points": len(extra[0]),
               "held_out_of_run": model.fit_metrics["held_out"],
               "test_points": force_errors(test.forces, pred, water.species), "dynamics": dyn_stats}
-    _say(progress, f"round {r}: force RMSE on the {len(pred)} test points: O {record['test_points']['O']['rmse']:.1f}, "
-                  f"H {record['test_points']['H']['rmse']:.1f} kJ/mol/nm")
+    e = record["test_points"]
+    _say(progress, f"round {r}: force RMSE on the {len(pred)} test points: O {e['O']['rmse']:.1f}, "
+                   f"H {e['H']['rmse']:.1f} kJ/mol/nm")
     write_json_atomic(folder / "round.json", record)
     return record, picked
 

@@ -167,32 +167,24 @@ def record_velocities(sim_dir: Path, model_path, run: Cp2kRun, water: WaterSyste
     Kept apart from the main run so its trajectory stays small; the spectrum needs
     velocities every few fs (CP2K's: 2.5 fs, Nyquist 6700 cm^-1).
     """
-    import openmm as mm
-    from openmm import app
-
-    from ..io.topology import openmm_topology
-    from ..openmm.forces import create_system, set_masses
-    from ..openmm.integrator import LearningIntegrator
     from ..openmm.reporters import VelocityReporter
+    from ..openmm.simulate import learning_simulation
     from ..openmm.spcfw import spcfw_system
 
     folder = RunFolder(sim_dir)
-    dynamics = Dynamics.from_summary(json.loads(folder.summary.read_text()))
+    # the run's own dynamics (its integrator and seed), at the reference's masses, on this platform
+    dynamics = replace(Dynamics.from_summary(json.loads(folder.summary.read_text())), platform=platform,
+                       masses_amu=run.settings.masses_amu)
     n = int(round(ps / (interval * dynamics.timestep_ps)))
     meta = {"dt_ps": interval * dynamics.timestep_ps, "frames": n, "interval_steps": interval}
     if folder.velocities.exists() and folder.velocity_spacing.exists() and \
             json.loads(folder.velocity_spacing.read_text()) == meta:
         return folder.velocities
-    if model_path:
-        system_mm = create_system(loaded_model(model_path)[0], water.species, water.molecules, run.box_nm[0])
-    else:
-        system_mm = spcfw_system(len(water.molecules), run.box_nm[0])
-    set_masses(system_mm, water.species, run.settings.masses_amu)
-    integ = LearningIntegrator.of(dynamics, water.species)
-    sim = app.Simulation(openmm_topology(len(water.molecules), run.box_nm[0]), system_mm, integ,
-                         mm.Platform.getPlatformByName(platform))
+    model = loaded_model(model_path)[0] if model_path else None
+    system = None if model else spcfw_system(len(water.molecules), run.box_nm[0])
+    sim = learning_simulation(model, water.species, water.molecules, run.box_nm[0], dynamics, system)
     sim.loadCheckpoint(str(folder.checkpoint))
-    integ.invalidate()
+    sim.integrator.invalidate()
     sim.currentStep = 0
     recorder = VelocityReporter(interval, n, len(water.species))
     sim.reporters.append(recorder)

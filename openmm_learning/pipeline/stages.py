@@ -20,7 +20,6 @@ from ..losses.model import LossModel
 STAMP = "stage.json"
 
 
-
 def parse_steps(text) -> tuple[int | None, int | None] | None:
     """"A:B" -> (A, B): CP2K steps A <= step < B; either end may be left open ("1500:")."""
     if text is None or isinstance(text, tuple):

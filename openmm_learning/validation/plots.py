@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..io.topology import SPECIES
 
@@ -18,8 +17,7 @@ def parity_plot(panels: dict, species, path) -> Path:
     from ..losses.fit import force_errors
 
     labels = list(panels)
-    fig = Figure(figsize=(4.2 * len(SPECIES), 4 * len(labels)))  # no pyplot: no global backend state
-    axes = fig.subplots(len(labels), len(SPECIES), squeeze=False)
+    fig, axes = figure(len(labels), len(SPECIES), figsize=(4.2 * len(SPECIES), 4 * len(labels)), squeeze=False)
     for r, label in enumerate(labels):
         pair = panels[label]
         reference, predicted = (pair.test_reference, pair.test_predicted) if hasattr(pair, "test_reference") \
@@ -39,9 +37,7 @@ def parity_plot(panels: dict, species, path) -> Path:
             ax.set_ylabel("model force component (kJ/mol/nm)")
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def channel_plot(models: dict, path) -> Path:
@@ -49,8 +45,7 @@ def channel_plot(models: dict, path) -> Path:
     the fitted range and a little beyond (where the linear extension and wall take over)."""
     panels = [("pair", "intermolecular pair", "r (nm)"), ("bond", "own-molecule distance", "r (nm)"),
               ("angle", "H-O-H angle of own molecule", "angle (deg)")]
-    fig = Figure(figsize=(15, 4.5))
-    axes = fig.subplots(1, 3)
+    fig, axes = figure(1, 3, figsize=(15, 4.5))
     styles = {"agent": "-", "reciprocal": "--"}
     for ax, (invariant, title, xlabel) in zip(axes, panels):
         for mode, model in models.items():
@@ -74,9 +69,7 @@ def channel_plot(models: dict, path) -> Path:
             ax.set_ylim(-2, 60)
         ax.axhline(0, color="k", lw=0.5)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def evaluation_frames_plot(per_frame: dict, path) -> Path:
@@ -86,8 +79,8 @@ def evaluation_frames_plot(per_frame: dict, path) -> Path:
     t = np.asarray(per_frame["time_ps"])
     dev = np.asarray(per_frame["committee_deviation"], float)
     rows = 2 if np.isfinite(dev).any() else 1
-    fig = Figure(figsize=(9, 3.2 * rows))
-    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    fig, axes = figure(rows, 1, figsize=(9, 3.2 * rows), sharex=True, squeeze=False)
+    axes = axes[:, 0]
     for name in SPECIES:
         axes[0].plot(t, per_frame[f"rmse_{name}"], ".-", ms=3, lw=0.8, label=f"{name} agents")
     axes[0].set_ylabel("force RMSE (kJ/mol/nm)")
@@ -100,14 +93,12 @@ def evaluation_frames_plot(per_frame: dict, path) -> Path:
             ax.axvline(x, color="0.85", lw=2, zorder=0)
     axes[0].legend(title="shaded: invariant outside the fitted range" if outside.any() else None, fontsize=8)
     axes[-1].set_xlabel("time in the CP2K run (ps)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def learning_curve_plot(lc: dict, path) -> Path:
     """Held-out force RMSE against training frames (fit.learning_curve's record), per species."""
-    fig, axes = _figure(1, 2, (10, 4))
+    fig, axes = figure(1, 2, figsize=(10, 4))
     for ax, s in zip(axes, SPECIES):
         for mode, err in lc["errors"].items():
             ax.plot(lc["n_frames"], err[s]["rmse"], "o-", label=f"learned {mode}")
@@ -116,12 +107,12 @@ def learning_curve_plot(lc: dict, path) -> Path:
         ax.set_ylabel(f"held-out force RMSE on {s} (kJ/mol/nm)")
         ax.set_title(f"{s} agents: held-out steps {lc['test_steps'][0]}-{lc['test_steps'][1]}", fontsize=10)
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def sensitivity_plot(result: dict, path) -> Path:
     """Each channel's share of each agent's force, per learned model (the agents stage's record)."""
-    fig, axes = _figure(1, 2, (15, 5))
+    fig, axes = figure(1, 2, figsize=(15, 5))
     names = list(result)
     width = 0.8 / max(len(names), 1)
     for ax, s in zip(axes, SPECIES):
@@ -138,20 +129,21 @@ def sensitivity_plot(result: dict, path) -> Path:
         ax.set_ylabel("RMS channel force / RMS agent force")
         ax.set_title(f"agent {s}: what drives its force")
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _figure(nrows, ncols, size):
-    # Figure on the Agg canvas: no pyplot state, nothing to close.
+def figure(*args, figsize, **kw):
+    """A Figure on the Agg canvas and its subplots (Figure.subplots' arguments): no pyplot,
+    no global backend switch, nothing to close."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=size)
+    fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
-    return fig, np.atleast_1d(fig.subplots(nrows, ncols))
+    return fig, fig.subplots(*args, **kw)
 
 
-def _save(fig, path):
+def save_figure(fig, path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return Path(path)

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import analysis
 from .metrics import KIND_LABELS, KINDS, OUTCOMES, PAIRS
+from .plots import figure, save_figure
 
 #: Columns of the summary table: (header, metric, "row" = the row's own number or
 #: "value" = the compared value, scale, format).
@@ -89,36 +90,20 @@ def plot_all(out_dir, ref, profiles) -> list:
     H-O-H angle distributions, temperatures, O mean-squared displacement and, where there
     are velocities, the H velocity autocorrelation and spectrum. Returns their file names."""
     sides = [("CP2K reference", ref)] + list(profiles.items())
-    names = [_save(_rdf_figure(p, ref, profiles), out_dir, f"rdf_{p}.png") for p in PAIRS]
+    names = [save_figure(_rdf_figure(p, ref, profiles), out_dir / f"rdf_{p}.png").name for p in PAIRS]
     for fname, attr, xlabel in (("bond_length.png", "bond", "O-H length (nm)"),
                                 ("hoh_angle.png", "angle", "H-O-H angle (degrees)")):
-        names.append(_save(_distribution_figure(attr, xlabel, ref, profiles), out_dir, fname))
-    names.append(_save(_temperature_figure(sides, ref), out_dir, "temperature.png"))
-    names.append(_save(_msd_figure(sides, ref), out_dir, "msd.png"))
+        names.append(save_figure(_distribution_figure(attr, xlabel, ref, profiles), out_dir / fname).name)
+    names.append(save_figure(_temperature_figure(sides, ref), out_dir / "temperature.png").name)
+    names.append(save_figure(_msd_figure(sides, ref), out_dir / "msd.png").name)
     with_spec = [(n, p) for n, p in sides if p.spectrum is not None]
     if with_spec:
-        names.append(_save(_vacf_figure(with_spec, ref), out_dir, "vacf.png"))
+        names.append(save_figure(_vacf_figure(with_spec, ref), out_dir / "vacf.png").name)
     return names
 
 
-def _save(fig, out_dir, name) -> str:
-    fig.tight_layout()
-    fig.savefig(out_dir / name, dpi=110)
-    return name
-
-
-def _subplots(*args, figsize, **kw):
-    # Figure objects on the Agg canvas: no pyplot, no global backend switch, nothing to close.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(*args, **kw)
-
-
 def _rdf_figure(p, ref, profiles):
-    fig, ax = _subplots(figsize=(6, 4))
+    fig, ax = figure(figsize=(6, 4))
     r = ref.rdf[p]["r"]
     ax.fill_between(r, ref.rdf[p]["g"] - 2 * ref.rdf[p]["g_sem"], ref.rdf[p]["g"] + 2 * ref.rdf[p]["g_sem"],
                     color="0.8", label="CP2K +/- 2 s.e.")
@@ -133,7 +118,7 @@ def _rdf_figure(p, ref, profiles):
 
 
 def _distribution_figure(attr, xlabel, ref, profiles):
-    fig, ax = _subplots(figsize=(6, 4))
+    fig, ax = figure(figsize=(6, 4))
     data = [ref.pooled(attr)] + [pr.pooled(attr) for pr in profiles.values()]
     edges = np.linspace(min(d.min() for d in data), max(d.max() for d in data), 81)
     ax.hist(data[0], edges, density=True, histtype="stepfilled", color="0.8", label="CP2K reference")
@@ -147,7 +132,7 @@ def _distribution_figure(attr, xlabel, ref, profiles):
 
 def _temperature_figure(sides, ref):
     # Time series (left) and distribution (right): runs of different lengths still compare.
-    fig, (ax, axh) = _subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
+    fig, (ax, axh) = figure(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
     for name, prof in sides:
         if prof.temperature is not None:
             t = prof.temperature[0]  # the first run's series; the histogram pools every run
@@ -169,7 +154,7 @@ def _temperature_figure(sides, ref):
 
 
 def _msd_figure(sides, ref):
-    fig, ax = _subplots(figsize=(6, 4))
+    fig, ax = figure(figsize=(6, 4))
     for name, prof in sides:
         # the mean MSD of the runs, over the lags the shortest run resolves
         curves = [analysis.msd_oxygen(run.traj) for run in prof.runs]
@@ -187,7 +172,7 @@ def _msd_figure(sides, ref):
 
 
 def _vacf_figure(with_spec, ref):
-    fig, (ax, axs) = _subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]})
+    fig, (ax, axs) = figure(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]})
     for name, prof in with_spec:
         sp = prof.spectrum
         style = {"color": "k", "lw": 2} if prof is ref else {"lw": 1.2}
